@@ -1,0 +1,109 @@
+"""Outcomes: one per input record, written to the JSON Lines report and counted in the log.
+
+SPEC section 7 is the contract. Every input record gets exactly one :class:`Outcome`; the
+report line carries what a compliance reviewer needs to trace it (which Salesforce records,
+which values, which Bulk job, which error).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+class Outcome(str, enum.Enum):
+    """What happened to one input record."""
+
+    UPDATED = "updated"
+    INSERTED = "inserted"
+    WOULD_UPDATE = "would_update"
+    WOULD_INSERT = "would_insert"
+    SKIPPED_UNCHANGED = "skipped_unchanged"
+    SKIPPED_UNMATCHED = "skipped_unmatched"
+    SKIPPED_CONVERTED = "skipped_converted"
+    SKIPPED_MULTIPLE_MATCHES = "skipped_multiple_matches"
+    SKIPPED_STALE = "skipped_stale"
+    SKIPPED_NO_OUID = "skipped_no_ouid"
+    SKIPPED_FILTERED = "skipped_filtered"
+    FAILED = "failed"
+
+
+# The order outcomes are listed in the log: writes first, then skips, then failures.
+OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
+
+
+@dataclass(frozen=True)
+class OutcomeLine:
+    """One line of the run report."""
+
+    stream: str
+    organization_user_id: str | None
+    didomi_id: str | None
+    timestamp: str | None
+    outcome: Outcome
+    salesforce_ids: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    job_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "stream": self.stream,
+                "organization_user_id": self.organization_user_id,
+                "didomi_id": self.didomi_id,
+                "timestamp": self.timestamp,
+                "outcome": self.outcome.value,
+                "salesforce_ids": list(self.salesforce_ids),
+                "fields": self.fields,
+                "error": self.error,
+                "job_id": self.job_id,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+def format_counts(counts: Counter[Outcome]) -> str:
+    """`updated=3 skipped_unmatched=1 ...`, in a stable order, outcomes with zero left out."""
+    parts = [f"{o.value}={counts[o]}" for o in OUTCOME_ORDER if counts[o]]
+    return " ".join(parts) if parts else "no records"
+
+
+class RunReport:
+    """Collects outcomes for the run and appends them to the report file as they are decided.
+
+    The file is created (truncated) when the report is opened, so it exists, empty, after a
+    run without records; each batch's lines are flushed before the next batch starts, so a
+    run that stops half-way leaves a report of everything decided until then.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self._file: IO[str] | None = None
+        self.run_counts: Counter[Outcome] = Counter()
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8")
+
+    def write_batch(self, lines: Iterable[OutcomeLine]) -> Counter[Outcome]:
+        """Record a batch's outcomes; returns that batch's counts."""
+        batch_counts: Counter[Outcome] = Counter()
+        for line in lines:
+            batch_counts[line.outcome] += 1
+            if self._file is not None:
+                self._file.write(line.to_json() + "\n")
+        if self._file is not None:
+            self._file.flush()
+        self.run_counts.update(batch_counts)
+        return batch_counts
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,333 @@
+"""Typed settings and the configuration check that runs before any record is read.
+
+Two passes, both collecting every problem rather than stopping at the first, so that one
+run tells the user everything to fix (SPEC section 2):
+
+1. :func:`read_settings` checks what can be checked offline (URL, mapping paths, options);
+2. :func:`check_against_object` checks the mappings against the object's describe (field
+   exists, is updateable / createable, can hold the value, required fields are covered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from target_salesforce_consent.mapping import (
+    FieldMapping,
+    FieldType,
+    MappingError,
+    compatibility_problem,
+)
+from target_salesforce_consent.salesforce.auth import instance_url_problem
+from target_salesforce_consent.salesforce.describe import FieldInfo, ObjectInfo
+
+SALESFORCE_OBJECTS = ("Lead", "Contact")
+MULTIPLE_MATCH_POLICIES = ("update_all", "skip")
+TEXT_TYPES = {"string", "textarea", "email", "phone", "url", "picklist", "combobox", "id"}
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot work; the message lists every problem and what to do."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"The configuration has {len(problems)} problem(s); no record was read:\n{listing}"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of SPEC section 2, parsed and checked offline."""
+
+    instance_url: str
+    client_id: str = field(repr=False)
+    client_secret: str = field(repr=False)
+    salesforce_object: str
+    mappings: tuple[FieldMapping, ...]
+    upsert_mode: bool = False
+    match_field: str = "Email"
+    insert_defaults: Mapping[str, Any] = field(default_factory=dict)
+    on_multiple_matches: str = "update_all"
+    regulations: frozenset[str] = frozenset({"gdpr"})
+    consent_timestamp_field: str | None = None
+    dry_run: bool = False
+    report_path: str | None = None
+    api_version: str = "62.0"
+    fail_on_record_errors: bool = False
+
+
+def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
+    """Parse the config; returns the settings (None when unusable) and every problem found."""
+    problems: list[str] = []
+
+    instance_url = str(config.get("instance_url") or "").rstrip("/")
+    url_problem = instance_url_problem(instance_url) if instance_url else (
+        "instance_url is missing: set it to your org's My Domain URL, "
+        "e.g. https://acme.my.salesforce.com"
+    )
+    if url_problem:
+        problems.append(url_problem)
+
+    for secret in ("client_id", "client_secret"):
+        if not str(config.get(secret) or "").strip():
+            problems.append(
+                f"{secret} is missing: copy the consumer "
+                f"{'key' if secret == 'client_id' else 'secret'} of the connected app or "
+                "external client app that has the client credentials flow enabled"
+            )
+
+    sobject = config.get("salesforce_object")
+    if sobject not in SALESFORCE_OBJECTS:
+        problems.append(
+            f"salesforce_object is {sobject!r}: it must be 'Lead' or 'Contact' "
+            "(use a second configuration to sync the other object)"
+        )
+
+    mappings: list[FieldMapping] = []
+    raw_mappings = config.get("mappings")
+    if not isinstance(raw_mappings, list) or not raw_mappings:
+        problems.append(
+            "mappings is empty: add at least one mapping such as "
+            '{"id": "HasOptedOutOfEmail", "value": "purposes.newsletter.enabled", "invert": true}'
+        )
+    else:
+        for index, item in enumerate(raw_mappings):
+            try:
+                mappings.append(FieldMapping.from_config(item, index))
+            except MappingError as exc:
+                problems.append(str(exc))
+
+    policy = config.get("on_multiple_matches", "update_all")
+    if policy not in MULTIPLE_MATCH_POLICIES:
+        problems.append(
+            f"on_multiple_matches is {policy!r}: it must be 'update_all' or 'skip'"
+        )
+
+    regulations = config.get("regulations", ["gdpr"])
+    if (
+        not isinstance(regulations, list)
+        or not regulations
+        or not all(isinstance(r, str) and r.strip() for r in regulations)
+    ):
+        problems.append(
+            f"regulations is {regulations!r}: list the Didomi regulation ids to apply, "
+            'e.g. ["gdpr"] or ["gdpr", "cpra"]'
+        )
+        regulations = ["gdpr"]
+
+    insert_defaults = config.get("insert_defaults") or {}
+    if not isinstance(insert_defaults, dict):
+        problems.append(
+            'insert_defaults must be an object of field to value, e.g. {"Company": "Unknown"}'
+        )
+        insert_defaults = {}
+
+    api_version = str(config.get("api_version") or "62.0")
+    if not _is_api_version(api_version):
+        problems.append(
+            f"api_version is {api_version!r}: use a Salesforce API version such as '62.0' "
+            "(47.0 or newer)"
+        )
+
+    match_field = str(config.get("match_field") or "Email").strip()
+    timestamp_field = config.get("consent_timestamp_field") or None
+
+    if problems:
+        return None, problems
+    return (
+        Settings(
+            instance_url=instance_url,
+            client_id=str(config["client_id"]).strip(),
+            client_secret=str(config["client_secret"]).strip(),
+            salesforce_object=str(sobject),
+            mappings=tuple(mappings),
+            upsert_mode=bool(config.get("upsert_mode", False)),
+            match_field=match_field,
+            insert_defaults=dict(insert_defaults),
+            on_multiple_matches=str(policy),
+            regulations=frozenset(r.strip().lower() for r in regulations),
+            consent_timestamp_field=str(timestamp_field).strip() if timestamp_field else None,
+            dry_run=bool(config.get("dry_run", False)),
+            report_path=str(config["report_path"]) if config.get("report_path") else None,
+            api_version=api_version,
+            fail_on_record_errors=bool(config.get("fail_on_record_errors", False)),
+        ),
+        [],
+    )
+
+
+def _is_api_version(text: str) -> bool:
+    major, _, minor = text.partition(".")
+    return major.isdigit() and minor.isdigit() and int(major) >= 47
+
+
+def field_type(info: FieldInfo) -> FieldType:
+    return FieldType(
+        name=info.name,
+        type=info.type,
+        length=info.length,
+        picklist_values=tuple(info.picklist_values),
+        restricted_picklist=info.restricted_picklist,
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Settings whose field names are the object's canonical API names, with their types."""
+
+    settings: Settings
+    mappings: tuple[FieldMapping, ...]
+    field_types: Mapping[str, FieldType]  # canonical field name -> type, every field we write
+    match_field: str
+    consent_timestamp_field: str | None
+    insert_defaults: Mapping[str, str]  # canonical field name -> CSV cell
+    select_fields: tuple[str, ...]  # what the matching query reads
+
+
+def check_against_object(settings: Settings, obj: ObjectInfo) -> tuple[ResolvedSettings | None, list[str]]:
+    """Check the settings against the object's describe; returns every problem found."""
+    problems: list[str] = []
+    name = obj.name
+    creating = settings.upsert_mode
+    field_types: dict[str, FieldType] = {}
+
+    def need(field_name: str, what: str, *, update: bool = True) -> FieldInfo | None:
+        info = obj.field(field_name)
+        if info is None:
+            problems.append(
+                f"{what}: {name} has no field {field_name!r} that the integration user can see. "
+                "Check the API name (custom fields end in __c) and the field-level security of "
+                "the connected app's Run As user"
+            )
+            return None
+        if update and not info.updateable:
+            problems.append(
+                f"{what}: {name}.{info.name} is not updateable by the integration user; give "
+                "the Run As user edit access to it (field-level security) or map another field"
+            )
+        if creating and not info.createable:
+            problems.append(
+                f"{what}: {name}.{info.name} cannot be set on create, which upsert_mode needs; "
+                "give the Run As user create access to it or turn upsert_mode off"
+            )
+        return info
+
+    match_info = need(settings.match_field, "match_field", update=False)
+    match_name = match_info.name if match_info else settings.match_field
+    if match_info is not None and match_info.type not in TEXT_TYPES:
+        problems.append(
+            f"match_field: {name}.{match_info.name} is a {match_info.type} field; "
+            "organization_user_id is text, so match on a text, email or phone field"
+        )
+
+    resolved: list[FieldMapping] = []
+    seen: dict[str, int] = {}
+    for index, mapping in enumerate(settings.mappings):
+        info = need(mapping.field, f"mappings[{index}] ({mapping.field})")
+        if info is None:
+            continue
+        if info.name.casefold() == match_name.casefold():
+            problems.append(
+                f"mappings[{index}]: {info.name} is the match_field; the target never "
+                "rewrites the field it matches on"
+            )
+            continue
+        if info.name in seen:
+            problems.append(
+                f"mappings[{index}]: {info.name} is already mapped by mappings[{seen[info.name]}]; "
+                "a field takes one mapping"
+            )
+            continue
+        seen[info.name] = index
+        ftype = field_type(info)
+        problem = compatibility_problem(mapping, ftype)
+        if problem:
+            problems.append(problem)
+            continue
+        field_types[info.name] = ftype
+        resolved.append(_with_field(mapping, info.name))
+
+    timestamp_name: str | None = None
+    if settings.consent_timestamp_field:
+        info = need(settings.consent_timestamp_field, "consent_timestamp_field")
+        if info is not None:
+            if info.type != "datetime":
+                problems.append(
+                    f"consent_timestamp_field: {name}.{info.name} is a {info.type} field; it "
+                    "must be a Date/Time field so the newest consent can win"
+                )
+            elif info.name in field_types:
+                problems.append(
+                    f"consent_timestamp_field: {info.name} is also the target of a mapping; "
+                    "the target sets it itself"
+                )
+            else:
+                timestamp_name = info.name
+                field_types[info.name] = field_type(info)
+
+    defaults: dict[str, str] = {}
+    for key, value in settings.insert_defaults.items():
+        info = obj.field(key)
+        if info is None:
+            problems.append(
+                f"insert_defaults: {name} has no field {key!r} that the integration user can see"
+            )
+            continue
+        if not info.createable:
+            problems.append(
+                f"insert_defaults: {name}.{info.name} cannot be set on create by the integration user"
+            )
+            continue
+        defaults[info.name] = _default_cell(value)
+        field_types.setdefault(info.name, field_type(info))
+
+    if creating:
+        covered = {f.casefold() for f in defaults} | {match_name.casefold()}
+        missing = [
+            f.name for f in obj.required_on_insert() if f.name.casefold() not in covered
+        ]
+        if missing:
+            problems.append(
+                f"upsert_mode creates {name} records, which require {', '.join(missing)}: add "
+                f"them to insert_defaults, e.g. "
+                + "{"
+                + ", ".join(f'"{m}": "..."' for m in missing)
+                + "}"
+            )
+
+    if problems:
+        return None, problems
+
+    select = ["Id", match_name, *[m.field for m in resolved]]
+    if timestamp_name:
+        select.append(timestamp_name)
+    if name == "Lead":
+        select.append("IsConverted")
+    return (
+        ResolvedSettings(
+            settings=settings,
+            mappings=tuple(resolved),
+            field_types=field_types,
+            match_field=match_name,
+            consent_timestamp_field=timestamp_name,
+            insert_defaults=defaults,
+            select_fields=tuple(dict.fromkeys(select)),
+        ),
+        [],
+    )
+
+
+def _with_field(mapping: FieldMapping, canonical: str) -> FieldMapping:
+    from dataclasses import replace
+
+    return replace(mapping, field=canonical)
+
+
+def _default_cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)

@@ -1,0 +1,321 @@
+"""From a batch of Singer records to Bulk API 2.0 jobs and one outcome per record.
+
+The sink only buffers. All streams share one buffer (held by the target) so that a user
+record and an event for the same person merge even when a tap sends them on two streams;
+when the buffer is full, or the input ends, :class:`BatchProcessor` turns it into
+outcomes:
+
+parse and filter -> group by organization_user_id -> merge -> match (REST SOQL) -> plan
+-> Bulk API 2.0 update / insert jobs -> reconcile results by key -> report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk.sinks import BatchSink
+
+from target_salesforce_consent.didomi import ConsentRecord, RecordError, merge, parse_record
+from target_salesforce_consent.plan import (
+    DesiredValues,
+    GroupPlan,
+    csv_columns,
+    desired_values,
+    format_datetime,
+    plan_group,
+)
+from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
+from target_salesforce_consent.salesforce.bulk import BulkIngest, IngestOutcome, RowResult
+from target_salesforce_consent.salesforce.client import SalesforceClient
+from target_salesforce_consent.salesforce.errors import ApiLimitExceededError, SalesforceError
+from target_salesforce_consent.salesforce.soql import build_match_queries
+from target_salesforce_consent.settings import ResolvedSettings
+
+if TYPE_CHECKING:
+    from target_salesforce_consent.target import TargetSalesforceConsent
+
+
+class RunError(Exception):
+    """The run cannot finish cleanly: something is left unresolved (SPEC 7). No STATE follows."""
+
+
+@dataclass(frozen=True)
+class BufferedRecord:
+    stream: str
+    record: dict[str, Any]
+
+
+@dataclass
+class _Group:
+    ouid: str  # as the newest record gives it, whitespace stripped
+    members: list[tuple[int, BufferedRecord, ConsentRecord]]
+    desired: DesiredValues
+    plan: GroupPlan | None = None
+
+
+class BatchProcessor:
+    """Turns one buffer of records into Salesforce writes and report lines."""
+
+    def __init__(
+        self,
+        rs: ResolvedSettings,
+        client: SalesforceClient,
+        bulk: BulkIngest,
+        report: RunReport,
+        logger: logging.Logger,
+    ) -> None:
+        self.rs = rs
+        self.client = client
+        self.bulk = bulk
+        self.report = report
+        self.logger = logger
+        self.batches = 0
+
+    # -- the batch ------------------------------------------------------------------------
+
+    def process(self, buffer: list[BufferedRecord]) -> None:
+        self.batches += 1
+        lines: dict[int, OutcomeLine] = {}
+        groups = self._group(buffer, lines)
+        unresolved: list[str] = []
+        fatal: str | None = None
+        try:
+            matches = self._find_matches(list(groups))
+            for key, group in groups.items():
+                group.plan = plan_group(group.ouid, group.desired, matches.get(key, []), self.rs)
+            unresolved = self._write(groups, lines)
+        except SalesforceError as exc:
+            fatal = self._fatal_message(exc)
+            for group in groups.values():
+                for seq, item, rec in group.members:
+                    lines.setdefault(
+                        seq,
+                        self._line(item, rec, Outcome.FAILED, error=str(exc)),
+                    )
+        counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
+        self.logger.info(
+            "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
+        )
+        self._log_errors(lines.values())
+        if fatal:
+            raise RunError(fatal)
+        if unresolved:
+            raise RunError(
+                f"{len(unresolved)} Salesforce row(s) were still unprocessed or locked after "
+                f"the retries ({', '.join(unresolved[:5])}{', ...' if len(unresolved) > 5 else ''}). "
+                "They are reported as failed and no STATE was emitted, so the tap sends them "
+                "again on the next run; if this repeats, look for long-running automation or "
+                "data skew on these records in Salesforce."
+            )
+        if self.rs.settings.fail_on_record_errors and counts[Outcome.FAILED]:
+            raise RunError(
+                f"{counts[Outcome.FAILED]} record(s) failed (see the report and the log above) "
+                "and fail_on_record_errors is true; no STATE was emitted."
+            )
+
+    def _group(self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]) -> dict[str, _Group]:
+        settings = self.rs.settings
+        members: dict[str, list[tuple[int, BufferedRecord, ConsentRecord]]] = {}
+        for seq, item in enumerate(buffer):
+            try:
+                rec = parse_record(item.record)
+            except RecordError as exc:
+                lines[seq] = self._unreadable_line(item, str(exc))
+                continue
+            if rec.kind == "deleted":
+                lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
+            elif rec.status not in (None, "confirmed") or rec.regulation not in settings.regulations:
+                lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
+            elif rec.ouid is None:
+                lines[seq] = self._line(item, rec, Outcome.SKIPPED_NO_OUID)
+            else:
+                members.setdefault(rec.ouid.casefold(), []).append((seq, item, rec))
+        groups: dict[str, _Group] = {}
+        for key, group_members in members.items():
+            merged = merge([rec for _, _, rec in group_members])
+            groups[key] = _Group(merged.ouid, group_members, desired_values(merged, self.rs))
+        return groups
+
+    def _find_matches(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        if not keys:
+            return found
+        rs = self.rs
+        queries = build_match_queries(
+            rs.settings.salesforce_object,
+            rs.select_fields,
+            rs.match_field,
+            keys,
+            url_prefix=self.client.data_path("query"),
+        )
+        for soql in queries:
+            for record in self.client.query_all(soql):
+                key = str(record.get(rs.match_field) or "").strip().casefold()
+                found.setdefault(key, []).append(record)
+        return found
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(self, groups: dict[str, _Group], lines: dict[int, OutcomeLine]) -> list[str]:
+        """Run the planned jobs and decide the outcome of every group; returns unresolved keys."""
+        rs = self.rs
+        settings = rs.settings
+        update_rows: list[dict[str, str]] = []
+        insert_rows: list[dict[str, str]] = []
+        for group in groups.values():
+            assert group.plan is not None
+            update_rows.extend(group.plan.update_rows)
+            if group.plan.insert_row is not None:
+                insert_rows.append(group.plan.insert_row)
+
+        field_order = list(rs.field_types)
+        updates: IngestOutcome | None = None
+        inserts: IngestOutcome | None = None
+        if not settings.dry_run:
+            if update_rows:
+                columns = csv_columns(["Id"], update_rows, field_order)
+                updates = self.bulk.run(
+                    settings.salesforce_object, "update", columns, update_rows, "Id"
+                )
+            if insert_rows:
+                columns = csv_columns([rs.match_field], insert_rows, field_order)
+                inserts = self.bulk.run(
+                    settings.salesforce_object, "insert", columns, insert_rows, rs.match_field
+                )
+
+        unresolved: list[str] = []
+        for group in groups.values():
+            plan = group.plan
+            assert plan is not None
+            outcome = plan.outcome
+            error: str | None = None
+            job_id: str | None = None
+            ids = plan.salesforce_ids
+            if outcome is None and plan.update_rows:
+                if settings.dry_run:
+                    outcome = Outcome.WOULD_UPDATE
+                else:
+                    assert updates is not None
+                    results = [_result(updates, row["Id"]) for row in plan.update_rows]
+                    outcome, error, job_id = _combine(results, Outcome.UPDATED)
+                    unresolved += [r.key for r in results if r.status == "unresolved"]
+            elif outcome is None and plan.insert_row is not None:
+                if settings.dry_run:
+                    outcome = Outcome.WOULD_INSERT
+                else:
+                    assert inserts is not None
+                    result = _result(inserts, plan.insert_row[rs.match_field])
+                    outcome, error, job_id = _combine([result], Outcome.INSERTED)
+                    if result.sf_id and result.status == "succeeded":
+                        ids = (result.sf_id,)
+                    if result.status == "unresolved":
+                        unresolved.append(result.key)
+            assert outcome is not None
+            fields = plan.fields
+            for seq, item, rec in group.members:
+                lines[seq] = self._line(
+                    item, rec, outcome, ids=ids, fields=fields, error=error, job_id=job_id
+                )
+        return unresolved
+
+    # -- report lines ---------------------------------------------------------------------
+
+    @staticmethod
+    def _line(
+        item: BufferedRecord,
+        rec: ConsentRecord,
+        outcome: Outcome,
+        *,
+        ids: tuple[str, ...] = (),
+        fields: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        job_id: str | None = None,
+    ) -> OutcomeLine:
+        return OutcomeLine(
+            stream=item.stream,
+            organization_user_id=rec.ouid,
+            didomi_id=rec.didomi_id,
+            timestamp=format_datetime(rec.timestamp) if rec.timestamp else None,
+            outcome=outcome,
+            salesforce_ids=ids,
+            fields=dict(fields or {}),
+            error=error,
+            job_id=job_id,
+        )
+
+    @staticmethod
+    def _unreadable_line(item: BufferedRecord, error: str) -> OutcomeLine:
+        raw = item.record if isinstance(item.record, dict) else {}
+        user = raw.get("user")
+        ouid = raw.get("organization_user_id") or (
+            user.get("organization_user_id") if isinstance(user, dict) else None
+        )
+        didomi_id = raw.get("id")
+        return OutcomeLine(
+            stream=item.stream,
+            organization_user_id=str(ouid).strip() if isinstance(ouid, str) else None,
+            didomi_id=didomi_id if isinstance(didomi_id, str) else None,
+            timestamp=None,
+            outcome=Outcome.FAILED,
+            error=error,
+        )
+
+    def _log_errors(self, lines: Any) -> None:
+        errors: Counter[str] = Counter(
+            line.error for line in lines if line.outcome is Outcome.FAILED and line.error
+        )
+        for error, count in errors.most_common(10):
+            self.logger.warning("%d record(s) failed: %s", count, error)
+
+    @staticmethod
+    def _fatal_message(exc: SalesforceError) -> str:
+        if isinstance(exc, ApiLimitExceededError):
+            return (
+                f"Salesforce refused the run: {exc}. The org's daily API request limit is used "
+                "up; the batch's records are reported as failed and no STATE was emitted. Run "
+                "again when the rolling 24-hour usage has dropped (Setup > Company Information "
+                "shows it), or ask Salesforce for a higher limit."
+            )
+        return (
+            f"Salesforce call failed: {exc}. The batch's records are reported as failed and "
+            "no STATE was emitted, so the tap sends them again on the next run."
+        )
+
+
+def _result(outcome: IngestOutcome, key: str) -> RowResult:
+    return outcome.results[key]
+
+
+def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str | None, str | None]:
+    """One outcome for an organization_user_id whose rows went to Salesforce."""
+    for result in results:
+        if result.status == "succeeded":
+            return success, None, result.job_id
+    first = results[0]
+    return Outcome.FAILED, first.error or "UNKNOWN_EXCEPTION: no result row", first.job_id
+
+
+class ConsentSink(BatchSink):
+    """Buffers records into the target's shared buffer; the target's processor drains it."""
+
+    @property
+    def consent_target(self) -> TargetSalesforceConsent:
+        return self._consent_target
+
+    def __init__(self, target: TargetSalesforceConsent, *args: Any, **kwargs: Any) -> None:
+        self._consent_target = target
+        super().__init__(target, *args, **kwargs)
+
+    @property
+    def is_full(self) -> bool:
+        return self.consent_target.buffered >= self.max_size
+
+    def process_record(self, record: dict, context: dict) -> None:
+        self.consent_target.buffer(BufferedRecord(self.stream_name, record))
+
+    def process_batch(self, context: dict) -> None:
+        self.consent_target.flush()

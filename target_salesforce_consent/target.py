@@ -1,0 +1,314 @@
+"""The Singer target: settings, the check before the first record, and SDK wiring."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from jsonschema import Draft7Validator
+from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.target_base import Target
+
+from target_salesforce_consent.report import RunReport, format_counts
+from target_salesforce_consent.salesforce.bulk import BulkIngest
+from target_salesforce_consent.salesforce.client import SalesforceClient
+from target_salesforce_consent.salesforce.describe import describe_object
+from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
+from target_salesforce_consent.settings import (
+    ConfigurationError,
+    ResolvedSettings,
+    check_against_object,
+    read_settings,
+)
+from target_salesforce_consent.sinks import BatchProcessor, BufferedRecord, ConsentSink, RunError
+
+SECRET_SETTINGS = ("client_id", "client_secret")
+
+MAPPING_SCHEMA = th.ObjectType(
+    th.Property("id", th.StringType, required=True, description="Salesforce field API name."),
+    th.Property(
+        "value",
+        th.StringType,
+        required=True,
+        description="Source path, e.g. `purposes.newsletter.enabled` (SPEC 4).",
+    ),
+    th.Property("invert", th.BooleanType, description="Negate a boolean (null stays null)."),
+    th.Property(
+        "value_map",
+        th.ObjectType(additional_properties=th.StringType),
+        description="Translate values (value ids to picklist values, true/false to text).",
+    ),
+    additional_properties=False,
+)
+
+
+class TargetSalesforceConsent(Target):
+    """Writes Didomi consent into Salesforce Leads or Contacts through Bulk API 2.0."""
+
+    name = "target-salesforce-consent"
+    default_sink_class = ConsentSink
+    # No schema flattening: the target reads Didomi's nested consent objects itself.
+    capabilities = [  # noqa: RUF012
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.STRUCTURED_LOGGING,
+        TargetCapabilities.VALIDATE_RECORDS,
+    ]
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "instance_url",
+            th.StringType,
+            required=True,
+            title="Instance URL",
+            description=(
+                "The org's My Domain URL, e.g. `https://acme.my.salesforce.com`. Must be https, "
+                "except for loopback hosts (the sandbox)."
+            ),
+        ),
+        th.Property(
+            "client_id",
+            th.StringType,
+            required=True,
+            secret=True,
+            title="Client ID",
+            description="Consumer key of the connected app / external client app "
+            "(OAuth 2.0 client credentials flow).",
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            required=True,
+            secret=True,
+            title="Client Secret",
+            description="Consumer secret of the connected app / external client app.",
+        ),
+        th.Property(
+            "salesforce_object",
+            th.StringType,
+            required=True,
+            allowed_values=["Lead", "Contact"],
+            title="Salesforce Object",
+            description="`Lead` or `Contact`: the object this configuration keeps in step.",
+        ),
+        th.Property(
+            "upsert_mode",
+            th.BooleanType,
+            default=False,
+            title="Upsert Mode",
+            description="`true`: create a Lead/Contact for an organization_user_id that matches "
+            "none. `false`: report it as `skipped_unmatched`.",
+        ),
+        th.Property(
+            "mappings",
+            th.ArrayType(MAPPING_SCHEMA),
+            required=True,
+            title="Mappings",
+            description='Field mappings in Didomi\'s format: `[{"id": "HasOptedOutOfEmail", '
+            '"value": "purposes.newsletter.enabled", "invert": true}]`.',
+        ),
+        th.Property(
+            "match_field",
+            th.StringType,
+            default="Email",
+            title="Match Field",
+            description="API name of the Salesforce field that holds the organization_user_id.",
+        ),
+        th.Property(
+            "insert_defaults",
+            th.ObjectType(additional_properties=th.CustomType({"type": ["string", "boolean",
+                                                                         "number", "null"]})),
+            default={},
+            title="Insert Defaults",
+            description="Constant field values used only on records the target creates "
+            "(e.g. `LastName`, `Company`, `LeadSource`).",
+        ),
+        th.Property(
+            "on_multiple_matches",
+            th.StringType,
+            default="update_all",
+            allowed_values=["update_all", "skip"],
+            title="On Multiple Matches",
+            description="`update_all`: write every matching record; `skip`: write none and "
+            "report `skipped_multiple_matches`.",
+        ),
+        th.Property(
+            "regulations",
+            th.ArrayType(th.StringType),
+            default=["gdpr"],
+            title="Regulations",
+            description="Didomi regulations to apply; other records are `skipped_filtered`. "
+            "A record without `regulation` counts as `gdpr`.",
+        ),
+        th.Property(
+            "consent_timestamp_field",
+            th.StringType,
+            title="Consent Timestamp Field",
+            description="API name of a Salesforce Date/Time field. When set, the newest consent "
+            "wins: records holding a newer timestamp are `skipped_stale`, and every write sets it.",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            title="Dry Run",
+            description="Read-only: match and plan, write nothing, emit no STATE.",
+        ),
+        th.Property(
+            "report_path",
+            th.StringType,
+            title="Report Path",
+            description="Path of a JSON Lines file with one outcome line per input record.",
+        ),
+        th.Property(
+            "api_version",
+            th.StringType,
+            default="62.0",
+            title="API Version",
+            description="Salesforce API version used in every data URL.",
+        ),
+        th.Property(
+            "fail_on_record_errors",
+            th.BooleanType,
+            default=False,
+            title="Fail On Record Errors",
+            description="`true`: a permanent per-record error also makes the run fail "
+            "(non-zero exit, no STATE).",
+        ),
+        th.Property(
+            "validate_records",
+            th.BooleanType,
+            default=False,
+            title="Validate Records",
+            description="Validate records against the tap's SCHEMA. Off by default: the target "
+            "recognises Didomi record shapes itself, and reports a record it cannot read.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._schema_problems: list[str] = []
+        super().__init__(*args, **kwargs)
+        # One Salesforce writer at a time: jobs of two sinks must never race on a record.
+        self.max_parallelism = 1
+        self._buffer: list[BufferedRecord] = []
+        self._processor: BatchProcessor | None = None
+        self._report: RunReport | None = None
+        self._summary_logged = False
+        if kwargs.get("validate_config", True):
+            self._processor = self._start_run()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        super().append_builtin_config(config_jsonschema)
+        # upsert_mode alone decides whether records are created (SPEC 2).
+        config_jsonschema["properties"].pop("load_method", None)
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Collect schema problems; they are reported with the others in one message."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        problems = []
+        for error in Draft7Validator(schema).iter_errors(dict(self._config)):
+            where = ".".join(str(p) for p in error.absolute_path) or "config"
+            if where.split(".")[0] in SECRET_SETTINGS:
+                problems.append(f"{where} must be a non-empty string")  # never echo a secret
+            else:
+                problems.append(f"{where}: {error.message}")
+        self._schema_problems = problems
+        return problems
+
+    def _start_run(self) -> BatchProcessor:
+        """Everything that can fail before the first record is read (SPEC 2)."""
+        settings, problems = read_settings(self.config)
+        problems = self._schema_problems + [p for p in problems if p not in self._schema_problems]
+        if settings is None or problems:
+            raise ConfigurationError(problems)
+        client = SalesforceClient(
+            settings.instance_url,
+            settings.client_id,
+            settings.client_secret,
+            api_version=settings.api_version,
+        )
+        try:
+            client.authenticate()
+            obj = describe_object(client, settings.salesforce_object)
+        except AuthenticationError as exc:
+            raise ConfigurationError([f"Salesforce refused the credentials: {exc}"]) from None
+        except SalesforceError as exc:
+            raise ConfigurationError([f"Salesforce call failed during the check: {exc}"]) from None
+        resolved, problems = check_against_object(settings, obj)
+        if resolved is None:
+            raise ConfigurationError(problems)
+        self._report = RunReport(settings.report_path)
+        self.logger.info(
+            "Writing %s to %s %s through Bulk API 2.0%s",
+            ", ".join(m.field for m in resolved.mappings),
+            settings.salesforce_object,
+            "records (creating unmatched ones)" if settings.upsert_mode else "records",
+            " (dry run: nothing is written)" if settings.dry_run else "",
+        )
+        return BatchProcessor(resolved, client, BulkIngest(client), self._report, self.logger)
+
+    @property
+    def resolved_settings(self) -> ResolvedSettings:
+        assert self._processor is not None
+        return self._processor.rs
+
+    # -- the shared buffer (see sinks.py) ---------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def buffer(self, item: BufferedRecord) -> None:
+        self._buffer.append(item)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._processor is None:
+            self._processor = self._start_run()
+        batch, self._buffer = self._buffer, []
+        try:
+            self._processor.process(batch)
+        except RunError:
+            self._log_summary()
+            raise
+
+    def process_endofpipe(self) -> None:
+        try:
+            super().process_endofpipe()
+        finally:
+            self._log_summary()
+
+    def _log_summary(self) -> None:
+        if self._summary_logged or self._report is None:
+            return
+        self._summary_logged = True
+        counts = self._report.run_counts
+        self.logger.info("Run: %d record(s): %s", sum(counts.values()), format_counts(counts))
+        if self._report.path is not None:
+            self.logger.info("Report written to %s", self._report.path)
+        self._report.close()
+
+    def _write_state_message(self, state: dict) -> None:
+        # A dry run emits no state: the tap must send the same records to the real run.
+        if self._processor is not None and self._processor.rs.settings.dry_run:
+            return
+        super()._write_state_message(state)
+
+
+def cli() -> None:
+    """Console entry point: clean messages and a non-zero exit for what a user must fix."""
+    try:
+        TargetSalesforceConsent.cli()
+    except (ConfigurationError, RunError) as exc:
+        sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
+        sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
+
+
+if __name__ == "__main__":
+    cli()
