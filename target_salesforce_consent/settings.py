@@ -244,7 +244,7 @@ def check_against_object(settings: Settings, obj: ObjectInfo) -> tuple[ResolvedS
             continue
         seen[info.name] = index
         ftype = field_type(info)
-        problem = compatibility_problem(mapping, ftype)
+        problem = compatibility_problem(mapping, ftype, name)
         if problem:
             problems.append(problem)
             continue
