@@ -1,0 +1,573 @@
+"""Bulk API 2.0 ingest: CSV building, job lifecycle, reconciliation by column (reference §3)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .client import SalesforceClient
+from .errors import JobFailedError, SalesforceError
+from .soql import check_name
+
+logger = logging.getLogger("target_salesforce_consent.salesforce")
+
+LineEnding = Literal["LF", "CRLF"]
+Operation = Literal["update", "insert"]
+RowStatus = Literal["succeeded", "failed", "unresolved"]
+
+_TERMINATORS: dict[str, str] = {"LF": "\n", "CRLF": "\r\n"}
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_FIELDS_SUFFIX = re.compile(r":[^:]*--\s*$")
+TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
+#: Row error codes that are worth resubmitting in a new job.
+TRANSIENT_ROW_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
+#: Upload size kept under Salesforce's 150 MB (base64) per job.
+MAX_UPLOAD_BYTES = 100_000_000
+_TRANSIENT_JOB_ERROR = re.compile(
+    r"timeout|timed out|unable_to_lock_row|toomanylockfailure|\block(s|ed|ing)?\b",
+    re.IGNORECASE,
+)
+_CONFIG_JOB_ERROR = re.compile(r"^\s*(InvalidBatch|ClientInputError|InvalidJob)\b", re.IGNORECASE)
+
+
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def build_csv(
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, str]],
+    *,
+    line_ending: LineEnding = "LF",
+) -> bytes:
+    """CSV bytes for a Bulk API 2.0 upload.
+
+    UTF-8 without BOM, every value quoted, rows terminated by the declared line ending, line
+    breaks inside values normalised to it. A missing key or None is an empty cell (= leave the
+    field unchanged on update).
+    """
+    if line_ending not in _TERMINATORS:
+        raise ValueError(f"line_ending must be LF or CRLF, not {line_ending!r}")
+    if not columns:
+        raise ValueError("columns is empty")
+    if len({c.lower() for c in columns}) != len(columns):
+        raise ValueError(f"duplicate column in {list(columns)!r}")
+    terminator = _TERMINATORS[line_ending]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator=terminator)
+    writer.writerow(columns)
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        text = value if isinstance(value, str) else str(value)
+        return _NEWLINES.sub(terminator, text.replace("\x00", ""))
+
+    for row in rows:
+        writer.writerow([cell(row.get(column)) for column in columns])
+    return buffer.getvalue().encode("utf-8")
+
+
+def parse_result_csv(body: bytes) -> list[dict[str, str]]:
+    """Rows of a Bulk API result CSV keyed by header name (empty or header-only body -> [])."""
+    if not body:
+        return []
+    text = body.decode("utf-8-sig")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[dict[str, str]] = []
+    for record in reader:
+        if not record or record == [""]:
+            continue
+        if header is None:
+            header = record
+            continue
+        values = record + [""] * (len(header) - len(record))
+        rows.append(dict(zip(header, values[: len(header)], strict=True)))
+    return rows
+
+
+def parse_sf_error(text: str) -> tuple[str, str]:
+    """``"CODE:message:fields --"`` -> ``("CODE", "message")``."""
+    text = (text or "").strip()
+    code, sep, rest = text.partition(":")
+    if not sep:
+        return (text or "UNKNOWN_ERROR", "")
+    return code.strip(), _FIELDS_SUFFIX.sub("", rest).strip()
+
+
+def format_sf_error(text: str) -> str:
+    """``"CODE:message:fields --"`` -> ``"CODE: message"``."""
+    code, message = parse_sf_error(text)
+    return f"{code}: {message}" if message else code
+
+
+def is_transient_job_error(error_message: str) -> bool:
+    """Whether a Failed job's errorMessage names a transient cause (timeout, lock contention)."""
+    if _CONFIG_JOB_ERROR.match(error_message or ""):
+        return False
+    return bool(_TRANSIENT_JOB_ERROR.search(error_message or ""))
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowResult:
+    key: str
+    status: RowStatus
+    sf_id: str | None
+    created: bool
+    error: str | None
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    results: dict[str, RowResult]
+    job_ids: list[str] = field(default_factory=list)
+
+    def count(self, status: RowStatus) -> int:
+        return sum(1 for result in self.results.values() if result.status == status)
+
+
+@dataclass
+class _Row:
+    key: str
+    norm: str
+    data: Mapping[str, str]
+
+
+@dataclass
+class _JobRun:
+    job_id: str
+    state: str
+    error_message: str
+    succeeded: dict[str, dict[str, str]] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    unprocessed: set[str] = field(default_factory=set)
+    timed_out: bool = False
+
+
+def _norm(value: str | None) -> str:
+    return (value or "").strip().lower()
+
+
+class BulkIngest:
+    """Runs Bulk API 2.0 ingest jobs and reconciles their results by a key column."""
+
+    def __init__(
+        self,
+        client: SalesforceClient,
+        *,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        poll_timeout: float = 3600.0,
+        max_rounds: int = 4,
+        max_rows_per_job: int = 10000,
+        delete_jobs: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ) -> None:
+        if max_rounds < 1 or max_rows_per_job < 1:
+            raise ValueError("max_rounds and max_rows_per_job must be at least 1")
+        self.client = client
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.poll_timeout = poll_timeout
+        self.max_rounds = max_rounds
+        self.max_rows_per_job = max_rows_per_job
+        self.delete_jobs = delete_jobs
+        self.max_upload_bytes = max_upload_bytes
+        self._sleep = sleep
+
+    # -- public -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        sobject: str,
+        operation: Operation,
+        columns: Sequence[str],
+        rows: Sequence[Mapping[str, str]],
+        key_column: str,
+    ) -> IngestOutcome:
+        """Write ``rows`` and return one RowResult per key.
+
+        Raises JobFailedError when a job fails as a whole for a non-transient reason, or for a
+        transient one on the last round; its ``outcome`` holds what is known so far.
+        """
+        if operation not in ("update", "insert"):
+            raise ValueError(f"operation must be 'update' or 'insert', not {operation!r}")
+        check_name(sobject, "object name")
+        for column in columns:
+            check_name(column, "column name")
+        if key_column not in columns:
+            raise ValueError(f"key_column {key_column!r} is not one of the columns")
+        entries: list[_Row] = []
+        seen: set[str] = set()
+        for row in rows:
+            key = row.get(key_column)
+            norm = _norm(key)
+            if not norm or key is None:
+                raise ValueError(f"a row has an empty {key_column}")
+            if norm in seen:
+                raise ValueError(f"duplicate {key_column} {key!r}")
+            seen.add(norm)
+            entries.append(_Row(key, norm, row))
+
+        outcome = IngestOutcome(results={}, job_ids=[])
+        if not entries:
+            return outcome
+        try:
+            for chunk in self._chunks(columns, entries):
+                self._run_chunk(sobject, operation, columns, key_column, chunk, outcome)
+        except JobFailedError as exc:
+            exc.outcome = outcome
+            raise
+        logger.info(
+            "Bulk %s of %s: %d succeeded, %d failed, %d unresolved in %d job(s)",
+            operation,
+            sobject,
+            outcome.count("succeeded"),
+            outcome.count("failed"),
+            outcome.count("unresolved"),
+            len(outcome.job_ids),
+        )
+        return outcome
+
+    # -- chunking -----------------------------------------------------------------------------
+
+    def _chunks(self, columns: Sequence[str], entries: list[_Row]) -> Iterator[list[_Row]]:
+        for start in range(0, len(entries), self.max_rows_per_job):
+            yield from self._split_by_size(columns, entries[start : start + self.max_rows_per_job])
+
+    def _split_by_size(self, columns: Sequence[str], rows: list[_Row]) -> Iterator[list[_Row]]:
+        if len(rows) > 1:
+            size = len(build_csv(columns, [r.data for r in rows]))
+            if size > self.max_upload_bytes:
+                middle = len(rows) // 2
+                yield from self._split_by_size(columns, rows[:middle])
+                yield from self._split_by_size(columns, rows[middle:])
+                return
+        yield rows
+
+    # -- rounds -------------------------------------------------------------------------------
+
+    def _run_chunk(
+        self,
+        sobject: str,
+        operation: Operation,
+        columns: Sequence[str],
+        key_column: str,
+        chunk: list[_Row],
+        outcome: IngestOutcome,
+    ) -> None:
+        pending = chunk
+        last_error: dict[str, tuple[str | None, str | None]] = {}
+        results = outcome.results
+        for round_no in range(1, self.max_rounds + 1):
+            if round_no > 1:
+                delay = self.client.retry.delay(round_no - 1)
+                logger.info(
+                    "Resubmitting %d %s row(s) in a new job (round %d/%d) after %.1fs",
+                    len(pending),
+                    sobject,
+                    round_no,
+                    self.max_rounds,
+                    delay,
+                )
+                self._sleep(delay)
+            job = self._run_job(sobject, operation, columns, key_column, pending, outcome)
+            if job.state == "Failed" and not is_transient_job_error(job.error_message):
+                self._settle(job, pending, results, retry_into=None)
+                for row in pending:
+                    if row.key not in results:
+                        results[row.key] = RowResult(
+                            row.key, "unresolved", None, False,
+                            f"JOB_FAILED: {job.error_message}", job.job_id,
+                        )  # fmt: skip
+                raise JobFailedError(job.job_id, job.error_message)
+            if job.state == "Aborted":
+                for row in pending:
+                    if row.key not in results:
+                        results[row.key] = RowResult(
+                            row.key, "unresolved", None, False,
+                            f"JOB_ABORTED: job {job.job_id} was aborted", job.job_id,
+                        )  # fmt: skip
+                raise JobFailedError(job.job_id, "the job was aborted outside this target")
+            if job.timed_out:
+                for row in pending:
+                    results[row.key] = RowResult(
+                        row.key, "unresolved", None, False,
+                        f"POLL_TIMEOUT: job {job.job_id} was still {job.state} after "
+                        f"{self.poll_timeout:.0f}s; its outcome is unknown",
+                        job.job_id,
+                    )  # fmt: skip
+                return
+            retry: list[_Row] = []
+            self._settle(job, pending, results, retry_into=retry, last_error=last_error)
+            if job.state == "Failed":
+                logger.warning(
+                    "Bulk job %s failed with a transient cause (%s); %d row(s) left to resubmit",
+                    job.job_id,
+                    job.error_message,
+                    len(retry),
+                )
+            pending = retry
+            if not pending:
+                return
+            if round_no == self.max_rounds and job.state == "Failed":
+                for row in pending:
+                    error, job_id = last_error.get(row.norm, (None, job.job_id))
+                    results[row.key] = RowResult(row.key, "unresolved", None, False, error, job_id)
+                raise JobFailedError(job.job_id, job.error_message)
+        logger.warning(
+            "%d %s row(s) still unresolved after %d rounds", len(pending), sobject, self.max_rounds
+        )
+        for row in pending:
+            error, job_id = last_error.get(row.norm, (None, None))
+            results[row.key] = RowResult(row.key, "unresolved", None, False, error, job_id)
+
+    def _settle(
+        self,
+        job: _JobRun,
+        pending: list[_Row],
+        results: dict[str, RowResult],
+        *,
+        retry_into: list[_Row] | None,
+        last_error: dict[str, tuple[str | None, str | None]] | None = None,
+    ) -> None:
+        """Record final results of ``job``; put resubmittable rows into ``retry_into``."""
+        for row in pending:
+            success = job.succeeded.get(row.norm)
+            if success is not None:
+                results[row.key] = RowResult(
+                    key=row.key,
+                    status="succeeded",
+                    sf_id=success.get("sf__Id") or None,
+                    created=(success.get("sf__Created") or "").strip().lower() == "true",
+                    error=None,
+                    job_id=job.job_id,
+                )
+                continue
+            failure = job.failed.get(row.norm)
+            if failure is not None:
+                raw_error = failure.get("sf__Error") or ""
+                code, _ = parse_sf_error(raw_error)
+                error = format_sf_error(raw_error)
+                if code in TRANSIENT_ROW_CODES and retry_into is not None:
+                    retry_into.append(row)
+                    if last_error is not None:
+                        last_error[row.norm] = (error, job.job_id)
+                    continue
+                results[row.key] = RowResult(
+                    key=row.key,
+                    status="failed",
+                    sf_id=failure.get("sf__Id") or None,
+                    created=False,
+                    error=error,
+                    job_id=job.job_id,
+                )
+                continue
+            if retry_into is not None:
+                retry_into.append(row)
+                if last_error is not None:
+                    if row.norm in job.unprocessed:
+                        message = f"UNPROCESSED: job {job.job_id} did not process the row"
+                    else:
+                        message = f"UNPROCESSED: the row is missing from job {job.job_id}'s results"
+                    if job.state == "Failed":
+                        message += f" (job failed: {job.error_message})"
+                    last_error[row.norm] = (message, job.job_id)
+
+    # -- one job ------------------------------------------------------------------------------
+
+    def _run_job(
+        self,
+        sobject: str,
+        operation: Operation,
+        columns: Sequence[str],
+        key_column: str,
+        rows: list[_Row],
+        outcome: IngestOutcome,
+    ) -> _JobRun:
+        body = build_csv(columns, [r.data for r in rows], line_ending="LF")
+        job_id = self._create_and_upload(sobject, operation, body, len(rows), outcome)
+        self._close(job_id)
+        info, timed_out = self._wait(job_id)
+        state = str(info.get("state") or "")
+        error_message = str(info.get("errorMessage") or "")
+        logger.info(
+            "Bulk job %s %s: %s processed, %s failed%s",
+            job_id,
+            state,
+            info.get("numberRecordsProcessed", "?"),
+            info.get("numberRecordsFailed", "?"),
+            f" ({error_message})" if error_message else "",
+        )
+        job = _JobRun(job_id, state, error_message, timed_out=timed_out)
+        if timed_out:
+            return job
+        if state in ("JobComplete", "Failed"):
+            try:
+                self._collect(job, key_column)
+            except SalesforceError as exc:
+                if state != "Failed" or is_transient_job_error(error_message):
+                    raise
+                logger.warning("Could not read the results of failed job %s: %s", job_id, exc)
+        if self.delete_jobs:
+            self._delete(job_id)
+        return job
+
+    def _create(self, sobject: str, operation: Operation) -> str:
+        response = self.client.request(
+            "POST",
+            "jobs/ingest",
+            json={
+                "object": sobject,
+                "operation": operation,
+                "contentType": "CSV",
+                "lineEnding": "LF",
+                "columnDelimiter": "COMMA",
+            },
+            headers={"Content-Type": "application/json"},
+            expected=(200, 201),
+        )
+        try:
+            job_id = str(response.json()["id"])
+        except (ValueError, KeyError, TypeError):
+            raise SalesforceError(
+                "INVALID_RESPONSE", "job creation returned no job id", status=response.status_code
+            ) from None
+        return job_id
+
+    def _create_and_upload(
+        self, sobject: str, operation: Operation, body: bytes, count: int, outcome: IngestOutcome
+    ) -> str:
+        attempts = max(self.client.retry.max_attempts, 1)
+        for attempt in range(1, attempts + 1):
+            job_id = self._create(sobject, operation)
+            outcome.job_ids.append(job_id)
+            logger.info(
+                "Created Bulk job %s (%s %s, %d rows, %d bytes)",
+                job_id,
+                operation,
+                sobject,
+                count,
+                len(body),
+            )
+            try:
+                self.client.request(
+                    "PUT",
+                    f"jobs/ingest/{job_id}/batches",
+                    data=body,
+                    headers={"Content-Type": "text/csv; charset=UTF-8"},
+                    expected=(201,),
+                    retry_unsafe=False,
+                )
+                return job_id
+            except SalesforceError as exc:
+                if not exc.transient:
+                    self._abort_quietly(job_id)
+                    raise
+                # The upload may or may not have reached Salesforce: never PUT twice on a job.
+                state = str(self.client.get_json(f"jobs/ingest/{job_id}").get("state") or "")
+                logger.warning(
+                    "Upload to job %s had an unknown outcome (%s); job is %s", job_id, exc, state
+                )
+                if state != "Open":
+                    raise
+                self._abort_quietly(job_id)
+                if attempt >= attempts:
+                    raise
+                self._sleep(self.client.retry.delay(attempt))
+        raise AssertionError("unreachable")
+
+    def _close(self, job_id: str) -> None:
+        try:
+            self.client.request(
+                "PATCH",
+                f"jobs/ingest/{job_id}",
+                json={"state": "UploadComplete"},
+                headers={"Content-Type": "application/json; charset=UTF-8"},
+            )
+        except SalesforceError as exc:
+            # A retried PATCH may find the job already closed by the first attempt.
+            if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403):
+                raise
+            state = self.client.get_json(f"jobs/ingest/{job_id}").get("state")
+            if state not in ("UploadComplete", "InProgress", "JobComplete", "Failed"):
+                raise
+
+    def _wait(self, job_id: str) -> tuple[dict[str, Any], bool]:
+        interval = self.poll_interval
+        waited = 0.0
+        started = time.monotonic()
+        while True:
+            info = self.client.get_json(f"jobs/ingest/{job_id}")
+            if not isinstance(info, dict):
+                raise SalesforceError("INVALID_RESPONSE", f"job {job_id} info is not an object")
+            if info.get("state") in TERMINAL_STATES:
+                return info, False
+            if max(waited, time.monotonic() - started) >= self.poll_timeout:
+                logger.warning(
+                    "Bulk job %s still %s after %.0fs; giving up waiting",
+                    job_id,
+                    info.get("state"),
+                    self.poll_timeout,
+                )
+                return info, True
+            self._sleep(interval)
+            waited += interval
+            interval = min(interval * 1.5, self.max_poll_interval)
+
+    def _results(self, job_id: str, kind: str) -> list[dict[str, str]]:
+        response = self.client.request(
+            "GET", f"jobs/ingest/{job_id}/{kind}", headers={"Accept": "text/csv"}
+        )
+        return parse_result_csv(response.content)
+
+    def _collect(self, job: _JobRun, key_column: str) -> None:
+        def key_of(row: Mapping[str, str]) -> str | None:
+            if key_column in row:
+                return row[key_column]
+            for name, value in row.items():
+                if name.lower() == key_column.lower():
+                    return value
+            return None
+
+        for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+            for row in self._results(job.job_id, kind):
+                norm = _norm(key_of(row))
+                if not norm:
+                    logger.warning("A %s row of job %s has no %s", kind, job.job_id, key_column)
+                    continue
+                if kind == "successfulResults":
+                    job.succeeded.setdefault(norm, row)
+                elif kind == "failedResults":
+                    job.failed.setdefault(norm, row)
+                else:
+                    job.unprocessed.add(norm)
+
+    def _abort_quietly(self, job_id: str) -> None:
+        try:
+            self.client.request(
+                "PATCH",
+                f"jobs/ingest/{job_id}",
+                json={"state": "Aborted"},
+                headers={"Content-Type": "application/json; charset=UTF-8"},
+            )
+            logger.info("Aborted Bulk job %s", job_id)
+        except SalesforceError as exc:
+            logger.warning("Could not abort Bulk job %s: %s", job_id, exc)
+
+    def _delete(self, job_id: str) -> None:
+        try:
+            self.client.request("DELETE", f"jobs/ingest/{job_id}", expected=(204, 200))
+        except SalesforceError as exc:
+            logger.warning("Could not delete Bulk job %s: %s", job_id, exc)

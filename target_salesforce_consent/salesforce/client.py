@@ -1,0 +1,377 @@
+"""Salesforce REST client: token handling, retries, error mapping (reference §1, §2, §8)."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .auth import Token, fetch_token, instance_url_problem, normalise_instance_url
+from .errors import ApiLimitExceededError, SalesforceError
+
+logger = logging.getLogger("target_salesforce_consent.salesforce")
+
+CLIENT_NAME = "target-salesforce-consent"
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+_API_VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("target-salesforce-consent")
+    except Exception:
+        return "0"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for transient failures."""
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based): base * 2**(attempt-1), jittered."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        if ceiling <= 0:
+            return 0.0
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def parse_error_body(response: requests.Response) -> tuple[str, str]:
+    """(code, message) from a Salesforce error response of any shape.
+
+    REST/Bulk errors are ``[{"message", "errorCode"}]``; OAuth errors ``{"error",
+    "error_description"}``; Edge/gateway errors are HTML pages.
+    """
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        body = [body]
+    if isinstance(body, list) and body and all(isinstance(item, dict) for item in body):
+        codes: list[str] = []
+        messages: list[str] = []
+        for item in body:
+            code = item.get("errorCode") or item.get("error") or item.get("statusCode")
+            message = item.get("message") or item.get("error_description")
+            if code and str(code) not in codes:
+                codes.append(str(code))
+            if message:
+                messages.append(str(message))
+        if codes or messages:
+            return (codes[0] if codes else f"HTTP_{status}", "; ".join(messages) or "(no message)")
+    text = response.text or ""
+    content_type = response.headers.get("Content-Type", "")
+    if "html" in content_type.lower() or text.lstrip().lower().startswith("<"):
+        match = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        title = " ".join(match.group(1).split()) if match else ""
+        detail = f" ({title[:200]})" if title else ""
+        return f"HTTP_{status}", f"HTTP {status} {response.reason or ''} with an HTML page{detail}"
+    snippet = " ".join(text.split())[:300]
+    return f"HTTP_{status}", f"HTTP {status} {response.reason or ''}: {snippet or '(empty body)'}"
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _strip_attributes(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_attributes(v) for k, v in value.items() if k != "attributes"}
+    if isinstance(value, list):
+        return [_strip_attributes(v) for v in value]
+    return value
+
+
+class SalesforceClient:
+    """Authenticated access to one org's REST and Bulk API 2.0 endpoints."""
+
+    def __init__(
+        self,
+        instance_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        api_version: str = "62.0",
+        retry: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        timeout: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        client_name: str = CLIENT_NAME,
+    ) -> None:
+        problem = instance_url_problem(instance_url)
+        if problem:
+            raise ValueError(problem)
+        match = _API_VERSION.match(str(api_version).strip())
+        if not match:
+            raise ValueError(f"api_version {api_version!r} must look like '62.0'")
+        self.login_url = normalise_instance_url(instance_url)
+        self.api_version = match.group(1)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self._owns_session = session is None
+        self._sleep = sleep
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token: Token | None = None
+        self._token_lock = threading.Lock()
+        #: The latest ``Sforce-Limit-Info`` header, e.g. ``api-usage=18/15000``.
+        self.api_usage: str | None = None
+        self._headers = {
+            "User-Agent": f"{client_name}/{_package_version()}",
+            "Sforce-Call-Options": f"client={client_name}",
+            "Accept": "application/json",
+        }
+
+    def __repr__(self) -> str:
+        return f"SalesforceClient({self.login_url!r}, api_version={self.api_version!r})"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> SalesforceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    @property
+    def instance_url(self) -> str:
+        """The instance_url returned by the token response (authenticates if needed)."""
+        return self._current_token().instance_url
+
+    def authenticate(self) -> None:
+        """Fetch a fresh token now (transient failures are retried; OAuth errors are not)."""
+        self._renew_token(None)
+
+    def _current_token(self) -> Token:
+        token = self._token
+        if token is None:
+            return self._renew_token(None)
+        return token
+
+    def _renew_token(self, stale: Token | None) -> Token:
+        with self._token_lock:
+            if self._token is not None and self._token is not stale and stale is not None:
+                return self._token  # someone else renewed it meanwhile
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    token = fetch_token(
+                        self.session,
+                        self.login_url,
+                        self._client_id,
+                        self._client_secret,
+                        timeout=self.timeout,
+                    )
+                except SalesforceError as exc:
+                    if not exc.transient or attempt >= self.retry.max_attempts:
+                        raise
+                    delay = self.retry.delay(attempt)
+                    logger.warning(
+                        "Token request failed (%s); retry %d/%d in %.1fs",
+                        exc.code,
+                        attempt,
+                        self.retry.max_attempts - 1,
+                        delay,
+                    )
+                    self._sleep(delay)
+                    continue
+                self._token = token
+                logger.info("Authenticated to Salesforce; instance_url=%s", token.instance_url)
+                return token
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def data_path(self, path: str) -> str:
+        """``/services/data/v62.0/`` + path."""
+        return f"/services/data/v{self.api_version}/{path.lstrip('/')}"
+
+    def _url(self, token: Token, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            raise ValueError("pass a path, not a full URL")
+        absolute = path if path.startswith("/services/") else self.data_path(path)
+        return token.instance_url + absolute
+
+    def _scrub(self, text: str) -> str:
+        secrets = [self._client_secret, self._client_id]
+        if self._token is not None:
+            secrets.append(self._token.access_token)
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        expected: tuple[int, ...] = (200,),
+        retry_unsafe: bool = True,
+    ) -> requests.Response:
+        """Send one API call with token renewal, retries and error mapping.
+
+        ``path`` is relative to the data root (``sobjects/Lead/describe``) or absolute
+        (``/services/data/v62.0/query/01g...``). With ``retry_unsafe=False`` (a Bulk PUT of job
+        data), a network error or 5xx is raised at once as a transient SalesforceError because
+        the server may have accepted the data; a 401 is still renewed and replayed (the request
+        was refused before it was processed).
+        """
+        method = method.upper()
+        attempt = 0
+        renewed = False
+        while True:
+            attempt += 1
+            token = self._current_token()
+            url = self._url(token, path)
+            send_headers = dict(self._headers)
+            if headers:
+                send_headers.update(headers)
+            send_headers["Authorization"] = f"Bearer {token.access_token}"
+            retry_reason: str
+            retry_after: float | None = None
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=send_headers,
+                    timeout=self.timeout,
+                )
+            except _NETWORK_ERRORS as exc:
+                detail = self._scrub(f"{type(exc).__name__}: {exc}")
+                error = SalesforceError(
+                    "CONNECTION_ERROR",
+                    f"{method} {path} failed: {detail}; check network access to "
+                    f"{token.instance_url}",
+                    transient=True,
+                )
+                if not retry_unsafe or attempt >= self.retry.max_attempts:
+                    raise error from None
+                retry_reason = error.code
+            else:
+                limit_info = response.headers.get("Sforce-Limit-Info")
+                if limit_info:
+                    self.api_usage = limit_info
+                status = response.status_code
+                if status in expected:
+                    return response
+                code, message = parse_error_body(response)
+                message = self._scrub(message)
+                if status == 401:
+                    if not renewed:
+                        renewed = True
+                        logger.info("Access token rejected (%s); renewing it once", code)
+                        self._renew_token(token)
+                        attempt -= 1  # a renewal is not a retry
+                        continue
+                    raise SalesforceError(
+                        code,
+                        f"{message} (still refused after renewing the access token: check that "
+                        "the Run As user has API access and the app's session policies)",
+                        status=status,
+                    )
+                if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+                    if "concurrent" not in message.lower():
+                        raise ApiLimitExceededError(
+                            code,
+                            f"{message} (the org's rolling 24-hour API request allocation is "
+                            "used up; run again when usage has dropped or raise the limit)",
+                            status=status,
+                        )
+                    retryable = True
+                else:
+                    retryable = status in RETRY_STATUSES
+                error = SalesforceError(
+                    code, f"{method} {path}: {message}", status=status, transient=retryable
+                )
+                if not retryable:
+                    raise error
+                if not retry_unsafe or attempt >= self.retry.max_attempts:
+                    if attempt > 1:
+                        error.message += f" (after {attempt} attempts)"
+                    raise error
+                retry_reason = f"HTTP {status} {code}"
+                retry_after = _retry_after(response)
+            delay = self.retry.delay(attempt)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, max(self.retry.max_delay, 60.0)))
+            logger.warning(
+                "%s %s failed (%s); retry %d/%d in %.1fs",
+                method,
+                path,
+                retry_reason,
+                attempt,
+                self.retry.max_attempts - 1,
+                delay,
+            )
+            self._sleep(delay)
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = self.request("GET", path, params=params)
+        try:
+            return response.json()
+        except ValueError:
+            raise SalesforceError(
+                "INVALID_RESPONSE",
+                f"GET {path} returned a non-JSON body",
+                status=response.status_code,
+            ) from None
+
+    def query_all(self, soql: str) -> Iterator[dict[str, Any]]:
+        """Run a REST SOQL query and yield every record (without ``attributes``)."""
+        page: Any = self.get_json("query", params={"q": soql})
+        while True:
+            if not isinstance(page, dict):
+                raise SalesforceError("INVALID_RESPONSE", "query returned an unexpected body")
+            for record in page.get("records") or []:
+                yield _strip_attributes(record)
+            next_url = page.get("nextRecordsUrl")
+            if page.get("done", True) or not next_url:
+                return
+            page = self.get_json(str(next_url))

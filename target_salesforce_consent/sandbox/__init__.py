@@ -1,0 +1,43 @@
+"""A local HTTP emulator of Salesforce for tests and demos (SPEC section 8).
+
+It follows ``reference/salesforce-api.md``: section 10 is its blueprint, sections 1-8 the
+behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
+:mod:`.ingest`, :mod:`.query_jobs`) is kept apart from the HTTP layer (:mod:`.http`).
+
+Python API::
+
+    with Sandbox(seed, token_ttl=7200.0, job_polls_to_complete=0) as sb:
+        sb.url, sb.client_id, sb.client_secret
+        sb.records("Lead"); sb.record("Lead", id); sb.add_records("Lead", [...])
+        sb.convert_lead(id)
+        sb.requests            # list[LoggedRequest] (Authorization and client secrets redacted)
+        sb.api_calls()         # {"kind": count}
+        sb.expire_tokens(); sb.set_token_ttl(seconds)
+        sb.fail_next(503, body, count=1, method=None, path=None, content_type=...)
+        sb.lock_records(ids, attempts=None); sb.unlock_records(ids=None)
+        sb.fail_next_job(error_message); sb.leave_unprocessed(count)
+        sb.set_api_limit(max_requests, remaining=None); sb.reset()
+        sb.ingest_job(job_id); sb.ingest_jobs()
+
+Request kinds counted by :meth:`Sandbox.api_calls` (every request received, faults included):
+``token``, ``versions``, ``limits``, ``describe_global``, ``describe``, ``query`` (``/query``
+and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``, ``ingest_close``,
+``ingest_abort``, ``ingest_patch`` (a PATCH with another state), ``ingest_info``,
+``ingest_results``, ``ingest_delete``, ``ingest_list``, ``query_job_create``,
+``query_job_info``, ``query_job_results``, ``query_job_abort``, ``query_job_delete``,
+``query_job_list``, ``unknown``.
+
+Admin HTTP API (no token, not logged, not counted), under ``/__sandbox/``:
+``GET|POST records/{Object}``, ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
+``GET jobs``, ``GET health``, ``POST expire-tokens``, ``POST reset``, ``POST faults`` with one
+object or a list of objects ``{"type": "fail_next", "status", "body", "count", "method", "path",
+"content_type"}``, ``{"type": "lock_records", "ids", "attempts"}``,
+``{"type": "unlock_records", "ids"}``, ``{"type": "fail_next_job", "error_message"}``,
+``{"type": "leave_unprocessed", "count"}``, ``{"type": "set_api_limit", "max_requests",
+"remaining"}``, ``{"type": "expire_tokens"}``, ``{"type": "set_token_ttl", "seconds"}``.
+"""
+
+from .org import LoggedRequest
+from .server import Sandbox
+
+__all__ = ["LoggedRequest", "Sandbox"]

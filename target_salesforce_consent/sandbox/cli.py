@@ -1,0 +1,55 @@
+"""``target-salesforce-consent-sandbox``: run the Salesforce sandbox until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .server import Sandbox
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="target-salesforce-consent-sandbox",
+        description="A local HTTP emulator of Salesforce (OAuth, describe, SOQL, Bulk API 2.0).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    parser.add_argument("--seed", help="seed JSON file (org credentials, fields, records)")
+    parser.add_argument("--certfile", help="PEM certificate: serve https")
+    parser.add_argument("--keyfile", help="PEM private key for --certfile")
+    parser.add_argument("--token-ttl", type=float, default=None,
+                        help="seconds an access token lives (default: seed or 7200)")
+    parser.add_argument("--job-polls", type=int, default=0,
+                        help="job-info polls before a job leaves InProgress (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sandbox = Sandbox(args.seed, token_ttl=args.token_ttl, job_polls_to_complete=args.job_polls,
+                      certfile=args.certfile, keyfile=args.keyfile)
+    sandbox.start(args.host, args.port)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"Salesforce sandbox listening on {sandbox.url}", flush=True)
+    print(f"instance_url={sandbox.url} token_url={sandbox.url}/services/oauth2/token", flush=True)
+    print("ready", flush=True)
+    try:
+        stop.wait()
+    finally:
+        sandbox.stop()
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

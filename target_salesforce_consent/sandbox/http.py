@@ -1,0 +1,476 @@
+"""The HTTP layer: routing, status codes, headers and body encodings only.
+
+Every rule lives in the model (:mod:`.org`, :mod:`.ingest`, :mod:`.query_jobs`, :mod:`.soql`);
+this module maps Salesforce's URLs onto it and renders its answers and errors the way
+Salesforce does (reference sections 1, 2.2, 8).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
+
+from . import query_jobs
+from .errors import NOT_FOUND_MESSAGE, ApiError, OAuthError
+from .ingest import IngestJobs
+from .org import LoggedRequest, Org
+from .query_jobs import QueryJobs
+
+JSON_TYPE = "application/json;charset=UTF-8"
+CSV_TYPE = "text/csv; charset=UTF-8"
+MAX_URI_BYTES = 16384
+MIN_VERSION = 31
+MAX_VERSION = 67
+_SEASONS = ("Spring", "Summer", "Winter")
+_VERSION_PREFIX = r"^/services/data/v(?P<version>\d+\.\d+)"
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Any, *, pretty: bool = False) -> Response:
+    if pretty:
+        text = json.dumps(payload, indent=2, separators=(",", " : "), ensure_ascii=False)
+    else:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return Response(status, text.encode("utf-8"), {"Content-Type": JSON_TYPE})
+
+
+def error_response(err: ApiError) -> Response:
+    if err.style == "bulk":
+        item: dict[str, Any] = {"errorCode": err.error_code, "message": err.message}
+        text = "[ " + json.dumps(item, indent=2, separators=(",", " : "),
+                                 ensure_ascii=False) + " ]"
+        return Response(err.status, text.encode("utf-8"), {"Content-Type": JSON_TYPE})
+    rest: dict[str, Any] = {}
+    if err.fields is not None:
+        rest["fields"] = err.fields
+    rest.update({"message": err.message, "errorCode": err.error_code})
+    resp = json_response(err.status, [rest])
+    if err.status == 401:
+        resp.headers["WWW-Authenticate"] = "Token"
+    return resp
+
+
+def not_found_rest() -> ApiError:
+    return ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+
+
+def release_label(version: int) -> str:
+    n = version - 60  # v60.0 is Spring '24
+    season = _SEASONS[n % 3]
+    year = 24 + n // 3 + (1 if season == "Winter" else 0)
+    return f"{season} '{year:02d}"
+
+
+def versions() -> list[dict[str, str]]:
+    return [{"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+            for v in range(MIN_VERSION, MAX_VERSION + 1)]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def arg(self, name: str) -> str | None:
+        values = parse_qs(self.query, keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+
+Handler = Callable[["App", Request], Response]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    kind: str
+    handler: Handler
+    data: bool = True  # a data API call: needs a token, counts against the limit
+
+
+class App:
+    """Routes requests to the model; owns no state of its own."""
+
+    def __init__(self, org: Org, ingest: IngestJobs, queries: QueryJobs) -> None:
+        self.org = org
+        self.ingest = ingest
+        self.queries = queries
+
+    # ------------------------------------------------------------------ handlers
+
+    def token(self, req: Request) -> Response:
+        ctype = (req.header("Content-Type") or "").lower()
+        form: dict[str, str] = {}
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
+        basic: tuple[str, str] | None = None
+        auth = req.header("Authorization") or ""
+        if auth.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            cid, _, secret = decoded.partition(":")
+            basic = (unquote(cid), unquote(secret))
+        try:
+            payload = self.org.issue_token(form, basic)
+        except OAuthError as err:
+            resp = json_response(err.status, {"error": err.error,
+                                              "error_description": err.description})
+        else:
+            resp = json_response(200, payload)
+        resp.headers["Cache-Control"] = "no-cache,must-revalidate,max-age=0,no-store,private"
+        return resp
+
+    def versions(self, req: Request) -> Response:
+        return json_response(200, versions())
+
+    def limits(self, req: Request) -> Response:
+        return json_response(200, self.org.limits())
+
+    def describe_global(self, req: Request) -> Response:
+        version = req.params["version"]
+        return json_response(200, {
+            "encoding": "UTF-8",
+            "maxBatchSize": 200,
+            "sobjects": [s.summary(version) for s in self.org.schemas.values()],
+        })
+
+    def describe(self, req: Request) -> Response:
+        schema = self.org.schema(req.params["object"])
+        if schema is None:
+            raise not_found_rest()
+        return json_response(200, schema.describe(req.params["version"]))
+
+    def _batch_size(self, req: Request) -> int:
+        options = req.header("Sforce-Query-Options") or ""
+        m = re.search(r"batchSize\s*=\s*(\d+)", options)
+        size = int(m.group(1)) if m else query_jobs.REST_DEFAULT_BATCH
+        return max(200, min(2000, size))
+
+    def query(self, req: Request) -> Response:
+        text = req.arg("q")
+        if text is None or not text.strip():
+            raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        body = query_jobs.rest_query(self.org, req.params["version"], text,
+                                     self._batch_size(req))
+        return json_response(200, body)
+
+    def query_more(self, req: Request) -> Response:
+        body = query_jobs.rest_query_more(self.org, req.params["version"],
+                                          req.params["locator"])
+        return json_response(200, body)
+
+    def ingest_create(self, req: Request) -> Response:
+        job = self.ingest.create(req.params["version"], req.body,
+                                 req.header("Content-Type") or "")
+        return json_response(200, job.create_json(self.org.user_id), pretty=True)
+
+    def ingest_list(self, req: Request) -> Response:
+        locator = req.arg("queryLocator")
+        jobs, total = self.ingest.list_page(locator)
+        start = int(locator) if locator and locator.isdigit() else 0
+        end = start + len(jobs)
+        body: dict[str, Any] = {"done": end >= total,
+                                "records": [j.list_json(self.org.user_id) for j in jobs]}
+        body["nextRecordsUrl"] = (
+            None if end >= total else
+            f"/services/data/v{req.params['version']}/jobs/ingest?"
+            + urlencode({"queryLocator": str(end)})
+        )
+        return json_response(200, body, pretty=True)
+
+    def ingest_upload(self, req: Request) -> Response:
+        self.ingest.upload(req.params["job"], req.body)
+        return Response(201)
+
+    def ingest_patch(self, req: Request) -> Response:
+        job = self.ingest.set_state(req.params["job"], req.body)
+        return json_response(200, job.patch_json(self.org.user_id), pretty=True)
+
+    def ingest_info(self, req: Request) -> Response:
+        job = self.ingest.poll(req.params["job"])
+        return json_response(200, job.info_json(self.org.user_id), pretty=True)
+
+    def ingest_delete(self, req: Request) -> Response:
+        self.ingest.delete(req.params["job"])
+        return Response(204)
+
+    def ingest_results(self, req: Request) -> Response:
+        text = self.ingest.results(req.params["job"], req.params["which"])
+        return csv_response(req, text)
+
+    def query_job_create(self, req: Request) -> Response:
+        job = self.queries.create(req.params["version"], req.body)
+        return json_response(200, job.create_json(self.org.user_id), pretty=True)
+
+    def query_job_list(self, req: Request) -> Response:
+        jobs = list(self.queries.jobs.values())
+        return json_response(200, {"done": True,
+                                   "records": [j.create_json(self.org.user_id) for j in jobs],
+                                   "nextRecordsUrl": None}, pretty=True)
+
+    def query_job_info(self, req: Request) -> Response:
+        job = self.queries.poll(req.params["job"])
+        return json_response(200, job.info_json(self.org.user_id), pretty=True)
+
+    def query_job_abort(self, req: Request) -> Response:
+        job = self.queries.abort(req.params["job"], req.body)
+        return json_response(200, job.create_json(self.org.user_id), pretty=True)
+
+    def query_job_delete(self, req: Request) -> Response:
+        self.queries.delete(req.params["job"])
+        return Response(204)
+
+    def query_job_results(self, req: Request) -> Response:
+        max_records = req.arg("maxRecords")
+        text, locator, count = self.queries.results(
+            req.params["job"], req.arg("locator"),
+            int(max_records) if max_records and max_records.isdigit() else None)
+        resp = csv_response(req, text)
+        resp.headers["Sforce-Locator"] = locator
+        resp.headers["Sforce-NumberOfRecords"] = str(count)
+        return resp
+
+
+def csv_response(req: Request, text: str) -> Response:
+    body = text.encode("utf-8")
+    headers = {"Content-Type": CSV_TYPE}
+    if "gzip" in (req.header("Accept-Encoding") or "").lower():
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    return Response(200, body, headers)
+
+
+def _r(method: str, pattern: str, kind: str, handler: Handler, *, data: bool = True) -> Route:
+    full = pattern if pattern.startswith("^") else _VERSION_PREFIX + pattern
+    return Route(method, re.compile(full + r"/?$"), kind, handler, data)
+
+
+_JOB = r"(?P<job>[A-Za-z0-9]{15,18})"
+ROUTES: list[Route] = [
+    _r("POST", r"^/services/oauth2/token", "token", App.token, data=False),
+    _r("GET", r"^/services/data", "versions", App.versions, data=False),
+    _r("GET", r"/limits", "limits", App.limits),
+    _r("GET", r"/sobjects", "describe_global", App.describe_global),
+    _r("GET", r"/sobjects/(?P<object>\w+)/describe", "describe", App.describe),
+    _r("GET", r"/query", "query", App.query),
+    _r("GET", r"/queryAll", "query", App.query),
+    _r("GET", r"/query/(?P<locator>[A-Za-z0-9]+-\d+)", "query_more", App.query_more),
+    _r("POST", r"/jobs/ingest", "ingest_create", App.ingest_create),
+    _r("GET", r"/jobs/ingest", "ingest_list", App.ingest_list),
+    _r("PUT", r"/jobs/ingest/" + _JOB + r"/batches", "ingest_upload", App.ingest_upload),
+    _r("PATCH", r"/jobs/ingest/" + _JOB, "ingest_patch", App.ingest_patch),
+    _r("GET", r"/jobs/ingest/" + _JOB, "ingest_info", App.ingest_info),
+    _r("DELETE", r"/jobs/ingest/" + _JOB, "ingest_delete", App.ingest_delete),
+    _r("GET", r"/jobs/ingest/" + _JOB
+       + r"/(?P<which>successfulResults|failedResults|unprocessedrecords)",
+       "ingest_results", App.ingest_results),
+    _r("POST", r"/jobs/query", "query_job_create", App.query_job_create),
+    _r("GET", r"/jobs/query", "query_job_list", App.query_job_list),
+    _r("GET", r"/jobs/query/" + _JOB, "query_job_info", App.query_job_info),
+    _r("PATCH", r"/jobs/query/" + _JOB, "query_job_abort", App.query_job_abort),
+    _r("DELETE", r"/jobs/query/" + _JOB, "query_job_delete", App.query_job_delete),
+    _r("GET", r"/jobs/query/" + _JOB + r"/results", "query_job_results",
+       App.query_job_results),
+]
+
+
+def classify(method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+    """The route for (method, path), its parameters, and the methods the path allows."""
+    allowed: list[str] = []
+    for route in ROUTES:
+        m = route.pattern.match(path)
+        if m:
+            if route.method == method:
+                return route, {k: v for k, v in m.groupdict().items() if v is not None}, []
+            allowed.append(route.method)
+    return None, {}, allowed
+
+
+def kind_of(route: Route, body: bytes) -> str:
+    if route.kind != "ingest_patch":
+        return route.kind
+    try:
+        state = json.loads(body.decode("utf-8")).get("state")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        state = None
+    return {"UploadComplete": "ingest_close", "Aborted": "ingest_abort"}.get(
+        str(state), "ingest_patch")
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    clean = {}
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            scheme = value.split(" ", 1)[0]
+            value = f"{scheme} [REDACTED]"
+        clean[key] = value
+    return clean
+
+
+def redact_body(kind: str, body: bytes) -> bytes:
+    if kind != "token":
+        return body
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return b""
+    if not pairs:
+        return body if b"secret" not in body else b"[REDACTED]"
+    return urlencode([(k, "[REDACTED]" if "secret" in k.lower() else v)
+                      for k, v in pairs]).encode()
+
+
+# ---------------------------------------------------------------------- dispatch
+
+
+def dispatch(app: App, req: Request, raw_uri_len: int, headers_len: int) -> Response:
+    """Answer one (non-admin) request and log it. The caller holds the org lock."""
+    org = app.org
+    route, params, allowed = classify(req.method, req.path)
+    kind = kind_of(route, req.body) if route is not None else "unknown"
+    req.params = params
+    resp = _answer(app, req, route, allowed, raw_uri_len, headers_len)
+    org.record_request(LoggedRequest(
+        method=req.method, path=req.path, query=req.query,
+        headers=redact_headers(req.headers), body=redact_body(kind, req.body),
+        status=resp.status, kind=kind, time=time.time(),
+    ))
+    return resp
+
+
+def _answer(app: App, req: Request, route: Route | None, allowed: list[str],
+            raw_uri_len: int, headers_len: int) -> Response:
+    org = app.org
+    if raw_uri_len > MAX_URI_BYTES:
+        return Response(414, b"<html><head><title>414 Request-URI Too Large</title></head>"
+                             b"<body><h1>Request-URI Too Large</h1></body></html>",
+                        {"Content-Type": "text/html; charset=UTF-8"})
+    if raw_uri_len + headers_len > MAX_URI_BYTES:
+        return Response(431, b"<html><body><h1>Request Header Fields Too Large</h1>"
+                             b"</body></html>", {"Content-Type": "text/html; charset=UTF-8"})
+    fault = org.take_http_fault(req.method, req.path)
+    if fault is not None:
+        return Response(fault.status, fault.body.encode("utf-8"),
+                        {"Content-Type": fault.content_type})
+    version = re.match(_VERSION_PREFIX, req.path)
+    if version is not None:
+        major, _, minor = version.group("version").partition(".")
+        if minor != "0" or not MIN_VERSION <= int(major) <= MAX_VERSION:
+            return error_response(not_found_rest())
+    if route is None:
+        if allowed:
+            return error_response(ApiError(
+                405, "METHOD_NOT_ALLOWED",
+                f"HTTP Method '{req.method}' not allowed. Allowed are {','.join(allowed)}"))
+        return error_response(not_found_rest())
+    if not route.data:
+        return route.handler(app, req)
+    try:
+        org.check_token(req.header("Authorization"))
+        org.count_api_request()
+    except ApiError as err:
+        return error_response(err)
+    try:
+        resp = route.handler(app, req)
+    except ApiError as err:
+        resp = error_response(err)
+    resp.headers["Sforce-Limit-Info"] = org.limit_info()
+    return resp
+
+
+# ---------------------------------------------------------------------- server
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], app: App,
+                 admin: Callable[[Request], Response]) -> None:
+        super().__init__(address, SandboxRequestHandler)
+        self.app = app
+        self.admin = admin
+
+
+class SandboxRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "SalesforceSandbox/1.0"
+    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
+    server: SandboxHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the request log is in the org, and tokens must never reach a log."""
+
+    def _read_body(self) -> bytes:
+        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        split = urlsplit(self.path)
+        req = Request(self.command, split.path, split.query,
+                      {k: v for k, v in self.headers.items()}, body)
+        if split.path.startswith("/__sandbox/"):
+            resp = self.server.admin(req)
+        else:
+            headers_len = sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+            with self.server.app.org.lock:
+                resp = dispatch(self.server.app, req, len(self.path.encode("utf-8")),
+                                headers_len)
+        self._send(resp)
+
+    def _send(self, resp: Response) -> None:
+        self.send_response(resp.status)
+        for key, value in resp.headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.end_headers()
+        if self.command != "HEAD" and resp.body:
+            self.wfile.write(resp.body)
+
+    do_GET = _handle
+    do_POST = _handle
+    do_PUT = _handle
+    do_PATCH = _handle
+    do_DELETE = _handle

@@ -1,0 +1,632 @@
+"""Bulk API 2.0 ingest jobs: the state machine, CSV rules and row rules (reference 3).
+
+States: Open -> (one PUT) -> UploadComplete -> InProgress -> JobComplete | Failed, and
+Aborted from Open/UploadComplete/InProgress. Processing happens when the job completes
+(immediately on close, or after ``polls_to_complete`` GETs of the job info).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ids
+from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
+from .org import Org
+from .schema import NULL_MARKER, REQUIRED_ON_INSERT, FieldDef, csv_echo, now_datetime, parse_value
+
+OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
+DELIMITERS = {"COMMA": ",", "BACKQUOTE": "`", "CARET": "^", "PIPE": "|", "SEMICOLON": ";",
+              "TAB": "\t"}
+LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
+CHUNK_SIZE = 200
+MAX_DUPLICATE_UPDATES = 12
+INTERNAL_BATCH = 10000
+UNESCAPED_QUOTE = "InvalidBatch : Failed to parse CSV. Found unescaped quote"
+
+
+def bulk_error(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, code, message, style="bulk")
+
+
+def not_found() -> ApiError:
+    return bulk_error(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+
+
+@dataclass
+class ResultRow:
+    cells: list[str]
+    record_id: str = ""
+    created: bool = False
+    error: str = ""
+
+
+@dataclass
+class IngestJob:
+    id: str
+    object: str
+    operation: str
+    api_version: str
+    line_ending: str = "LF"
+    column_delimiter: str = "COMMA"
+    external_id_field: str | None = None
+    assignment_rule_id: str | None = None
+    created_date: str = field(default_factory=now_datetime)
+    system_modstamp: str = ""
+    state: str = "Open"
+    data: bytes | None = None
+    polls: int = 0
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    error_message: str | None = None
+    header_line: str = ""
+    successes: list[ResultRow] = field(default_factory=list)
+    failures: list[ResultRow] = field(default_factory=list)
+    unprocessed: list[ResultRow] = field(default_factory=list)
+    forced_failure: str | None = None
+    leave_unprocessed: int = 0
+    processing_ms: int = 0
+    # The state a create/PATCH response reports: the job was closed (UploadComplete) even when
+    # the sandbox processed it at once.
+    shown_state: str | None = None
+
+    def __post_init__(self) -> None:
+        self.system_modstamp = self.system_modstamp or self.created_date
+
+    @property
+    def content_url(self) -> str:
+        return f"services/data/v{self.api_version}/jobs/ingest/{self.id}/batches"
+
+    def _head(self, created_by: str, state: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.object,
+            "createdById": created_by,
+            "createdDate": self.created_date,
+            "systemModstamp": self.system_modstamp,
+            "state": state or self.state,
+        }
+        if self.external_id_field is not None:
+            body["externalIdFieldName"] = self.external_id_field
+        if self.assignment_rule_id is not None:
+            body["assignmentRuleId"] = self.assignment_rule_id
+        body.update({"concurrencyMode": "Parallel", "contentType": "CSV",
+                     "apiVersion": float(self.api_version)})
+        return body
+
+    def create_json(self, created_by: str) -> dict[str, Any]:
+        body = self._head(created_by, self.shown_state)
+        if self.state == "Open":
+            body["contentUrl"] = self.content_url
+        body.update({"lineEnding": self.line_ending, "columnDelimiter": self.column_delimiter})
+        return body
+
+    def patch_json(self, created_by: str) -> dict[str, Any]:
+        body = self._head(created_by, self.shown_state)
+        body.pop("assignmentRuleId", None)
+        return body
+
+    def info_json(self, created_by: str) -> dict[str, Any]:
+        body = self._head(created_by)
+        body["jobType"] = "V2Ingest"
+        if self.state == "Open":
+            body["contentUrl"] = self.content_url
+        body.update({"lineEnding": self.line_ending, "columnDelimiter": self.column_delimiter})
+        if self.state != "Open":
+            body.update({"numberRecordsProcessed": self.processed,
+                         "numberRecordsFailed": self.failed})
+        done = self.state in {"JobComplete", "Failed"}
+        ms = self.processing_ms if done else 0
+        body.update({
+            "retries": self.retries,
+            "totalProcessingTime": ms,
+            "apiActiveProcessingTime": int(ms * 0.9),
+            "apexProcessingTime": int(ms * 0.6),
+        })
+        if self.error_message is not None:
+            body["errorMessage"] = self.error_message
+        return body
+
+    def list_json(self, created_by: str) -> dict[str, Any]:
+        body = self._head(created_by)
+        body["jobType"] = "V2Ingest"
+        if self.state == "Open":
+            body["contentUrl"] = self.content_url
+        body.update({"lineEnding": self.line_ending, "columnDelimiter": self.column_delimiter})
+        return body
+
+    # ----------------------------------------------------------------- result CSVs
+
+    def _quote(self, value: str) -> str:
+        return '"' + value.replace('"', '""') + '"'
+
+    def _csv(self, prefix: list[str], rows: list[list[str]]) -> str:
+        delim = DELIMITERS[self.column_delimiter]
+        eol = LINE_ENDINGS[self.line_ending]
+        head = delim.join(self._quote(p) for p in prefix)
+        if self.header_line:
+            head = head + delim + self.header_line if head else self.header_line
+        lines = [head] + [delim.join(self._quote(c) for c in row) for row in rows]
+        return eol.join(lines) + eol
+
+    def successful_csv(self) -> str:
+        return self._csv(["sf__Id", "sf__Created"],
+                         [[r.record_id, "true" if r.created else "false", *r.cells]
+                          for r in self.successes])
+
+    def failed_csv(self) -> str:
+        return self._csv(["sf__Id", "sf__Error"],
+                         [[r.record_id, r.error, *r.cells] for r in self.failures])
+
+    def unprocessed_csv(self) -> str:
+        return self._csv([], [r.cells for r in self.unprocessed])
+
+
+class IngestJobs:
+    """The org's ingest jobs and the operations of the Bulk API 2.0 ingest resources."""
+
+    def __init__(self, org: Org, polls_to_complete: int = 0) -> None:
+        self.org = org
+        self.polls_to_complete = polls_to_complete
+
+    @property
+    def jobs(self) -> dict[str, IngestJob]:
+        jobs: dict[str, IngestJob] = self.org.ingest_jobs
+        return jobs
+
+    def get(self, job_id: str) -> IngestJob:
+        normalized = ids.normalize(job_id)
+        job = self.jobs.get(normalized or "")
+        if job is None:
+            raise not_found()
+        return job
+
+    # ----------------------------------------------------------------- create
+
+    def create(self, version: str, body: bytes, content_type: str) -> IngestJob:
+        if content_type.lower().startswith("multipart/form-data"):
+            spec, data = _parse_multipart(body, content_type)
+            job = self._create_from_spec(version, spec)
+            job.data = data
+            self._close(job)
+            return job
+        return self._create_from_spec(version, _parse_json(body))
+
+    def _create_from_spec(self, version: str, spec: dict[str, Any]) -> IngestJob:
+        operation = spec.get("operation")
+        if operation not in OPERATIONS:
+            raise _invalid_property(operation, "operation")
+        object_name = spec.get("object")
+        schema = self.org.schema(str(object_name or ""))
+        if schema is None:
+            raise bulk_error(400, "INVALIDJOB",
+                             f"InvalidJob : Unable to find object: {object_name or ''}")
+        if "contentType" in spec and spec["contentType"] != "CSV":
+            raise _invalid_property(spec["contentType"], "contentType")
+        delimiter = spec.get("columnDelimiter", "COMMA")
+        if delimiter not in DELIMITERS:
+            raise _invalid_property(delimiter, "columnDelimiter")
+        line_ending = spec.get("lineEnding", "LF")
+        if line_ending not in LINE_ENDINGS:
+            raise _invalid_property(line_ending, "lineEnding")
+        external_id = spec.get("externalIdFieldName")
+        if operation == "upsert":
+            fdef = schema.field(str(external_id or ""))
+            if fdef is None or not (fdef.external_id or fdef.name == "Id"):
+                raise bulk_error(
+                    400, "INVALIDJOB",
+                    f"InvalidJob : Field name provided, {external_id or ''} does not match an "
+                    f"External ID for {schema.name}",
+                )
+            external_id = fdef.name
+        else:
+            external_id = None
+        job = IngestJob(
+            id=self.org.ids.new(ids.KEY_PREFIXES["Job"]),
+            object=schema.name,
+            operation=str(operation),
+            api_version=version,
+            line_ending=str(line_ending),
+            column_delimiter=str(delimiter),
+            external_id_field=external_id,
+            assignment_rule_id=spec.get("assignmentRuleId"),
+        )
+        self.jobs[job.id] = job
+        return job
+
+    # ----------------------------------------------------------------- upload / state
+
+    def upload(self, job_id: str, data: bytes) -> None:
+        job = self.get(job_id)
+        if job.data is not None:
+            raise bulk_error(
+                400, "BULK_API_ERROR",
+                f"Found multipe contents for job: <{job.id[:15]}>, please 'Close' / 'Abort' / "
+                "'Delete' the current Job then create a new Job and make sure you only do "
+                "'PUT' once on a given Job.",
+            )
+        if job.state != "Open":
+            raise bulk_error(400, "INVALIDJOBSTATE",
+                             f"Unable to upload data for job in state {job.state}")
+        job.data = data
+        job.system_modstamp = now_datetime()
+
+    def set_state(self, job_id: str, body: bytes) -> IngestJob:
+        job = self.get(job_id)
+        spec = _parse_json(body)
+        target = spec.get("state")
+        if target not in {"UploadComplete", "Aborted"}:
+            raise _invalid_property(target, "state")
+        if target == "UploadComplete":
+            if job.state != "Open":
+                raise _bad_transition(job.state, str(target))
+            self._close(job)
+        else:
+            if job.state not in {"Open", "UploadComplete", "InProgress"}:
+                raise _bad_transition(job.state, str(target))
+            job.state = "Aborted"
+            job.shown_state = None
+            job.system_modstamp = now_datetime()
+        return job
+
+    def _close(self, job: IngestJob) -> None:
+        job.state = "UploadComplete"
+        job.shown_state = "UploadComplete"
+        job.system_modstamp = now_datetime()
+        faults = self.org.faults
+        if faults.job_failures:
+            job.forced_failure = faults.job_failures.pop(0)
+        if faults.unprocessed:
+            job.leave_unprocessed = faults.unprocessed.pop(0)
+        if self.polls_to_complete <= 0:
+            self._process(job)
+
+    def poll(self, job_id: str) -> IngestJob:
+        """GET job info: advances an UploadComplete/InProgress job by one poll."""
+        job = self.get(job_id)
+        if job.state in {"UploadComplete", "InProgress"}:
+            if job.polls < self.polls_to_complete:
+                job.polls += 1
+                job.state = "InProgress"
+            else:
+                self._process(job)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if job.state not in {"UploadComplete", "JobComplete", "Aborted", "Failed"}:
+            raise bulk_error(400, "INVALIDJOBSTATE",
+                             f"Unable to delete job in state {job.state}")
+        del self.jobs[job.id]
+
+    def results(self, job_id: str, which: str) -> str:
+        job = self.get(job_id)
+        allowed = {"JobComplete", "Failed", "Aborted"}
+        if job.state not in allowed:
+            raise bulk_error(400, "INVALIDJOBSTATE",
+                             f"Unable to retrieve results for job in state {job.state}")
+        if which == "successfulResults":
+            return job.successful_csv()
+        if which == "failedResults":
+            return job.failed_csv()
+        if job.state == "Aborted" and job.data is not None and not job.unprocessed:
+            self._fill_all_unprocessed(job)
+        return job.unprocessed_csv()
+
+    def list_page(self, locator: str | None, page_size: int = 1000) -> tuple[list[IngestJob], int]:
+        jobs = list(self.jobs.values())
+        start = int(locator) if locator and locator.isdigit() else 0
+        return jobs[start: start + page_size], len(jobs)
+
+    # ----------------------------------------------------------------- processing
+
+    def _fail(self, job: IngestJob, message: str) -> None:
+        job.state = "Failed"
+        job.error_message = message
+        job.processed = 0
+        job.failed = 0
+        job.system_modstamp = now_datetime()
+
+    def _fill_all_unprocessed(self, job: IngestJob) -> None:
+        try:
+            header, rows = self._read_csv(job)
+        except _JobFailure:
+            return
+        job.header_line = header
+        job.unprocessed = [ResultRow(cells=row) for row in rows]
+
+    def _read_csv(self, job: IngestJob) -> tuple[str, list[list[str]]]:
+        raw = job.data or b""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _JobFailure("InvalidBatch : Failed to parse CSV. Invalid UTF-8 data") from None
+        eol = LINE_ENDINGS[job.line_ending]
+        header_end = _find_line_end(text)
+        header = text[:header_end]
+        delim = DELIMITERS[job.column_delimiter]
+        try:
+            parsed = list(csv.reader(io.StringIO(text, newline=""), delimiter=delim,
+                                     strict=True))
+        except csv.Error:
+            raise _JobFailure(UNESCAPED_QUOTE) from None
+        if header.startswith("\ufeff") and header[1:2] == '"':
+            raise _JobFailure(UNESCAPED_QUOTE)
+        if _has_foreign_line_ending(text, eol):
+            raise _JobFailure("ClientInputError : LineEnding is invalid on user data. "
+                              f"Current LineEnding setting is {job.line_ending}")
+        if not parsed:
+            return header, []
+        return header, [row for row in parsed[1:] if row]
+
+    def _process(self, job: IngestJob) -> None:
+        job.state = "InProgress"
+        if job.forced_failure is not None:
+            self._fill_all_unprocessed(job)
+            self._fail(job, job.forced_failure)
+            return
+        if not job.data:
+            self._fail(job, "InvalidBatch : No data was uploaded for this job")
+            return
+        try:
+            header, rows = self._read_csv(job)
+        except _JobFailure as exc:
+            self._fail(job, exc.message)
+            return
+        job.header_line = header
+        delim = DELIMITERS[job.column_delimiter]
+        names = next(csv.reader(io.StringIO(header, newline=""), delimiter=delim), [])
+        schema = self.org.schemas[job.object]
+        fdefs: list[FieldDef] = []
+        for name in names:
+            fdef = schema.field(name)
+            if fdef is None:
+                self._fail(job, f"InvalidBatch : Field name not found : {name}")
+                job.unprocessed = [ResultRow(cells=row) for row in rows]
+                return
+            fdefs.append(fdef)
+        keep = len(rows) - min(job.leave_unprocessed, len(rows))
+        job.unprocessed = [ResultRow(cells=row) for row in rows[keep:]]
+        rows = rows[:keep]
+        self.org.bulk_batches_used += max(1, -(-len(rows) // INTERNAL_BATCH))
+        touched_locks: set[str] = set()
+        for start in range(0, len(rows), CHUNK_SIZE):
+            seen: dict[str, int] = {}
+            for row in rows[start: start + CHUNK_SIZE]:
+                cells = row + [""] * (len(fdefs) - len(row))
+                echo = [csv_echo(f, c) for f, c in zip(fdefs, cells, strict=False)]
+                try:
+                    record_id, created = self._apply_row(job, fdefs, cells, seen, touched_locks)
+                except RowError as err:
+                    job.failures.append(ResultRow(cells=echo, error=err.sf_error()))
+                else:
+                    job.successes.append(ResultRow(cells=echo, record_id=record_id,
+                                                   created=created))
+        self.org.release_lock_attempts(touched_locks)
+        # Salesforce retries a batch that hit lock contention before giving the rows up.
+        job.retries += len(touched_locks)
+        shuffler = random.Random(job.id)
+        shuffler.shuffle(job.successes)
+        shuffler.shuffle(job.failures)
+        job.processed = len(job.successes) + len(job.failures)
+        job.failed = len(job.failures)
+        job.processing_ms = 40 + 3 * job.processed
+        job.state = "JobComplete"
+        job.system_modstamp = now_datetime()
+
+    # ----------------------------------------------------------------- row rules
+
+    def _apply_row(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str],
+                   seen: dict[str, int], touched_locks: set[str]) -> tuple[str, bool]:
+        by_name = dict(zip((f.name for f in fdefs), cells, strict=False))
+        op = job.operation
+        if op == "insert":
+            return self._insert(job, fdefs, cells), True
+        if op == "upsert":
+            ext = job.external_id_field or "Id"
+            key = by_name.get(ext, "")
+            if not key:
+                raise RowError("MISSING_ARGUMENT", f"{ext} not specified", [])
+            matches = self._find_by_external(job.object, ext, key)
+            if len(matches) > 1:
+                raise RowError(
+                    "DUPLICATE_EXTERNAL_ID",
+                    f"{ext}: more than one record found for external id field: "
+                    f"[{', '.join(matches)}]",
+                )
+            if not matches:
+                if ext == "Id":
+                    raise RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+                return self._insert(job, fdefs, cells, allow_id=False), True
+            return self._update(job, fdefs, cells, matches[0], seen, touched_locks), False
+        record_id = by_name.get("Id", "")
+        if not record_id:
+            verb = "update" if op == "update" else "delete"
+            raise RowError("MISSING_ARGUMENT", f"Id not specified in an {verb} call")
+        target = self._resolve_id(job.object, record_id)
+        if op == "update":
+            return self._update(job, fdefs, cells, target, seen, touched_locks), False
+        # delete / hardDelete
+        self._check_lock(target, touched_locks)
+        if job.object == "Lead" and self.org.records["Lead"][target]["IsConverted"]:
+            raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
+        del self.org.records[job.object][target]
+        return target, False
+
+    def _resolve_id(self, object_name: str, raw: str) -> str:
+        normalized = ids.normalize(raw)
+        prefix = ids.KEY_PREFIXES[object_name]
+        if normalized is None or not normalized.startswith(prefix):
+            raise RowError("MALFORMED_ID", f"{object_name} ID: id value of incorrect type: {raw}",
+                           ["Id"])
+        if normalized not in self.org.records[object_name]:
+            raise RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        return normalized
+
+    def _find_by_external(self, object_name: str, ext: str, key: str) -> list[str]:
+        if ext == "Id":
+            try:
+                return [self._resolve_id(object_name, key)]
+            except RowError as err:
+                if err.code == "INVALID_CROSS_REFERENCE_KEY":
+                    return []
+                raise
+        folded = key.casefold()
+        return [rid for rid, rec in self.org.records[object_name].items()
+                if isinstance(rec.get(ext), str) and rec[ext].casefold() == folded]
+
+    def _check_lock(self, record_id: str, touched_locks: set[str]) -> None:
+        if self.org.is_locked(record_id):
+            touched_locks.add(record_id)
+            raise RowError(
+                "UNABLE_TO_LOCK_ROW",
+                f"unable to obtain exclusive access to this record or 1 records: {record_id}",
+            )
+
+    def _values(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *,
+                creating: bool) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for fdef, raw in zip(fdefs, cells, strict=False):
+            if fdef.name == "Id" or raw == "":
+                continue
+            if not (fdef.createable if creating else fdef.updateable):
+                raise RowError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {fdef.name}. Please check the security "
+                    "settings of this field and verify that it is read/write for your profile "
+                    "or permission set.",
+                    [fdef.name],
+                )
+            if raw == NULL_MARKER:
+                if not fdef.nillable and not creating:
+                    raise RowError("REQUIRED_FIELD_MISSING",
+                                   f"Required fields are missing: [{fdef.name}]", [fdef.name])
+                values[fdef.name] = None
+                continue
+            values[fdef.name] = parse_value(fdef, raw, job.object)
+        return values
+
+    def _insert(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *,
+                allow_id: bool = False) -> str:
+        id_cell = dict(zip((f.name for f in fdefs), cells, strict=False)).get("Id", "")
+        if id_cell and not allow_id and job.operation == "insert":
+            raise RowError("INVALID_FIELD_FOR_INSERT_UPDATE",
+                           "cannot specify Id in an insert call", ["Id"])
+        values = self._values(job, fdefs, cells, creating=True)
+        schema = self.org.schemas[job.object]
+        missing = [name for name in REQUIRED_ON_INSERT[job.object] if values.get(name) is None]
+        if missing:
+            strict = [m for m in missing if not (f := schema.field(m)) or not f.nillable]
+            raise RowError("REQUIRED_FIELD_MISSING",
+                           f"Required fields are missing: [{', '.join(missing)}]", strict)
+        for fdef in schema.fields:
+            if fdef.name in values and values[fdef.name] is None and fdef.type == "boolean":
+                values[fdef.name] = fdef.default_value
+        record = self.org.new_record(job.object, values)
+        return str(record["Id"])
+
+    def _update(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], record_id: str,
+                seen: dict[str, int], touched_locks: set[str]) -> str:
+        seen[record_id] = seen.get(record_id, 0) + 1
+        if seen[record_id] > MAX_DUPLICATE_UPDATES:
+            raise RowError(
+                "DUPLICATE_VALUE",
+                f"Maximum number of duplicate updates in one batch ({MAX_DUPLICATE_UPDATES} "
+                f"allowed). Attempt to update Id more than once in this Api call: {record_id}",
+            )
+        self._check_lock(record_id, touched_locks)
+        record = self.org.records[job.object][record_id]
+        if job.object == "Lead" and record.get("IsConverted"):
+            raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
+        values = self._values(job, fdefs, cells, creating=False)
+        record.update(values)
+        self.org.touch(record)
+        return record_id
+
+
+class _JobFailure(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _invalid_property(value: Any, prop: str) -> ApiError:
+    shown = "" if value is None else value
+    return bulk_error(400, "API_ERROR", f"Invalid value: '{shown}' supplied for property: '{prop}'")
+
+
+def _bad_transition(current: str, target: str) -> ApiError:
+    return bulk_error(400, "INVALIDJOBSTATE",
+                      f"Invalid state transition from {current} to {target}")
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        spec = json.loads(body.decode("utf-8") or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = getattr(exc, "lineno", 1)
+        col = getattr(exc, "colno", 1)
+        raise bulk_error(400, "API_ERROR",
+                         f"Unexpected character: {exc.__class__.__name__} at "
+                         f"[line:{line}, column:{col}]") from None
+    if not isinstance(spec, dict):
+        raise bulk_error(400, "API_ERROR", "Request body must be a JSON object")
+    return spec
+
+
+def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes]:
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    spec: dict[str, Any] | None = None
+    data: bytes | None = None
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        if name == "job":
+            spec = _parse_json(payload)
+        elif name == "content":
+            data = payload
+    if spec is None or data is None:
+        raise bulk_error(400, "API_ERROR", "Multipart request must contain 'job' and 'content'")
+    return spec, data
+
+
+def _find_line_end(text: str) -> int:
+    in_quotes = False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch in "\r\n":
+            return i
+    return len(text)
+
+
+def _has_foreign_line_ending(text: str, eol: str) -> bool:
+    """True when a record separator (outside quotes) differs from the declared ending."""
+    in_quotes = False
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch == "\r":
+            if eol == "\n" or i + 1 >= n or text[i + 1] != "\n":
+                return True
+            i += 2
+            continue
+        elif not in_quotes and ch == "\n" and eol == "\r\n":
+            return True
+        i += 1
+    return False

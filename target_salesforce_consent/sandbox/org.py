@@ -1,0 +1,395 @@
+"""The org: configuration, tokens, records, API usage, request log and injected faults.
+
+Everything here is plain state and rules; :mod:`.http` only translates HTTP to calls on it.
+All public methods expect the caller to hold :attr:`Org.lock` (the HTTP layer takes it around
+each request; :class:`~.server.Sandbox` takes it around each test helper).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import string
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ids
+from .errors import ApiError, OAuthError
+from .schema import (
+    LEAD_STATUSES,
+    SUPPORTED_OBJECTS,
+    FieldDef,
+    SObjectSchema,
+    custom_field,
+    format_datetime,
+    now_datetime,
+    parse_datetime,
+)
+
+DEFAULT_CLIENT_ID = "sandbox-client-id"
+DEFAULT_CLIENT_SECRET = "sandbox-client-secret"
+DEFAULT_DAILY_API_LIMIT = 15000
+SESSION_EXPIRED = "Session expired or invalid"
+_TOKEN_ALPHABET = string.ascii_letters + string.digits + "._"
+
+
+@dataclass
+class LoggedRequest:
+    """One request the sandbox received (credentials redacted)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    kind: str
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "body": self.body.decode("utf-8", "replace"),
+            "status": self.status,
+            "kind": self.kind,
+            "time": self.time,
+        }
+
+
+@dataclass
+class HttpFault:
+    status: int
+    body: str
+    count: int
+    method: str | None
+    path: re.Pattern[str] | None
+    content_type: str
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return self.path is None or self.path.search(path) is not None
+
+
+@dataclass
+class Faults:
+    http: list[HttpFault] = field(default_factory=list)
+    locked: dict[str, int | None] = field(default_factory=dict)  # id -> jobs left (None: forever)
+    job_failures: list[str] = field(default_factory=list)
+    unprocessed: list[int] = field(default_factory=list)
+
+
+def load_seed(seed: dict[str, Any] | str | Path | None) -> dict[str, Any]:
+    if seed is None:
+        return {}
+    if isinstance(seed, dict):
+        return copy.deepcopy(seed)
+    return dict(json.loads(Path(seed).read_text(encoding="utf-8")))
+
+
+class Org:
+    """One Salesforce org as the sandbox models it."""
+
+    def __init__(self, seed: dict[str, Any], *, token_ttl: float | None = None) -> None:
+        self.lock = threading.RLock()
+        self.seed = seed
+        org_conf = dict(seed.get("org", {}))
+        self.client_id = str(org_conf.get("client_id", DEFAULT_CLIENT_ID))
+        self.client_secret = str(org_conf.get("client_secret", DEFAULT_CLIENT_SECRET))
+        self.token_ttl = float(token_ttl if token_ttl is not None
+                               else org_conf.get("token_ttl", 7200.0))
+        self.default_api_limit = int(org_conf.get("daily_api_limit", DEFAULT_DAILY_API_LIMIT))
+        self.ids = ids.IdFactory()
+        self.org_id = ids.to18("00D5g00000Sndbx")
+        self.user_id = ids.to18("0055g00000Intgr")
+        self.instance_url = ""
+        self.schemas: dict[str, SObjectSchema] = {}
+        objects = dict(seed.get("objects", {}))
+        for name in SUPPORTED_OBJECTS:
+            spec = dict(objects.get(name, {}))
+            self.schemas[name] = SObjectSchema(
+                name, [custom_field(f) for f in spec.get("custom_fields", [])]
+            )
+        unknown = set(objects) - set(SUPPORTED_OBJECTS)
+        if unknown:
+            raise ValueError(f"unsupported objects in seed: {sorted(unknown)}")
+        self.reset()
+
+    # ------------------------------------------------------------------ state lifecycle
+
+    def reset(self) -> None:
+        self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
+        self.tokens: dict[str, float] = {}
+        self.api_max = self.default_api_limit
+        self.api_used = 0
+        self.bulk_batches_max = 15000
+        self.bulk_batches_used = 0
+        self.query_jobs_max = 10000
+        self.query_jobs_used = 0
+        self.faults = Faults()
+        self.log: list[LoggedRequest] = []
+        self.calls: Counter[str] = Counter()
+        self.ingest_jobs: dict[str, Any] = {}
+        self.query_jobs: dict[str, Any] = {}
+        self.query_cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        for name, spec in dict(self.seed.get("objects", {})).items():
+            self.add_records(name, list(spec.get("records", [])))
+
+    # ------------------------------------------------------------------ schema helpers
+
+    def schema(self, object_name: str) -> SObjectSchema | None:
+        for name, schema in self.schemas.items():
+            if name.lower() == object_name.lower():
+                return schema
+        return None
+
+    def object_of_id(self, record_id: str) -> str | None:
+        for name, schema in self.schemas.items():
+            if record_id.startswith(schema.key_prefix):
+                return name
+        return None
+
+    # ------------------------------------------------------------------ records
+
+    def new_record(self, object_name: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Store a new record: defaults filled, Id generated, timestamps set."""
+        schema = self.schemas[object_name]
+        now = now_datetime()
+        record: dict[str, Any] = {}
+        for standard in schema.fields:
+            boolean = standard.type == "boolean"
+            record[standard.name] = copy.deepcopy(standard.default_value) if boolean else None
+        if object_name == "Lead":
+            record["Status"] = LEAD_STATUSES[0]
+        record["OwnerId"] = self.user_id
+        for key, value in values.items():
+            found = schema.field(key)
+            if found is None:
+                raise ValueError(f"No such field {key} on {object_name}")
+            record[found.name] = _coerce_seed_value(found, value)
+        record["Id"] = ids.normalize(str(record["Id"])) if record.get("Id") else self.ids.new(
+            schema.key_prefix)
+        if record["Id"] is None or not record["Id"].startswith(schema.key_prefix):
+            raise ValueError(f"invalid {object_name} Id: {values.get('Id')!r}")
+        record["CreatedDate"] = record.get("CreatedDate") or now
+        record["LastModifiedDate"] = record.get("LastModifiedDate") or now
+        record["SystemModstamp"] = record["LastModifiedDate"]
+        record["IsDeleted"] = False
+        _compute_name(record)
+        self.records[object_name][record["Id"]] = record
+        return record
+
+    def add_records(self, object_name: str, values: list[dict[str, Any]]) -> list[str]:
+        schema = self.schema(object_name)
+        if schema is None:
+            raise ValueError(f"unsupported object {object_name}")
+        return [self.new_record(schema.name, dict(v))["Id"] for v in values]
+
+    def touch(self, record: dict[str, Any]) -> None:
+        now = now_datetime()
+        record["LastModifiedDate"] = now
+        record["SystemModstamp"] = now
+        _compute_name(record)
+
+    def find_record(self, record_id: str) -> tuple[str, dict[str, Any]] | None:
+        normalized = ids.normalize(record_id)
+        if normalized is None:
+            return None
+        for name, store in self.records.items():
+            if normalized in store:
+                return name, store[normalized]
+        return None
+
+    def convert_lead(self, lead_id: str) -> str:
+        found = self.find_record(lead_id)
+        if found is None or found[0] != "Lead":
+            raise KeyError(lead_id)
+        lead = found[1]
+        if lead["IsConverted"]:
+            return str(lead["ConvertedContactId"])
+        contact = self.new_record("Contact", {
+            "FirstName": lead.get("FirstName"),
+            "LastName": lead.get("LastName"),
+            "Email": lead.get("Email"),
+            "HasOptedOutOfEmail": lead.get("HasOptedOutOfEmail", False),
+            "HasOptedOutOfFax": lead.get("HasOptedOutOfFax", False),
+            "DoNotCall": lead.get("DoNotCall", False),
+        })
+        lead["IsConverted"] = True
+        lead["ConvertedContactId"] = contact["Id"]
+        lead["ConvertedDate"] = dt.date.today().isoformat()
+        lead["Status"] = "Closed - Converted"
+        self.touch(lead)
+        return str(contact["Id"])
+
+    # ------------------------------------------------------------------ OAuth
+
+    def issue_token(self, form: dict[str, str], basic: tuple[str, str] | None) -> dict[str, Any]:
+        """Client-credentials token (reference 2.1); raise OAuthError as Salesforce does."""
+        if form.get("grant_type") != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "grant type not supported")
+        client_id, client_secret = basic if basic is not None else (
+            form.get("client_id", ""), form.get("client_secret", ""))
+        if not hmac.compare_digest(client_id.encode(), self.client_id.encode()):
+            raise OAuthError("invalid_client_id", "client identifier invalid")
+        if not hmac.compare_digest(client_secret.encode(), self.client_secret.encode()):
+            raise OAuthError("invalid_client", "invalid client credentials")
+        token = self.org_id[:15] + "!" + "".join(
+            secrets.choice(_TOKEN_ALPHABET) for _ in range(96))
+        self.tokens[token] = time.monotonic()
+        issued_at = str(int(time.time() * 1000))
+        identity = f"https://login.salesforce.com/id/{self.org_id}/{self.user_id}"
+        signature = base64.b64encode(
+            hmac.new(self.client_secret.encode(), (identity + issued_at).encode(),
+                     hashlib.sha256).digest()).decode()
+        return {
+            "access_token": token,
+            "signature": signature,
+            "scope": "api",
+            "token_format": "opaque",
+            "instance_url": self.instance_url,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+            "api_instance_url": "https://api.salesforce.com",
+        }
+
+    def check_token(self, authorization: str | None) -> None:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise ApiError(401, "INVALID_SESSION_ID", SESSION_EXPIRED)
+        token = authorization[len("Bearer "):].strip()
+        issued = self.tokens.get(token)
+        if issued is None or time.monotonic() - issued >= self.token_ttl:
+            self.tokens.pop(token, None)
+            raise ApiError(401, "INVALID_SESSION_ID", SESSION_EXPIRED)
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    # ------------------------------------------------------------------ limits
+
+    def count_api_request(self) -> None:
+        """Count one data API request, or refuse it when the daily allocation is used up."""
+        if self.api_used >= self.api_max:
+            raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        self.api_used += 1
+
+    def limit_info(self) -> str:
+        return f"api-usage={self.api_used}/{self.api_max}"
+
+    def set_api_limit(self, max_requests: int, remaining: int | None = None) -> None:
+        self.api_max = int(max_requests)
+        if remaining is not None:
+            self.api_used = max(0, self.api_max - int(remaining))
+
+    def limits(self) -> dict[str, Any]:
+        def pair(mx: int, used: int) -> dict[str, int]:
+            return {"Max": mx, "Remaining": max(0, mx - used)}
+
+        api = pair(self.api_max, self.api_used)
+        return {
+            "ActiveScratchOrgs": pair(3, 0),
+            "AnalyticsExternalDataSizeMB": pair(40960, 0),
+            "ConcurrentAsyncGetReportInstances": pair(200, 0),
+            "ConcurrentSyncReportRuns": pair(20, 0),
+            "DailyApiRequests": {**api, "Ant Migration Tool": pair(0, 0),
+                                 "Salesforce CLI": pair(0, 0)},
+            "DailyAsyncApexExecutions": pair(250000, 0),
+            "DailyBulkApiBatches": pair(self.bulk_batches_max, self.bulk_batches_used),
+            "DailyBulkV2QueryFileStorageMB": pair(976562, 0),
+            "DailyBulkV2QueryJobs": pair(self.query_jobs_max, self.query_jobs_used),
+            "DataStorageMB": pair(5, 0),
+            "FileStorageMB": pair(20, 0),
+            "HourlyTimeBasedWorkflow": pair(1000, 0),
+            "SingleEmail": pair(15, 0),
+        }
+
+    # ------------------------------------------------------------------ faults
+
+    def add_http_fault(self, status: int, body: str, *, count: int = 1,
+                       method: str | None = None, path: str | None = None,
+                       content_type: str = "application/json;charset=UTF-8") -> None:
+        self.faults.http.append(HttpFault(int(status), body, int(count), method,
+                                          re.compile(path) if path else None, content_type))
+
+    def take_http_fault(self, method: str, path: str) -> HttpFault | None:
+        for fault in self.faults.http:
+            if fault.count > 0 and fault.matches(method, path):
+                fault.count -= 1
+                if fault.count == 0:
+                    self.faults.http.remove(fault)
+                return fault
+        return None
+
+    def lock_records(self, record_ids: list[str], attempts: int | None = None) -> None:
+        for rid in record_ids:
+            self.faults.locked[ids.normalize(rid) or rid] = attempts
+
+    def unlock_records(self, record_ids: list[str] | None = None) -> None:
+        if record_ids is None:
+            self.faults.locked.clear()
+            return
+        for rid in record_ids:
+            self.faults.locked.pop(ids.normalize(rid) or rid, None)
+
+    def is_locked(self, record_id: str) -> bool:
+        return record_id in self.faults.locked
+
+    def release_lock_attempts(self, touched: set[str]) -> None:
+        """One job touched these locked ids: count down their remaining attempts."""
+        for rid in touched:
+            left = self.faults.locked.get(rid)
+            if left is None:
+                continue
+            if left <= 1:
+                del self.faults.locked[rid]
+            else:
+                self.faults.locked[rid] = left - 1
+
+    # ------------------------------------------------------------------ request log
+
+    def record_request(self, entry: LoggedRequest) -> None:
+        self.log.append(entry)
+        self.calls[entry.kind] += 1
+
+
+def _compute_name(record: dict[str, Any]) -> None:
+    if "Name" in record:
+        parts = [record.get("FirstName"), record.get("LastName")]
+        record["Name"] = " ".join(str(p) for p in parts if p) or None
+
+
+def _coerce_seed_value(fdef: FieldDef, value: Any) -> Any:
+    if value is None:
+        return None
+    if fdef.type == "boolean":
+        if isinstance(value, str):
+            return value.lower() in {"true", "1"}
+        return bool(value)
+    if fdef.type == "datetime" and isinstance(value, str):
+        try:
+            return parse_datetime(value)
+        except ValueError:
+            return value
+    if fdef.type == "datetime" and isinstance(value, dt.datetime):
+        return format_datetime(value)
+    if fdef.type in {"int", "long"}:
+        return int(value)
+    if fdef.type in {"double", "currency", "percent"}:
+        return float(value)
+    if fdef.type == "multipicklist" and isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value

@@ -1,0 +1,338 @@
+"""SalesforceClient and describe against the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from target_salesforce_consent.salesforce import (
+    ApiLimitExceededError,
+    AuthenticationError,
+    RetryPolicy,
+    SalesforceClient,
+    SalesforceError,
+    describe_object,
+)
+
+from .conftest import CLIENT_SECRET
+
+SESSION_EXPIRED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+UNAVAILABLE = [{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}]
+BAD_GATEWAY_HTML = "<html><head><title>502 Bad Gateway</title></head><body>Edge</body></html>"
+
+
+def token_calls(sb: Any) -> list[Any]:
+    return [r for r in sb.requests if r.path.rstrip("/") == "/services/oauth2/token"]
+
+
+def calls_to(sb: Any, fragment: str, method: str | None = None) -> list[Any]:
+    return [
+        r
+        for r in sb.requests
+        if fragment in r.path and (method is None or r.method.upper() == method)
+    ]
+
+
+def current_token(client: SalesforceClient) -> str:
+    # The sandbox redacts Authorization in its log, so read the client's cached token.
+    token = client._token
+    assert token is not None
+    return token.access_token
+
+
+# -- OAuth -----------------------------------------------------------------------------------
+
+
+def test_token_success_uses_returned_instance_url_and_identifies_client(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    client.authenticate()
+    assert client.instance_url == sandbox.url.rstrip("/")
+    [call] = token_calls(sandbox)
+    assert call.method == "POST"
+    body = call.body.decode() if isinstance(call.body, bytes) else str(call.body)
+    assert "grant_type=client_credentials" in body
+    client.get_json("limits")
+    data_call = calls_to(sandbox, "/limits")[-1]
+    headers = {k.lower(): v for k, v in dict(data_call.headers).items()}
+    assert headers["sforce-call-options"] == "client=target-salesforce-consent"
+    assert headers["authorization"].startswith("Bearer ")
+    assert client.api_usage is not None and client.api_usage.startswith("api-usage=")
+
+
+def test_unknown_client_id(sandbox: Any) -> None:
+    c = SalesforceClient(sandbox.url, "3MVG9unknown", sandbox.client_secret)
+    with pytest.raises(AuthenticationError) as info:
+        c.authenticate()
+    assert info.value.code == "invalid_client_id"
+    assert info.value.message == "client identifier invalid"
+    assert "consumer key" in info.value.hint and "2-10 minutes" in info.value.hint
+    assert str(info.value).startswith("invalid_client_id: client identifier invalid (")
+    assert info.value.hint in str(info.value)
+
+
+def test_wrong_client_secret_never_appears_in_error(sandbox: Any) -> None:
+    wrong = "WRONG-SECRET-VALUE-123"
+    c = SalesforceClient(sandbox.url, sandbox.client_id, wrong)
+    with pytest.raises(AuthenticationError) as info:
+        c.authenticate()
+    assert info.value.code == "invalid_client"
+    assert info.value.message == "invalid client credentials"
+    assert "client_secret is wrong" in str(info.value)
+    assert wrong not in str(info.value) and wrong not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "description", "hint_needle"),
+    [
+        ("unsupported_grant_type", "grant type not supported", "Client Credentials Flow"),
+        ("invalid_grant", "no client credentials user enabled", "Run As"),
+        ("invalid_grant", "request not supported on this domain", "My Domain"),
+        ("invalid_grant", "inactive user", "inactive"),
+    ],
+)
+def test_oauth_error_hints(
+    sandbox: Any, client: SalesforceClient, error: str, description: str, hint_needle: str
+) -> None:
+    sandbox.fail_next(
+        400,
+        json.dumps({"error": error, "error_description": description}),
+        path=r"/services/oauth2/token",
+        content_type="application/json;charset=UTF-8",
+    )
+    with pytest.raises(AuthenticationError) as info:
+        client.authenticate()
+    assert info.value.code == error
+    assert info.value.message == description
+    assert hint_needle in info.value.hint
+    assert len(token_calls(sandbox)) == 1  # OAuth errors are not retried
+
+
+def test_unreachable_host_is_connection_error() -> None:
+    c = SalesforceClient(
+        "http://127.0.0.1:9",
+        "id",
+        CLIENT_SECRET,
+        retry=RetryPolicy(max_attempts=2, base_delay=0.0),
+        sleep=lambda s: None,
+        timeout=2.0,
+    )
+    with pytest.raises(SalesforceError) as info:
+        c.authenticate()
+    assert info.value.code == "CONNECTION_ERROR"
+    assert "instance_url" in info.value.message
+    assert CLIENT_SECRET not in str(info.value)
+
+
+def test_client_rejects_bad_instance_url() -> None:
+    with pytest.raises(ValueError, match="https"):
+        SalesforceClient("http://acme.my.salesforce.com", "id", "secret")
+
+
+# -- token renewal ---------------------------------------------------------------------------
+
+
+def test_expired_token_is_renewed_once_and_request_replayed(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    client.authenticate()
+    first = current_token(client)
+    sandbox.expire_tokens()
+    info = client.get_json("sobjects/Lead/describe")
+    assert info["name"] == "Lead"
+    assert len(token_calls(sandbox)) == 2
+    describes = calls_to(sandbox, "/sobjects/Lead/describe")
+    assert [r.status for r in describes] == [401, 200]
+    assert current_token(client) != first
+
+
+def test_second_401_fails_without_looping(sandbox: Any, client: SalesforceClient) -> None:
+    client.authenticate()
+    sandbox.fail_next(
+        401,
+        json.dumps(SESSION_EXPIRED),
+        count=3,
+        path=r"/sobjects/Lead/describe",
+        content_type="application/json;charset=UTF-8",
+    )
+    with pytest.raises(SalesforceError) as info:
+        client.get_json("sobjects/Lead/describe")
+    assert info.value.status == 401
+    assert info.value.code == "INVALID_SESSION_ID"
+    assert len(calls_to(sandbox, "/sobjects/Lead/describe")) == 2
+    assert len(token_calls(sandbox)) == 2
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def test_503_json_is_retried(sandbox: Any, client: SalesforceClient, sleeps: list[float]) -> None:
+    sandbox.fail_next(
+        503,
+        json.dumps(UNAVAILABLE),
+        count=2,
+        path=r"/limits",
+        content_type="application/json;charset=UTF-8",
+    )
+    limits = client.get_json("limits")
+    assert "DailyApiRequests" in limits
+    assert [r.status for r in calls_to(sandbox, "/limits")] == [503, 503, 200]
+    assert len(sleeps) == 2
+
+
+def test_502_html_is_retried_then_reported(sandbox: Any, client: SalesforceClient) -> None:
+    sandbox.fail_next(502, BAD_GATEWAY_HTML, count=1, path=r"/limits", content_type="text/html")
+    assert "DailyApiRequests" in client.get_json("limits")
+    sandbox.fail_next(502, BAD_GATEWAY_HTML, count=10, path=r"/limits", content_type="text/html")
+    with pytest.raises(SalesforceError) as info:
+        client.get_json("limits")
+    assert info.value.status == 502 and info.value.transient
+    assert info.value.code == "HTTP_502"
+    assert "502 Bad Gateway" in info.value.message and "<html>" not in info.value.message
+    assert len(calls_to(sandbox, "/limits")) == 2 + 4  # max_attempts=4
+
+
+def test_concurrent_long_txn_403_is_retried(sandbox: Any, client: SalesforceClient) -> None:
+    body = [
+        {
+            "message": "ConcurrentPerOrgLongTxn Limit exceeded.",
+            "errorCode": "REQUEST_LIMIT_EXCEEDED",
+        }
+    ]
+    sandbox.fail_next(
+        403, json.dumps(body), path=r"/limits", content_type="application/json;charset=UTF-8"
+    )
+    assert "DailyApiRequests" in client.get_json("limits")
+    assert [r.status for r in calls_to(sandbox, "/limits")] == [403, 200]
+
+
+def test_total_requests_limit_is_not_retried(sandbox: Any, client: SalesforceClient) -> None:
+    client.authenticate()
+    sandbox.set_api_limit(100, remaining=0)
+    with pytest.raises(ApiLimitExceededError) as info:
+        client.get_json("sobjects/Lead/describe")
+    assert info.value.status == 403
+    assert info.value.code == "REQUEST_LIMIT_EXCEEDED"
+    assert "TotalRequests" in str(info.value)
+    assert len(calls_to(sandbox, "/sobjects/Lead/describe")) == 1
+
+
+def test_other_4xx_is_not_retried(sandbox: Any, client: SalesforceClient) -> None:
+    with pytest.raises(SalesforceError) as info:
+        list(client.query_all("SELECT Id, Nope__c FROM Lead"))
+    assert info.value.status == 400
+    assert info.value.code == "INVALID_FIELD"
+    assert "Nope__c" in info.value.message
+    assert len(calls_to(sandbox, "/query")) == 1
+
+
+def test_nothing_secret_is_logged(
+    sandbox: Any, client: SalesforceClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client.authenticate()
+    tokens = [current_token(client)]
+    sandbox.expire_tokens()
+    sandbox.fail_next(
+        503, json.dumps(UNAVAILABLE), path=r"/limits", content_type="application/json"
+    )
+    client.get_json("limits")
+    text = caplog.text
+    assert sandbox.client_secret not in text
+    tokens.append(current_token(client))
+    for token in tokens:
+        assert token not in text
+
+
+# -- describe and query ----------------------------------------------------------------------
+
+
+def test_describe_lead(client: SalesforceClient) -> None:
+    info = describe_object(client, "Lead")
+    assert info.name == "Lead"
+    email = info.field("email")
+    assert email is not None and email.type == "email" and email.updateable and email.id_lookup
+    opt_out = info.field("HasOptedOutOfEmail")
+    assert opt_out is not None and opt_out.type == "boolean" and not opt_out.required_on_insert
+    custom = info.field("newsletter__c")
+    assert custom is not None and custom.name == "Newsletter__c" and custom.updateable
+    converted = info.field("IsConverted")
+    assert converted is not None and not converted.updateable
+    required = {f.name for f in info.required_on_insert()}
+    assert {"LastName", "Company"} <= required
+
+
+def test_describe_unknown_object(client: SalesforceClient) -> None:
+    with pytest.raises(SalesforceError) as info:
+        describe_object(client, "Leed")
+    assert info.value.code == "NOT_FOUND" and info.value.status == 404
+
+
+def test_query_all_follows_next_records_url(sandbox: Any, client: SalesforceClient) -> None:
+    sandbox.add_records(
+        "Lead",
+        [{"LastName": f"Bulk{i}", "Company": "Acme", "Email": f"b{i}@x.com"} for i in range(2500)],
+    )
+    records = list(client.query_all("SELECT Id, Email FROM Lead"))
+    assert len(records) == 2503
+    assert len({r["Id"] for r in records}) == 2503
+    assert all("attributes" not in r for r in records)
+    assert set(records[0]) == {"Id", "Email"}
+    query_calls = calls_to(sandbox, "/query")
+    assert len(query_calls) >= 2
+    assert query_calls[1].path.startswith("/services/data/v62.0/query/")
+
+
+def test_retry_after_header_is_honoured() -> None:
+    """The sandbox cannot send Retry-After, so a minimal stdlib HTTP server plays the gateway."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            port = self.server.server_port  # type: ignore[attr-defined]
+            token = {"access_token": "00D!tok", "instance_url": f"http://127.0.0.1:{port}"}
+            self._send(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            if len(hits) == 1:
+                self._send(503, b"busy", {"Retry-After": "7", "Content-Type": "text/plain"})
+            else:
+                self._send(200, b"{}", {"Content-Type": "application/json"})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sleeps: list[float] = []
+        c = SalesforceClient(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            "id",
+            "secret",
+            retry=RetryPolicy(base_delay=0.0, max_delay=30.0),
+            sleep=sleeps.append,
+        )
+        assert c.get_json("limits") == {}
+        assert sleeps == [7.0]
+        assert len(hits) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
