@@ -47,7 +47,13 @@ def parse_salesforce_datetime(text: Any) -> datetime | None:
         digits = zone[1:].replace(":", "")
         offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     return datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
+        int(year),
+        int(month),
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        micro,
         tzinfo=timezone(offset),
     ).astimezone(timezone.utc)
 
@@ -109,9 +115,7 @@ def plan_group(
 
     if not live and converted:
         # A converted Lead is read-only; the person is a Contact now (SPEC 5).
-        return GroupPlan(
-            Outcome.SKIPPED_CONVERTED, _ids(converted), dict(desired.report_fields)
-        )
+        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), dict(desired.report_fields))
 
     if not live:
         if not settings.upsert_mode:
@@ -163,7 +167,9 @@ def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(str(r["Id"]) for r in records)
 
 
-def csv_columns(first: Sequence[str], rows: Sequence[Mapping[str, str]], order: Sequence[str]) -> list[str]:
+def csv_columns(
+    first: Sequence[str], rows: Sequence[Mapping[str, str]], order: Sequence[str]
+) -> list[str]:
     """The header of a job: `first` columns, then every field some row sets, in `order`."""
     used = {key for row in rows for key in row}
     rest = [f for f in order if f in used and f not in first]

@@ -61,13 +61,22 @@ class Settings:
 
 
 def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
-    """Parse the config; returns the settings (None when unusable) and every problem found."""
+    """Parse the config; returns the settings and every problem found.
+
+    The settings are None when the org cannot even be reached (URL, credentials or object
+    unusable); otherwise they hold what is usable, so the org check can run and add its own
+    problems to the list.
+    """
     problems: list[str] = []
 
     instance_url = str(config.get("instance_url") or "").rstrip("/")
-    url_problem = instance_url_problem(instance_url) if instance_url else (
-        "instance_url is missing: set it to your org's My Domain URL, "
-        "e.g. https://acme.my.salesforce.com"
+    url_problem = (
+        instance_url_problem(instance_url)
+        if instance_url
+        else (
+            "instance_url is missing: set it to your org's My Domain URL, "
+            "e.g. https://acme.my.salesforce.com"
+        )
     )
     if url_problem:
         problems.append(url_problem)
@@ -103,9 +112,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
 
     policy = config.get("on_multiple_matches", "update_all")
     if policy not in MULTIPLE_MATCH_POLICIES:
-        problems.append(
-            f"on_multiple_matches is {policy!r}: it must be 'update_all' or 'skip'"
-        )
+        problems.append(f"on_multiple_matches is {policy!r}: it must be 'update_all' or 'skip'")
 
     regulations = config.get("regulations", ["gdpr"])
     if (
@@ -136,7 +143,14 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
     match_field = str(config.get("match_field") or "Email").strip()
     timestamp_field = config.get("consent_timestamp_field") or None
 
-    if problems:
+    # Without a URL, credentials and object nothing can be checked against the org; otherwise
+    # go on with the usable mappings so the org check can add its problems to these.
+    if (
+        url_problem
+        or sobject not in SALESFORCE_OBJECTS
+        or not _is_api_version(api_version)
+        or any(not str(config.get(s) or "").strip() for s in ("client_id", "client_secret"))
+    ):
         return None, problems
     return (
         Settings(
@@ -156,7 +170,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             api_version=api_version,
             fail_on_record_errors=bool(config.get("fail_on_record_errors", False)),
         ),
-        [],
+        problems,
     )
 
 
@@ -188,7 +202,9 @@ class ResolvedSettings:
     select_fields: tuple[str, ...]  # what the matching query reads
 
 
-def check_against_object(settings: Settings, obj: ObjectInfo) -> tuple[ResolvedSettings | None, list[str]]:
+def check_against_object(
+    settings: Settings, obj: ObjectInfo
+) -> tuple[ResolvedSettings | None, list[str]]:
     """Check the settings against the object's describe; returns every problem found."""
     problems: list[str] = []
     name = obj.name
@@ -279,7 +295,8 @@ def check_against_object(settings: Settings, obj: ObjectInfo) -> tuple[ResolvedS
             continue
         if not info.createable:
             problems.append(
-                f"insert_defaults: {name}.{info.name} cannot be set on create by the integration user"
+                f"insert_defaults: {name}.{info.name} cannot be set on create by the "
+                "integration user"
             )
             continue
         defaults[info.name] = _default_cell(value)
@@ -287,9 +304,7 @@ def check_against_object(settings: Settings, obj: ObjectInfo) -> tuple[ResolvedS
 
     if creating:
         covered = {f.casefold() for f in defaults} | {match_name.casefold()}
-        missing = [
-            f.name for f in obj.required_on_insert() if f.name.casefold() not in covered
-        ]
+        missing = [f.name for f in obj.required_on_insert() if f.name.casefold() not in covered]
         if missing:
             problems.append(
                 f"upsert_mode creates {name} records, which require {', '.join(missing)}: add "

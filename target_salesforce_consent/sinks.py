@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from target_salesforce_consent.target import TargetSalesforceConsent
 
 
+# Salesforce answers 414 past 16,384 bytes of URI and 431 past that much URI plus headers;
+# keep 2 KiB for the headers (a JWT access token alone can exceed 1 KiB).
+QUERY_URI_BUDGET = 16_384 - 2_048
+
+
 class RunError(Exception):
     """The run cannot finish cleanly: something is left unresolved (SPEC 7). No STATE follows."""
 
@@ -104,9 +109,10 @@ class BatchProcessor:
         if fatal:
             raise RunError(fatal)
         if unresolved:
+            shown = ", ".join(unresolved[:5]) + (", ..." if len(unresolved) > 5 else "")
             raise RunError(
                 f"{len(unresolved)} Salesforce row(s) were still unprocessed or locked after "
-                f"the retries ({', '.join(unresolved[:5])}{', ...' if len(unresolved) > 5 else ''}). "
+                f"the retries ({shown}). "
                 "They are reported as failed and no STATE was emitted, so the tap sends them "
                 "again on the next run; if this repeats, look for long-running automation or "
                 "data skew on these records in Salesforce."
@@ -117,7 +123,9 @@ class BatchProcessor:
                 "and fail_on_record_errors is true; no STATE was emitted."
             )
 
-    def _group(self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]) -> dict[str, _Group]:
+    def _group(
+        self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
+    ) -> dict[str, _Group]:
         settings = self.rs.settings
         members: dict[str, list[tuple[int, BufferedRecord, ConsentRecord]]] = {}
         for seq, item in enumerate(buffer):
@@ -126,9 +134,11 @@ class BatchProcessor:
             except RecordError as exc:
                 lines[seq] = self._unreadable_line(item, str(exc))
                 continue
-            if rec.kind == "deleted":
-                lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
-            elif rec.status not in (None, "confirmed") or rec.regulation not in settings.regulations:
+            if (
+                rec.kind == "deleted"
+                or rec.status not in (None, "confirmed")
+                or rec.regulation not in settings.regulations
+            ):
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
             elif rec.ouid is None:
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_NO_OUID)
@@ -151,6 +161,7 @@ class BatchProcessor:
             rs.match_field,
             keys,
             url_prefix=self.client.data_path("query"),
+            max_url_bytes=QUERY_URI_BUDGET,
         )
         for soql in queries:
             for record in self.client.query_all(soql):
@@ -313,6 +324,9 @@ class ConsentSink(BatchSink):
     @property
     def is_full(self) -> bool:
         return self.consent_target.buffered >= self.max_size
+
+    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
+        """Keep records as the tap sent them: the target reads Didomi timestamps itself."""
 
     def process_record(self, record: dict, context: dict) -> None:
         self.consent_target.buffer(BufferedRecord(self.stream_name, record))

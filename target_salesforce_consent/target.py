@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
@@ -12,7 +12,7 @@ from singer_sdk.target_base import Target
 
 from target_salesforce_consent.report import RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
-from target_salesforce_consent.salesforce.client import SalesforceClient
+from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
 from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
 from target_salesforce_consent.settings import (
@@ -48,8 +48,11 @@ class TargetSalesforceConsent(Target):
 
     name = "target-salesforce-consent"
     default_sink_class = ConsentSink
+    # Timings of the Salesforce conversation; tests use a subclass without waits.
+    retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
+    poll_interval: ClassVar[float] = 1.0
     # No schema flattening: the target reads Didomi's nested consent objects itself.
-    capabilities = [  # noqa: RUF012
+    capabilities = [
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.STRUCTURED_LOGGING,
@@ -117,8 +120,11 @@ class TargetSalesforceConsent(Target):
         ),
         th.Property(
             "insert_defaults",
-            th.ObjectType(additional_properties=th.CustomType({"type": ["string", "boolean",
-                                                                         "number", "null"]})),
+            th.ObjectType(
+                additional_properties=th.CustomType(
+                    {"type": ["string", "boolean", "number", "null"]}
+                )
+            ),
             default={},
             title="Insert Defaults",
             description="Constant field values used only on records the target creates "
@@ -224,23 +230,29 @@ class TargetSalesforceConsent(Target):
         """Everything that can fail before the first record is read (SPEC 2)."""
         settings, problems = read_settings(self.config)
         problems = self._schema_problems + [p for p in problems if p not in self._schema_problems]
-        if settings is None or problems:
+        if settings is None:
             raise ConfigurationError(problems)
         client = SalesforceClient(
             settings.instance_url,
             settings.client_id,
             settings.client_secret,
             api_version=settings.api_version,
+            retry=self.retry_policy,
         )
         try:
             client.authenticate()
             obj = describe_object(client, settings.salesforce_object)
         except AuthenticationError as exc:
-            raise ConfigurationError([f"Salesforce refused the credentials: {exc}"]) from None
+            raise ConfigurationError(
+                [*problems, f"Salesforce refused the credentials: {exc}"]
+            ) from None
         except SalesforceError as exc:
-            raise ConfigurationError([f"Salesforce call failed during the check: {exc}"]) from None
-        resolved, problems = check_against_object(settings, obj)
-        if resolved is None:
+            raise ConfigurationError(
+                [*problems, f"Salesforce call failed during the check: {exc}"]
+            ) from None
+        resolved, org_problems = check_against_object(settings, obj)
+        problems += org_problems
+        if resolved is None or problems:
             raise ConfigurationError(problems)
         self._report = RunReport(settings.report_path)
         self.logger.info(
@@ -250,7 +262,13 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
-        return BatchProcessor(resolved, client, BulkIngest(client), self._report, self.logger)
+        return BatchProcessor(
+            resolved,
+            client,
+            BulkIngest(client, poll_interval=self.poll_interval),
+            self._report,
+            self.logger,
+        )
 
     @property
     def resolved_settings(self) -> ResolvedSettings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -34,8 +35,13 @@ CUSTOM_FIELDS = [
     {"name": "Consent_Date__c", "type": "date", "label": "Consent date"},
     {"name": "Consent_Note__c", "type": "string", "length": 255, "label": "Consent note"},
     {"name": "Legacy_Flag__c", "type": "boolean", "updateable": False, "label": "Legacy"},
-    {"name": "Didomi_User_Id__c", "type": "string", "length": 80, "externalId": True,
-     "label": "Didomi user id"},
+    {
+        "name": "Didomi_User_Id__c",
+        "type": "string",
+        "length": 80,
+        "externalId": True,
+        "label": "Didomi user id",
+    },
 ]
 
 SEED: dict[str, Any] = {
@@ -44,20 +50,51 @@ SEED: dict[str, Any] = {
         "Lead": {
             "custom_fields": CUSTOM_FIELDS,
             "records": [
-                {"FirstName": "Jane", "LastName": "Doe", "Company": "Acme",
-                 "Email": "jane@example.com"},
-                {"FirstName": "John", "LastName": "Roe", "Company": "Acme",
-                 "Email": "john@example.com", "HasOptedOutOfEmail": True},
-                {"FirstName": "Twin", "LastName": "One", "Company": "Acme",
-                 "Email": "twin@example.com"},
-                {"FirstName": "Twin", "LastName": "Two", "Company": "Acme",
-                 "Email": "TWIN@example.com"},
-                {"FirstName": "Conv", "LastName": "Erted", "Company": "Acme",
-                 "Email": "converted@example.com", "IsConverted": True},
-                {"FirstName": "Quote", "LastName": "O'Brien", "Company": "Acme",
-                 "Email": "o'brien@example.com"},
-                {"FirstName": "Keyed", "LastName": "Lead", "Company": "Acme",
-                 "Email": "keyed@example.com", "Didomi_User_Id__c": "CRM-000123"},
+                {
+                    "FirstName": "Jane",
+                    "LastName": "Doe",
+                    "Company": "Acme",
+                    "Email": "jane@example.com",
+                },
+                {
+                    "FirstName": "John",
+                    "LastName": "Roe",
+                    "Company": "Acme",
+                    "Email": "john@example.com",
+                    "HasOptedOutOfEmail": True,
+                },
+                {
+                    "FirstName": "Twin",
+                    "LastName": "One",
+                    "Company": "Acme",
+                    "Email": "twin@example.com",
+                },
+                {
+                    "FirstName": "Twin",
+                    "LastName": "Two",
+                    "Company": "Acme",
+                    "Email": "TWIN@example.com",
+                },
+                {
+                    "FirstName": "Conv",
+                    "LastName": "Erted",
+                    "Company": "Acme",
+                    "Email": "converted@example.com",
+                    "IsConverted": True,
+                },
+                {
+                    "FirstName": "Quote",
+                    "LastName": "O'Brien",
+                    "Company": "Acme",
+                    "Email": "o'brien@example.com",
+                },
+                {
+                    "FirstName": "Keyed",
+                    "LastName": "Lead",
+                    "Company": "Acme",
+                    "Email": "keyed@example.com",
+                    "Didomi_User_Id__c": "CRM-000123",
+                },
             ],
         },
         "Contact": {
@@ -133,8 +170,12 @@ def singer_lines(
     state: dict[str, Any] | None = None,
 ) -> str:
     lines = [
-        {"type": "SCHEMA", "stream": stream, "schema": {"type": "object", "properties": {}},
-         "key_properties": []},
+        {
+            "type": "SCHEMA",
+            "stream": stream,
+            "schema": {"type": "object", "properties": {}},
+            "key_properties": [],
+        },
         *({"type": "RECORD", "stream": stream, "record": r} for r in records),
     ]
     if state is not None:
@@ -151,6 +192,12 @@ def run_target(
     """Run the target in-process as the CLI would: construct (the check), read, end of pipe."""
     out, err = io.StringIO(), io.StringIO()
     error: BaseException | None = None
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger(target_class.name)
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     with redirect_stdout(out), redirect_stderr(err):
         try:
             target = target_class(config=config, validate_config=True)
@@ -158,6 +205,9 @@ def run_target(
             target.process_endofpipe()
         except Exception as exc:  # the tests assert on it
             error = exc
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous_level)
     report: list[dict[str, Any]] = []
     path = config.get("report_path")
     if path and Path(path).exists():
@@ -165,8 +215,13 @@ def run_target(
     return RunResult(out.getvalue(), err.getvalue(), report, error)
 
 
-def user(ouid: str | None, *, purposes: list[dict[str, Any]] | None = None,
-         updated_at: str = "2024-06-18T16:40:03.512Z", **extra: Any) -> dict[str, Any]:
+def user(
+    ouid: str | None,
+    *,
+    purposes: list[dict[str, Any]] | None = None,
+    updated_at: str = "2024-06-18T16:40:03.512Z",
+    **extra: Any,
+) -> dict[str, Any]:
     """A user-shaped Didomi record."""
     record: dict[str, Any] = {
         "id": f"didomi-{ouid}",
@@ -181,8 +236,13 @@ def user(ouid: str | None, *, purposes: list[dict[str, Any]] | None = None,
     return record
 
 
-def event(ouid: str | None, *, purposes: list[dict[str, Any]],
-          created_at: str = "2024-06-19T08:00:00.000Z", **extra: Any) -> dict[str, Any]:
+def event(
+    ouid: str | None,
+    *,
+    purposes: list[dict[str, Any]],
+    created_at: str = "2024-06-19T08:00:00.000Z",
+    **extra: Any,
+) -> dict[str, Any]:
     """An event-shaped Didomi record."""
     record: dict[str, Any] = {
         "id": f"event-{ouid}-{created_at}",

@@ -12,7 +12,9 @@ from target_salesforce_consent.sandbox import Sandbox
 from tests.conftest import base_config, newsletter, singer_lines, user
 
 
-def run_cli(args: list[str], stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "target_salesforce_consent.target", *args],
         input=stdin,
@@ -36,8 +38,10 @@ def test_cli_run_exit_zero_state_on_stdout_counts_on_stderr(
     report = tmp_path / "report.jsonl"
     config = write_config(tmp_path, base_config(sandbox, report))
     messages = singer_lines(
-        [user("jane@example.com", purposes=[newsletter(False)]),
-         user("nobody@example.com", purposes=[newsletter(True)])],
+        [
+            user("jane@example.com", purposes=[newsletter(False)]),
+            user("nobody@example.com", purposes=[newsletter(True)]),
+        ],
         state={"bookmarks": {"users": "2024-06-18"}},
     )
     proc = run_cli(["--config", str(config)], messages)
@@ -67,8 +71,12 @@ def test_cli_configuration_error_exits_non_zero_before_reading_input(
 
 
 def test_cli_schema_problems_are_listed_together(tmp_path: Path) -> None:
-    config = {"instance_url": "ftp://x", "salesforce_object": "Account", "mappings": [],
-              "client_secret": 12345}
+    config = {
+        "instance_url": "ftp://x",
+        "salesforce_object": "Account",
+        "mappings": [],
+        "client_secret": 12345,
+    }
     proc = run_cli(["--config", str(write_config(tmp_path, config))])
     assert proc.returncode == 2
     for expected in ("client_id", "client_secret", "salesforce_object", "mappings"):
@@ -79,8 +87,10 @@ def test_cli_schema_problems_are_listed_together(tmp_path: Path) -> None:
 def test_cli_fatal_run_error_exits_one_without_state(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.fail_next_job("InvalidBatch : Field name not found : Didomi_Newsletter__c")
     config = write_config(tmp_path, base_config(sandbox, tmp_path / "report.jsonl"))
-    proc = run_cli(["--config", str(config)], singer_lines(
-        [user("jane@example.com", purposes=[newsletter(False)])], state={"s": 1}))
+    proc = run_cli(
+        ["--config", str(config)],
+        singer_lines([user("jane@example.com", purposes=[newsletter(False)])], state={"s": 1}),
+    )
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert "Field name not found" in proc.stderr
@@ -92,13 +102,31 @@ def test_about_lists_every_setting_and_marks_secrets() -> None:
     assert proc.returncode == 0, proc.stderr
     about = json.loads(proc.stdout)
     properties = about["settings"]["properties"]
-    for setting in ("instance_url", "client_id", "client_secret", "salesforce_object",
-                    "upsert_mode", "mappings", "match_field", "insert_defaults",
-                    "on_multiple_matches", "regulations", "consent_timestamp_field", "dry_run",
-                    "report_path", "api_version", "fail_on_record_errors"):
+    for setting in (
+        "instance_url",
+        "client_id",
+        "client_secret",
+        "salesforce_object",
+        "upsert_mode",
+        "mappings",
+        "match_field",
+        "insert_defaults",
+        "on_multiple_matches",
+        "regulations",
+        "consent_timestamp_field",
+        "dry_run",
+        "report_path",
+        "api_version",
+        "fail_on_record_errors",
+    ):
         assert setting in properties, setting
     assert properties["client_id"].get("secret") is True
     assert properties["client_secret"].get("secret") is True
     assert "load_method" not in properties
     assert set(about["settings"]["required"]) >= {
-        "instance_url", "client_id", "client_secret", "salesforce_object", "mappings"}
+        "instance_url",
+        "client_id",
+        "client_secret",
+        "salesforce_object",
+        "mappings",
+    }

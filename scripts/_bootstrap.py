@@ -1,0 +1,143 @@
+"""Shared set-up for `scripts/demo.py` and `scripts/test.py` (standard library only).
+
+`ensure_venv()` creates or reuses `.venv` in the repository root, installs the package with
+its `test` and `meltano` extras when `pyproject.toml` changed since the last install, and then
+re-executes the calling script under `.venv`'s Python. `ensure_meltano_plugins()` runs
+`meltano install` when `meltano.yml` or `pyproject.toml` changed since the last one.
+Both are idempotent: a second run with nothing changed installs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+EXTRAS = "test,meltano"
+_MARKER = VENV / ".target-salesforce-consent-install"
+_MELTANO_MARKER = ROOT / ".meltano" / ".target-salesforce-consent-install"
+_REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
+
+# Plugin virtualenvs that `meltano install` must have produced.
+_MELTANO_VENVS = (
+    ROOT / ".meltano" / "extractors" / "tap-jsonl" / "venv",
+    ROOT / ".meltano" / "loaders" / "target-salesforce-consent" / "venv",
+)
+
+
+def _bin(venv_dir: Path, name: str) -> Path:
+    if os.name == "nt":
+        return venv_dir / "Scripts" / (name + (".exe" if name != "activate" else ""))
+    return venv_dir / "bin" / name
+
+
+def venv_python() -> Path:
+    return _bin(VENV, "python")
+
+
+def venv_bin(name: str) -> Path:
+    return _bin(VENV, name)
+
+
+def _digest(*paths: Path, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes() if p.exists() else b"<missing>")
+    return h.hexdigest()
+
+
+def _in_venv() -> bool:
+    try:
+        return Path(sys.prefix).resolve() == VENV.resolve()
+    except OSError:
+        return False
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_venv(script: str, argv: list[str]) -> None:
+    """Make sure the code below this call runs under `.venv` with the package installed."""
+    if sys.version_info < (3, 10):  # noqa: UP036 (this may run under an old python3)
+        sys.exit(f"Python 3.10 or newer is required (this is {sys.version.split()[0]}).")
+
+    want = _digest(ROOT / "pyproject.toml", extra=EXTRAS)
+    py = venv_python()
+    if not py.exists():
+        say(f"[setup] creating virtualenv {VENV.relative_to(ROOT)}/ ...")
+        try:
+            venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        except Exception as exc:
+            sys.exit(
+                f"Could not create {VENV}: {exc}\n"
+                "On Debian/Ubuntu install the venv module first: apt-get install python3-venv"
+            )
+    have = _MARKER.read_text().strip() if _MARKER.exists() else ""
+    if have != want:
+        say(f'[setup] pip install -e ".[{EXTRAS}]" into .venv (first run: a minute or two) ...')
+        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
+               "-e", f".[{EXTRAS}]"]
+        rc = subprocess.call(cmd, cwd=ROOT)
+        if rc != 0:
+            sys.exit(f"[setup] pip install failed (exit {rc})")
+        _MARKER.write_text(want + "\n")
+
+    if _in_venv():
+        return
+    if os.environ.get(_REEXEC_FLAG) == "1":
+        sys.exit(f"[setup] re-exec under {py} did not run inside .venv; giving up")
+    env = dict(os.environ, **{_REEXEC_FLAG: "1"})
+    env.pop("PYTHONHOME", None)
+    args = [str(py), script, *argv]
+    if os.name == "nt":  # os.execve does not replace the process on Windows
+        sys.exit(subprocess.call(args, env=env))
+    os.execve(str(py), args, env)
+
+
+def meltano_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for non-interactive, quiet Meltano runs."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("MELTANO_SEND_ANONYMOUS_USAGE_STATS", "false")
+    env.setdefault("NO_COLOR", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.pop(_REEXEC_FLAG, None)
+    return env
+
+
+def meltano_executable() -> Path | None:
+    """The `meltano` next to the running interpreter (normally `.venv/bin/meltano`)."""
+    cand = Path(sys.executable).parent / ("meltano.exe" if os.name == "nt" else "meltano")
+    if cand.exists():
+        return cand
+    cand = venv_bin("meltano")
+    return cand if cand.exists() else None
+
+
+def ensure_meltano_plugins(meltano: Path, quiet: bool = False) -> float:
+    """Run `meltano install` unless nothing it depends on changed. Returns seconds spent."""
+    import time
+
+    want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml")
+    have = _MELTANO_MARKER.read_text().strip() if _MELTANO_MARKER.exists() else ""
+    if have == want and all(v.exists() for v in _MELTANO_VENVS):
+        return 0.0
+    if not quiet:
+        say("[setup] meltano install (tap-jsonl, target-salesforce-consent) ...")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(meltano), "--log-level=warning", "install"],
+        cwd=ROOT, env=meltano_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout)
+        raise RuntimeError(f"meltano install failed (exit {proc.returncode})")
+    _MELTANO_MARKER.parent.mkdir(parents=True, exist_ok=True)
+    _MELTANO_MARKER.write_text(want + "\n")
+    return time.monotonic() - start

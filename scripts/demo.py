@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Run the whole job once against the bundled Salesforce sandbox and show what changed.
+
+    python3 scripts/demo.py [--keep-running]
+
+Sets up `.venv` (first run only), installs the Meltano plugins (when meltano.yml changed),
+starts the sandbox seeded with sample Leads and Contacts, runs
+
+    meltano run tap-didomi target-salesforce-consent tap-didomi target-salesforce-consent-contacts
+
+on the bundled sample Didomi data, and prints which Salesforce records changed (field: old -> new),
+the records created, and the count per outcome from each loader's report. Safe to run again: the
+sandbox starts from its seed every time and the run ignores and keeps no Meltano state.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bootstrap
+
+if __name__ == "__main__":
+    _bootstrap.ensure_venv(__file__, sys.argv[1:])
+
+# --- from here on we run inside .venv ------------------------------------------------------------
+import argparse
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from typing import Any
+
+ROOT = _bootstrap.ROOT
+SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
+SEED = SAMPLE_DIR / "sandbox_seed.json"
+INPUT = SAMPLE_DIR / "didomi_users.jsonl"
+OUTPUT = ROOT / "output"
+LOG = OUTPUT / "demo-meltano.log"
+
+# (loader, Salesforce object, report file) -- report paths as configured in meltano.yml
+PIPELINES = [
+    ("target-salesforce-consent", "Lead", OUTPUT / "report.jsonl"),
+    ("target-salesforce-consent-contacts", "Contact", OUTPUT / "report-contacts.jsonl"),
+]
+OUTCOME_MEANING = {
+    "updated": "written to the matching record(s)",
+    "inserted": "record created (upsert_mode)",
+    "skipped_unchanged": "Salesforce already holds these choices",
+    "skipped_unmatched": "no record has this organization_user_id (upsert_mode is off)",
+    "skipped_converted": "only a converted Lead matches: the Contact loader serves it",
+    "skipped_multiple_matches": "several matches and on_multiple_matches: skip",
+    "skipped_stale": "Salesforce holds a newer consent (consent_timestamp_field)",
+    "skipped_no_ouid": "no organization_user_id",
+    "skipped_filtered": "pending_approval, deleted, or a regulation not in `regulations`",
+    "failed": "Salesforce rejected the row (see the report's error)",
+}
+OUTCOME_ORDER = [
+    "updated", "inserted", "would_update", "would_insert", "skipped_unchanged",
+    "skipped_unmatched", "skipped_converted", "skipped_multiple_matches", "skipped_stale",
+    "skipped_no_ouid", "skipped_filtered", "failed",
+]
+# Fields Salesforce maintains itself: not interesting in a diff.
+SYSTEM_FIELDS = {"LastModifiedDate", "SystemModstamp", "LastModifiedById", "LastActivityDate",
+                 "LastViewedDate", "LastReferencedDate", "attributes"}
+
+
+def fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "(empty)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def label(rec: dict[str, Any]) -> str:
+    name = " ".join(str(rec[k]) for k in ("FirstName", "LastName") if rec.get(k))
+    email = rec.get("Email")
+    return f"{name} <{email}>" if email else name or str(rec.get("Id"))
+
+
+def diff_records(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], list[tuple[str, Any, Any]]]], list[dict[str, Any]]]:
+    old = {r["Id"]: r for r in before}
+    changed, created = [], []
+    for rec in after:
+        prev = old.get(rec["Id"])
+        if prev is None:
+            created.append(rec)
+            continue
+        fields = sorted((set(prev) | set(rec)) - SYSTEM_FIELDS)
+        changes = [(f, prev.get(f), rec.get(f)) for f in fields if prev.get(f) != rec.get(f)]
+        if changes:
+            changed.append((rec, changes))
+    return changed, created
+
+
+def read_report(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def print_section(loader: str, obj: str, report: Path, before: list[dict[str, Any]],
+                  after: list[dict[str, Any]]) -> None:
+    changed, created = diff_records(before, after)
+    title = f"{obj}s  ({loader})"
+    print()
+    print(title)
+    print("=" * len(title))
+    print(f"Changed {obj}s: {len(changed)} of {len(before)}")
+    for rec, changes in changed:
+        print(f"  {label(rec)}  [{rec['Id']}]")
+        width = max(len(f) for f, _, _ in changes)
+        for field, a, b in changes:
+            print(f"      {field:<{width}}  {fmt(a)} -> {fmt(b)}")
+    print(f"Created {obj}s: {len(created) or 'none'}")
+    for rec in created:
+        print(f"  {label(rec)}  [{rec['Id']}]")
+        for field in sorted(set(rec) - SYSTEM_FIELDS - {"Id"}):
+            if rec.get(field) not in (None, "", False):
+                print(f"      {field} = {fmt(rec[field])}")
+
+    rows = read_report(report)
+    rel = report.relative_to(ROOT) if report.is_relative_to(ROOT) else report
+    print(f"Outcome per Didomi record  (report: {rel})")
+    if not rows:
+        print("  (no report lines)")
+    for row in rows:
+        who = row.get("organization_user_id") or "(no organization_user_id)"
+        extra = f"  {row['error']}" if row.get("error") else ""
+        print(f"  {who:<32} {row.get('outcome')}{extra}")
+    counts = Counter(str(r.get("outcome")) for r in rows)
+    print("Count per outcome")
+    order = OUTCOME_ORDER + sorted(set(counts) - set(OUTCOME_ORDER))
+    for outcome in order:
+        if counts.get(outcome):
+            meaning = OUTCOME_MEANING.get(outcome, "")
+            print(f"  {outcome:<26} {counts[outcome]:>3}  {meaning}".rstrip())
+    print(f"  {'total':<26} {sum(counts.values()):>3}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep-running", action="store_true",
+                        help="leave the sandbox up after the run (Ctrl-C to stop)")
+    args = parser.parse_args()
+
+    meltano = _bootstrap.meltano_executable()
+    if meltano is None:
+        print("meltano is not installed in .venv", file=sys.stderr)
+        return 2
+    try:
+        _bootstrap.ensure_meltano_plugins(meltano)
+    except RuntimeError as exc:
+        print(f"[setup] {exc}", file=sys.stderr)
+        return 2
+
+    from target_salesforce_consent.sandbox import Sandbox
+
+    OUTPUT.mkdir(exist_ok=True)
+    for _, _, report in PIPELINES:
+        report.unlink(missing_ok=True)
+
+    n_input = sum(1 for line in INPUT.read_text(encoding="utf-8").splitlines() if line.strip())
+    sb = Sandbox(seed=str(SEED)).start(host="127.0.0.1", port=0)
+    try:
+        before = {obj: sb.records(obj) for _, obj, _ in PIPELINES}
+        print("target-salesforce-consent demo")
+        print(f"  sandbox  {sb.url}  ({len(before['Lead'])} Leads, {len(before['Contact'])} "
+              f"Contacts from {SEED.relative_to(ROOT)})")
+        print(f"  input    {INPUT.relative_to(ROOT)}  ({n_input} Didomi records)")
+        cmd = [str(meltano), "--log-level=info", "run", "--full-refresh", "--no-state-update"]
+        for loader, _, _ in PIPELINES:
+            cmd += ["tap-didomi", loader]
+        print("  running  meltano " + " ".join(cmd[2:]), flush=True)
+
+        env = _bootstrap.meltano_env()
+        for key in list(env):  # the demo always runs on the bundled data and the sandbox
+            if key.startswith(("TAP_DIDOMI", "TAP_JSONL", "TARGET_SALESFORCE_CONSENT")):
+                del env[key]
+        env.update({
+            "SALESFORCE_INSTANCE_URL": sb.url,
+            "SALESFORCE_CLIENT_ID": sb.client_id,
+            "SALESFORCE_CLIENT_SECRET": sb.client_secret,
+        })
+        start = time.monotonic()
+        with LOG.open("w", encoding="utf-8") as log:
+            rc = subprocess.call(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        took = time.monotonic() - start
+        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
+        print(f"  meltano  {status} in {took:.1f} s; log: {LOG.relative_to(ROOT)}")
+
+        for loader, obj, report in PIPELINES:
+            print_section(loader, obj, report, before[obj], sb.records(obj))
+
+        calls = sb.api_calls()
+        if calls:
+            print()
+            per_kind = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+            print(f"Salesforce API calls: {per_kind}")
+
+        if rc != 0:
+            print()
+            print(f"meltano run failed (exit {rc}); last lines of {LOG.relative_to(ROOT)}:")
+            lines = LOG.read_text(encoding="utf-8", errors="replace").splitlines()
+            for line in lines[-40:]:
+                print("  " + line)
+            return 1
+
+        if args.keep_running:
+            print()
+            print(f"Sandbox still running at {sb.url} (GET {sb.url}/__sandbox/records/Lead); "
+                  "Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    finally:
+        sb.stop()
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
