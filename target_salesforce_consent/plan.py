@@ -106,20 +106,22 @@ def plan_group(
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
     ts_cell = format_datetime(desired.timestamp) if ts_field and desired.timestamp else None
-    written_fields = dict(desired.report_fields)
-    if ts_cell and ts_field:
-        written_fields[ts_field] = ts_cell
+    # The report lists every mapped value the consent holds, written or not, and the consent
+    # timestamp beside them when consent_timestamp_field is set (SPEC 7).
+    fields = dict(desired.report_fields)
+    if ts_cell and ts_field and fields:
+        fields[ts_field] = ts_cell
 
     live = [m for m in matches if not m.get("IsConverted")]
     converted = [m for m in matches if m.get("IsConverted")]
 
     if not live and converted:
         # A converted Lead is read-only; the person is a Contact now (SPEC 5).
-        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), dict(desired.report_fields))
+        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), fields)
 
     if not live:
         if not settings.upsert_mode:
-            return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), dict(desired.report_fields))
+            return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
         if not desired.cells:
             return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
         row = dict(rs.insert_defaults)
@@ -128,11 +130,11 @@ def plan_group(
         row[rs.match_field] = ouid
         if ts_cell and ts_field:
             row[ts_field] = ts_cell
-        return GroupPlan(None, (), written_fields, insert_row=row)
+        return GroupPlan(None, (), fields, insert_row=row)
 
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
-        return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, dict(desired.report_fields))
+        return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
     if not desired.cells:
         return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, {})
 
@@ -157,10 +159,10 @@ def plan_group(
         rows.append(row)
 
     if rows:
-        return GroupPlan(None, ids, written_fields, update_rows=rows)
+        return GroupPlan(None, ids, fields, update_rows=rows)
     if stale:
-        return GroupPlan(Outcome.SKIPPED_STALE, ids, dict(desired.report_fields))
-    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, dict(desired.report_fields))
+        return GroupPlan(Outcome.SKIPPED_STALE, ids, fields)
+    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields)
 
 
 def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

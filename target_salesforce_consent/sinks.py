@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk.sinks import BatchSink
 
@@ -29,9 +29,18 @@ from target_salesforce_consent.plan import (
     plan_group,
 )
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
-from target_salesforce_consent.salesforce.bulk import BulkIngest, IngestOutcome, RowResult
+from target_salesforce_consent.salesforce.bulk import (
+    BulkIngest,
+    IngestOutcome,
+    RowResult,
+    job_error,
+)
 from target_salesforce_consent.salesforce.client import SalesforceClient
-from target_salesforce_consent.salesforce.errors import ApiLimitExceededError, SalesforceError
+from target_salesforce_consent.salesforce.errors import (
+    ApiLimitExceededError,
+    JobFailedError,
+    SalesforceError,
+)
 from target_salesforce_consent.salesforce.soql import build_match_queries
 from target_salesforce_consent.settings import ResolvedSettings
 
@@ -87,12 +96,13 @@ class BatchProcessor:
         lines: dict[int, OutcomeLine] = {}
         groups = self._group(buffer, lines)
         unresolved: list[str] = []
+        job_failures: list[str] = []
         fatal: str | None = None
         try:
             matches = self._find_matches(list(groups))
             for key, group in groups.items():
                 group.plan = plan_group(group.ouid, group.desired, matches.get(key, []), self.rs)
-            unresolved = self._write(groups, lines)
+            unresolved, job_failures = self._write(groups, lines)
         except SalesforceError as exc:
             fatal = self._fatal_message(exc)
             for group in groups.values():
@@ -108,6 +118,13 @@ class BatchProcessor:
         self._log_errors(lines.values())
         if fatal:
             raise RunError(fatal)
+        if job_failures:
+            raise RunError(
+                "; ".join(job_failures) + ". The records it did not write are reported as "
+                "failed and no STATE was emitted, so the tap sends them again on the next run. "
+                "'Field name not found' means the Run As user cannot see a mapped field "
+                "(field-level security); other causes are in the errorMessage."
+            )
         if unresolved:
             shown = ", ".join(unresolved[:5]) + (", ..." if len(unresolved) > 5 else "")
             raise RunError(
@@ -171,32 +188,22 @@ class BatchProcessor:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _write(self, groups: dict[str, _Group], lines: dict[int, OutcomeLine]) -> list[str]:
-        """Run the planned jobs and decide the outcome of every group; returns unresolved keys."""
-        rs = self.rs
-        settings = rs.settings
-        update_rows: list[dict[str, str]] = []
-        insert_rows: list[dict[str, str]] = []
-        for group in groups.values():
-            assert group.plan is not None
-            update_rows.extend(group.plan.update_rows)
-            if group.plan.insert_row is not None:
-                insert_rows.append(group.plan.insert_row)
+    def _write(
+        self, groups: dict[str, _Group], lines: dict[int, OutcomeLine]
+    ) -> tuple[list[str], list[str]]:
+        """Run the planned jobs and decide every group's outcome.
 
-        field_order = list(rs.field_types)
-        updates: IngestOutcome | None = None
-        inserts: IngestOutcome | None = None
-        if not settings.dry_run:
-            if update_rows:
-                columns = csv_columns(["Id"], update_rows, field_order)
-                updates = self.bulk.run(
-                    settings.salesforce_object, "update", columns, update_rows, "Id"
-                )
-            if insert_rows:
-                columns = csv_columns([rs.match_field], insert_rows, field_order)
-                inserts = self.bulk.run(
-                    settings.salesforce_object, "insert", columns, insert_rows, rs.match_field
-                )
+        Returns the keys of rows left unresolved and the messages of jobs that failed as a
+        whole; rows such a job settled before failing keep their real outcome.
+        """
+        rs = self.rs
+        plans = [g.plan for g in groups.values() if g.plan is not None]
+        update_rows = [row for plan in plans for row in plan.update_rows]
+        insert_rows = [plan.insert_row for plan in plans if plan.insert_row is not None]
+
+        job_failures: list[str] = []
+        updates = self._run_job("update", update_rows, "Id", job_failures)
+        inserts = self._run_job("insert", insert_rows, rs.match_field, job_failures)
 
         unresolved: list[str] = []
         for group in groups.values():
@@ -206,32 +213,43 @@ class BatchProcessor:
             error: str | None = None
             job_id: str | None = None
             ids = plan.salesforce_ids
-            if outcome is None and plan.update_rows:
-                if settings.dry_run:
-                    outcome = Outcome.WOULD_UPDATE
-                else:
-                    assert updates is not None
-                    results = [_result(updates, row["Id"]) for row in plan.update_rows]
-                    outcome, error, job_id = _combine(results, Outcome.UPDATED)
-                    unresolved += [r.key for r in results if r.status == "unresolved"]
+            results: list[RowResult] = []
+            if outcome is None and rs.settings.dry_run:
+                outcome = Outcome.WOULD_UPDATE if plan.update_rows else Outcome.WOULD_INSERT
+            elif outcome is None and plan.update_rows:
+                results = [updates.result(row["Id"]) for row in plan.update_rows]
+                outcome, error, job_id = _combine(results, Outcome.UPDATED)
             elif outcome is None and plan.insert_row is not None:
-                if settings.dry_run:
-                    outcome = Outcome.WOULD_INSERT
-                else:
-                    assert inserts is not None
-                    result = _result(inserts, plan.insert_row[rs.match_field])
-                    outcome, error, job_id = _combine([result], Outcome.INSERTED)
-                    if result.sf_id and result.status == "succeeded":
-                        ids = (result.sf_id,)
-                    if result.status == "unresolved":
-                        unresolved.append(result.key)
+                results = [inserts.result(plan.insert_row[rs.match_field])]
+                outcome, error, job_id = _combine(results, Outcome.INSERTED)
+                if outcome is Outcome.INSERTED and results[0].sf_id:
+                    ids = (results[0].sf_id,)
+            unresolved += [r.key for r in results if r.status == "unresolved"]
             assert outcome is not None
-            fields = plan.fields
             for seq, item, rec in group.members:
                 lines[seq] = self._line(
-                    item, rec, outcome, ids=ids, fields=fields, error=error, job_id=job_id
+                    item, rec, outcome, ids=ids, fields=plan.fields, error=error, job_id=job_id
                 )
-        return unresolved
+        return unresolved, job_failures
+
+    def _run_job(
+        self,
+        operation: Literal["update", "insert"],
+        rows: list[dict[str, str]],
+        key_column: str,
+        job_failures: list[str],
+    ) -> _JobResults:
+        if self.rs.settings.dry_run or not rows:
+            return _JobResults(None, None)
+        columns = csv_columns([key_column], rows, list(self.rs.field_types))
+        sobject = self.rs.settings.salesforce_object
+        try:
+            return _JobResults(self.bulk.run(sobject, operation, columns, rows, key_column), None)
+        except JobFailedError as exc:
+            job_failures.append(
+                f"Bulk API {operation} job {exc.job_id} failed as a whole: {exc.error_message}"
+            )
+            return _JobResults(exc.outcome, exc)
 
     # -- report lines ---------------------------------------------------------------------
 
@@ -297,8 +315,20 @@ class BatchProcessor:
         )
 
 
-def _result(outcome: IngestOutcome, key: str) -> RowResult:
-    return outcome.results[key]
+@dataclass(frozen=True)
+class _JobResults:
+    """A job's per-row results; rows it never settled fail with its whole-job error."""
+
+    outcome: IngestOutcome | None
+    failure: JobFailedError | None
+
+    def result(self, key: str) -> RowResult:
+        if self.outcome is not None and key in self.outcome.results:
+            return self.outcome.results[key]
+        assert self.failure is not None, f"no result for {key!r}"
+        return RowResult(
+            key, "failed", None, False, job_error(self.failure.error_message), self.failure.job_id
+        )
 
 
 def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str | None, str | None]:

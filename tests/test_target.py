@@ -653,3 +653,60 @@ def test_no_secret_or_token_in_any_output(sandbox: Sandbox, report_path: Path) -
     everything = result.stdout + result.stderr + report_path.read_text()
     for secret in [sandbox.client_secret, sandbox.client_id, *tokens]:
         assert secret not in everything
+
+
+def test_failed_job_keeps_the_outcomes_of_the_other_job(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    # The update job fails as a whole; the insert job of the same batch still runs, and its
+    # records are reported inserted, not failed.
+    sandbox.fail_next_job("InvalidBatch : Field name not found : Didomi_Newsletter__c")
+    config = base_config(
+        sandbox, report_path, upsert_mode=True, insert_defaults={"LastName": "U", "Company": "X"}
+    )
+    result = run_target(
+        config,
+        singer_lines(
+            [
+                user("jane@example.com", purposes=[newsletter(False)]),
+                user("brand.new@example.com", purposes=[newsletter(True)]),
+            ],
+            state={"s": 1},
+        ),
+    )
+    assert isinstance(result.error, RunError)
+    assert "update job" in str(result.error)
+    assert result.states == []
+    jane = result.line_for("jane@example.com")
+    assert jane["outcome"] == "failed"
+    assert jane["error"] == "InvalidBatch: Field name not found : Didomi_Newsletter__c"
+    assert jane["job_id"]
+    new = result.line_for("brand.new@example.com")
+    assert new["outcome"] == "inserted"
+    assert new["salesforce_ids"] == [lead(sandbox, "brand.new@example.com")["Id"]]
+
+
+def test_report_fields_carry_the_consent_timestamp(sandbox: Sandbox, report_path: Path) -> None:
+    config = base_config(sandbox, report_path, consent_timestamp_field="Didomi_Consent_Updated__c")
+    result = run_target(
+        config,
+        singer_lines(
+            [
+                user("john@example.com", purposes=[newsletter(False)]),
+                user("jane@example.com", purposes=[]),
+            ]
+        ),
+    )
+    john = result.line_for("john@example.com")
+    # John already holds these values: nothing is written (not even the timestamp), yet the
+    # report shows what the consent says, with its timestamp.
+    assert john["outcome"] == "skipped_unchanged"
+    assert john["fields"] == {
+        "HasOptedOutOfEmail": True,
+        "Didomi_Newsletter__c": False,
+        "Didomi_Consent_Updated__c": "2024-06-18T16:40:03.512Z",
+    }
+    assert result.line_for("jane@example.com") | {"fields": {}} == result.line_for(
+        "jane@example.com"
+    )
+    assert result.line_for("jane@example.com")["outcome"] == "skipped_unchanged"

@@ -107,6 +107,18 @@ def format_sf_error(text: str) -> str:
     return f"{code}: {message}" if message else code
 
 
+def job_error(error_message: str) -> str:
+    """A whole-job errorMessage as a row error, "CODE: message" like row errors.
+
+    `InvalidBatch : Field name not found : X` -> `InvalidBatch: Field name not found : X`;
+    a message without Salesforce's `Code : ` prefix gets the code JOB_FAILED.
+    """
+    code, sep, message = error_message.partition(" : ")
+    if sep and code and " " not in code:
+        return f"{code}: {message}"
+    return f"JOB_FAILED: {error_message}"
+
+
 def is_transient_job_error(error_message: str) -> bool:
     """Whether a Failed job's errorMessage names a transient cause (timeout, lock contention)."""
     if _CONFIG_JOB_ERROR.match(error_message or ""):
@@ -289,7 +301,7 @@ class BulkIngest:
                     if row.key not in results:
                         results[row.key] = RowResult(
                             row.key, "unresolved", None, False,
-                            f"JOB_FAILED: {job.error_message}", job.job_id,
+                            job_error(job.error_message), job.job_id,
                         )  # fmt: skip
                 raise JobFailedError(job.job_id, job.error_message)
             if job.state == "Aborted":
