@@ -9,11 +9,13 @@ Both are idempotent: a second run with nothing changed installs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,8 +122,35 @@ def meltano_executable() -> Path | None:
     return cand if cand.exists() else None
 
 
+@contextlib.contextmanager
+def meltano_project_lock() -> Iterator[None]:
+    """Serialise Meltano runs of the demo and the tests in this project.
+
+    Two `meltano run`s in one project share `.meltano/run/<plugin>/` (the tap's discovered
+    catalog is rewritten there), so concurrent runs can read each other's half-written files.
+    """
+    path = ROOT / ".meltano" / ".scripts.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_meltano_plugins(meltano: Path, quiet: bool = False) -> float:
     """Run `meltano install` unless nothing it depends on changed. Returns seconds spent."""
+    with meltano_project_lock():
+        return _ensure_meltano_plugins(meltano, quiet)
+
+
+def _ensure_meltano_plugins(meltano: Path, quiet: bool) -> float:
     import time
 
     want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml")

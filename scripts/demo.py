@@ -192,7 +192,7 @@ def main() -> int:
             "SALESFORCE_CLIENT_SECRET": sb.client_secret,
         })
         start = time.monotonic()
-        with LOG.open("w", encoding="utf-8") as log:
+        with _bootstrap.meltano_project_lock(), LOG.open("w", encoding="utf-8") as log:
             rc = subprocess.call(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                  stdout=log, stderr=subprocess.STDOUT)
         took = time.monotonic() - start

@@ -80,6 +80,16 @@ def _picklist(value: Any) -> set[str]:
     return {v for v in str(value or "").split(";") if v}
 
 
+def _run_meltano(meltano: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(meltano), "--log-level=info", "run", "--full-refresh", "--no-state-update",
+         "tap-didomi", "target-salesforce-consent",
+         "tap-didomi", "target-salesforce-consent-contacts"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=600,
+    )
+
+
 def test_meltano_run_tap_didomi_into_leads_and_contacts(
     meltano: Path, sandbox: Any, tmp_path: Path
 ) -> None:
@@ -98,13 +108,8 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
     })
     before = _by_email(sandbox.records("Lead"))
 
-    proc = subprocess.run(
-        [str(meltano), "--log-level=info", "run", "--full-refresh", "--no-state-update",
-         "tap-didomi", "target-salesforce-consent",
-         "tap-didomi", "target-salesforce-consent-contacts"],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=600,
-    )
+    with _bootstrap().meltano_project_lock():
+        proc = _run_meltano(meltano, env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     # Secrets never appear in any output.
