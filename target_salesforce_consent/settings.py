@@ -100,7 +100,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
     raw_mappings = config.get("mappings")
     if not isinstance(raw_mappings, list) or not raw_mappings:
         problems.append(
-            "mappings is empty: add at least one mapping such as "
+            "mappings is missing or empty: add at least one mapping such as "
             '{"id": "HasOptedOutOfEmail", "value": "purposes.newsletter.enabled", "invert": true}'
         )
     else:

@@ -218,6 +218,8 @@ class TargetSalesforceConsent(Target):
         self.append_builtin_config(schema)
         problems = []
         for error in Draft7Validator(schema).iter_errors(dict(self._config)):
+            if error.validator == "required" and not error.absolute_path:
+                continue  # the settings check names missing settings, with what to set
             where = ".".join(str(p) for p in error.absolute_path) or "config"
             if where.split(".")[0] in SECRET_SETTINGS:
                 problems.append(f"{where} must be a non-empty string")  # never echo a secret
@@ -229,7 +231,9 @@ class TargetSalesforceConsent(Target):
     def _start_run(self) -> BatchProcessor:
         """Everything that can fail before the first record is read (SPEC 2)."""
         settings, problems = read_settings(self.config)
-        problems = self._schema_problems + [p for p in problems if p not in self._schema_problems]
+        # A setting the schema check already named is not named again by the settings check.
+        named = {p.split(":")[0].split(".")[0].split(" ")[0] for p in self._schema_problems}
+        problems = self._schema_problems + [p for p in problems if p.split(" ")[0] not in named]
         if settings is None:
             raise ConfigurationError(problems)
         client = SalesforceClient(
