@@ -312,6 +312,9 @@ class TargetSalesforceConsent(Target):
         self._summary_logged = True
         counts = self._report.run_counts
         self.logger.info("Run: %d record(s): %s", sum(counts.values()), format_counts(counts))
+        if self._processor is not None and self._processor.client.api_usage:
+            # Sforce-Limit-Info of the last answer: the org's daily API usage after this run.
+            self.logger.info("Salesforce %s", self._processor.client.api_usage)
         if self._report.path is not None:
             self.logger.info("Report written to %s", self._report.path)
         self._report.close()
