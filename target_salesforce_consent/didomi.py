@@ -232,7 +232,7 @@ def _type_name(value: Any) -> str:
 def _loads(value: str, where: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RecordError(
             JSON_PARSER_ERROR, f"{where}: a string that is not valid JSON ({exc})"
         ) from None
@@ -357,7 +357,7 @@ def _timestamp(value: Any, where: str) -> datetime | None:
         raise RecordError(INVALID_TYPE, f"{where}: expected an ISO 8601 timestamp, got {value!r}")
     try:
         return parse_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: year 9999 with a negative offset
         raise RecordError(
             INVALID_TYPE, f"{where}: expected an ISO 8601 timestamp, got {value!r}"
         ) from None

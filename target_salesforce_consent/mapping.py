@@ -410,8 +410,8 @@ def _allowed_types(mapping: FieldMapping) -> frozenset[str]:
         allowed = {"boolean", *_TEXT}
         if mapping.value_map:
             allowed.add("multipicklist")
-        if set(mapping.value_map) == {"true", "false"}:
-            allowed.discard("boolean")  # always a string then
+        if mapping.value_map:
+            allowed.discard("boolean")  # a mapped value is text, which a checkbox cannot hold
         return frozenset(allowed)
     if kind == "list":
         return frozenset({"multipicklist", *_TEXT})
@@ -435,7 +435,7 @@ def compatibility_problem(mapping: FieldMapping, field: FieldType, sobject: str 
 
     Boolean sources go to checkboxes or text-like fields (string, textarea, picklist, combobox;
     ``"true"``/``"false"`` as text), to a multi-select picklist only through a ``value_map``,
-    and not to a checkbox when the ``value_map`` turns both values into text. Lists go to
+    and not to a checkbox once a ``value_map`` turns a value into text. Lists go to
     multi-select picklists or text-like fields; date-times to datetime, date, string, textarea or
     combobox fields; text to text-like, email, phone or url fields. For a restricted picklist
     every value the mapping is known to produce (true/false or their ``value_map`` targets,

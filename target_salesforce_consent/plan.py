@@ -135,9 +135,6 @@ def plan_group(
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
         return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
-    if not desired.cells:
-        return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, {})
-
     rows: list[dict[str, str]] = []
     stale = 0
     for record in live:

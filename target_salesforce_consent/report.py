@@ -89,7 +89,8 @@ class RunReport:
         self.run_counts: Counter[Outcome] = Counter()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8")
+            # backslashreplace: an unpaired surrogate in a bad record must not stop the report
+            self._file = self.path.open("w", encoding="utf-8", errors="backslashreplace")
 
     def write_batch(self, lines: Iterable[OutcomeLine]) -> Counter[Outcome]:
         """Record a batch's outcomes; returns that batch's counts."""

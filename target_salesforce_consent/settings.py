@@ -293,6 +293,9 @@ def check_against_object(
                 f"insert_defaults: {name} has no field {key!r} that the integration user can see"
             )
             continue
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.append(f"insert_defaults: {info.name} is empty; give it a value, or remove it")
+            continue
         if not info.createable:
             problems.append(
                 f"insert_defaults: {name}.{info.name} cannot be set on create by the "

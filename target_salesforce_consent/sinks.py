@@ -11,7 +11,9 @@ parse and filter -> group by organization_user_id -> merge -> match (REST SOQL) 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,9 +50,29 @@ if TYPE_CHECKING:
     from target_salesforce_consent.target import TargetSalesforceConsent
 
 
-# Salesforce answers 414 past 16,384 bytes of URI and 431 past that much URI plus headers;
-# keep 2 KiB for the headers (a JWT access token alone can exceed 1 KiB).
-QUERY_URI_BUDGET = 16_384 - 2_048
+# A SOQL string literal holds at most 4,000 characters (reference 5.1).
+MAX_OUID_CHARS = 4000
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unwritable_problem(raw: Any, rec: ConsentRecord) -> str | None:
+    """Why a readable record still cannot be matched or written, as "CODE: message"."""
+    if rec.ouid is not None:
+        if len(rec.ouid) > MAX_OUID_CHARS:
+            return (
+                f"STRING_TOO_LONG: organization_user_id has {len(rec.ouid)} characters; "
+                f"a Salesforce query value holds at most {MAX_OUID_CHARS}"
+            )
+        if _CONTROL_CHARS.search(rec.ouid):
+            return (
+                "INVALID_FIELD: organization_user_id contains control characters (line "
+                "breaks, NUL, ...) that Salesforce cannot store or match exactly"
+            )
+    try:
+        json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") cannot go into a UTF-8 CSV
+        return "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that is not valid Unicode"
+    return None
 
 
 class RunError(Exception):
@@ -60,7 +82,7 @@ class RunError(Exception):
 @dataclass(frozen=True)
 class BufferedRecord:
     stream: str
-    record: dict[str, Any]
+    record: Any  # normally an object; anything else is reported as unreadable
 
 
 @dataclass
@@ -96,35 +118,29 @@ class BatchProcessor:
         lines: dict[int, OutcomeLine] = {}
         groups = self._group(buffer, lines)
         unresolved: list[str] = []
-        job_failures: list[str] = []
-        fatal: str | None = None
+        fatal: list[str] = []
         try:
-            matches = self._find_matches(list(groups))
+            matches = self._find_matches(groups)
             for key, group in groups.items():
                 group.plan = plan_group(group.ouid, group.desired, matches.get(key, []), self.rs)
-            unresolved, job_failures = self._write(groups, lines)
+            unresolved = self._write(groups, lines, fatal)
         except SalesforceError as exc:
-            fatal = self._fatal_message(exc)
-            for group in groups.values():
-                for seq, item, rec in group.members:
-                    lines.setdefault(
-                        seq,
-                        self._line(item, rec, Outcome.FAILED, error=str(exc)),
-                    )
+            fatal.append(self._fatal_message(exc))
+            self._fail_remaining(groups, lines, str(exc))
+        except Exception as exc:  # a defect: still give every record its outcome, then stop
+            self.logger.exception("Unexpected error while processing batch %d", self.batches)
+            fatal.append(
+                f"Unexpected error ({type(exc).__name__}: {exc}); the batch's records without "
+                "an outcome are reported as failed and no STATE was emitted. Please report this."
+            )
+            self._fail_remaining(groups, lines, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
         counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
         self.logger.info(
             "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
         )
         self._log_errors(lines.values())
         if fatal:
-            raise RunError(fatal)
-        if job_failures:
-            raise RunError(
-                "; ".join(job_failures) + ". The records it did not write are reported as "
-                "failed and no STATE was emitted, so the tap sends them again on the next run. "
-                "'Field name not found' means the Run As user cannot see a mapped field "
-                "(field-level security); other causes are in the errorMessage."
-            )
+            raise RunError(" ".join(fatal))
         if unresolved:
             shown = ", ".join(unresolved[:5]) + (", ..." if len(unresolved) > 5 else "")
             raise RunError(
@@ -134,11 +150,27 @@ class BatchProcessor:
                 "again on the next run; if this repeats, look for long-running automation or "
                 "data skew on these records in Salesforce."
             )
-        if self.rs.settings.fail_on_record_errors and counts[Outcome.FAILED]:
+        record_errors = sum(1 for line in lines.values() if line.error)
+        if self.rs.settings.fail_on_record_errors and record_errors:
             raise RunError(
-                f"{counts[Outcome.FAILED]} record(s) failed (see the report and the log above) "
+                f"{record_errors} record(s) met an error (see the report and the log above) "
                 "and fail_on_record_errors is true; no STATE was emitted."
             )
+
+    def _fail_remaining(
+        self, groups: dict[str, _Group], lines: dict[int, OutcomeLine], error: str
+    ) -> None:
+        """Every record of the batch without an outcome yet fails with `error`."""
+        for group in groups.values():
+            ids = group.plan.salesforce_ids if group.plan else ()
+            for seq, item, rec in group.members:
+                lines.setdefault(
+                    seq,
+                    self._line(
+                        item, rec, Outcome.FAILED, ids=ids,
+                        fields=group.desired.report_fields, error=error,
+                    ),
+                )  # fmt: skip
 
     def _group(
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
@@ -148,6 +180,7 @@ class BatchProcessor:
         for seq, item in enumerate(buffer):
             try:
                 rec = parse_record(item.record)
+                problem = unwritable_problem(item.record, rec)
             except RecordError as exc:
                 lines[seq] = self._unreadable_line(item, str(exc))
                 continue
@@ -159,51 +192,53 @@ class BatchProcessor:
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
             elif rec.ouid is None:
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_NO_OUID)
+            elif problem:
+                lines[seq] = self._line(item, rec, Outcome.FAILED, error=problem)
             else:
-                members.setdefault(rec.ouid.casefold(), []).append((seq, item, rec))
+                # Salesforce compares text case-insensitively; lower() is its notion of case,
+                # casefold() would also merge "strasse" with "straße".
+                members.setdefault(rec.ouid.lower(), []).append((seq, item, rec))
         groups: dict[str, _Group] = {}
         for key, group_members in members.items():
             merged = merge([rec for _, _, rec in group_members])
             groups[key] = _Group(merged.ouid, group_members, desired_values(merged, self.rs))
         return groups
 
-    def _find_matches(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
-        if not keys:
+        if not groups:
             return found
         rs = self.rs
         queries = build_match_queries(
             rs.settings.salesforce_object,
             rs.select_fields,
             rs.match_field,
-            keys,
+            [group.ouid for group in groups.values()],
             url_prefix=self.client.data_path("query"),
-            max_url_bytes=QUERY_URI_BUDGET,
         )
         for soql in queries:
             for record in self.client.query_all(soql):
-                key = str(record.get(rs.match_field) or "").strip().casefold()
+                key = str(record.get(rs.match_field) or "").strip().lower()
                 found.setdefault(key, []).append(record)
         return found
 
     # -- writing --------------------------------------------------------------------------
 
     def _write(
-        self, groups: dict[str, _Group], lines: dict[int, OutcomeLine]
-    ) -> tuple[list[str], list[str]]:
+        self, groups: dict[str, _Group], lines: dict[int, OutcomeLine], fatal: list[str]
+    ) -> list[str]:
         """Run the planned jobs and decide every group's outcome.
 
-        Returns the keys of rows left unresolved and the messages of jobs that failed as a
-        whole; rows such a job settled before failing keep their real outcome.
+        Returns the keys of rows left unresolved; appends to `fatal` the message of each job
+        that failed as a whole. Rows such a job settled before failing keep their real outcome.
         """
         rs = self.rs
         plans = [g.plan for g in groups.values() if g.plan is not None]
         update_rows = [row for plan in plans for row in plan.update_rows]
         insert_rows = [plan.insert_row for plan in plans if plan.insert_row is not None]
 
-        job_failures: list[str] = []
-        updates = self._run_job("update", update_rows, "Id", job_failures)
-        inserts = self._run_job("insert", insert_rows, rs.match_field, job_failures)
+        updates = self._run_job("update", update_rows, "Id", fatal)
+        inserts = self._run_job("insert", insert_rows, rs.match_field, fatal)
 
         unresolved: list[str] = []
         for group in groups.values():
@@ -230,14 +265,14 @@ class BatchProcessor:
                 lines[seq] = self._line(
                     item, rec, outcome, ids=ids, fields=plan.fields, error=error, job_id=job_id
                 )
-        return unresolved, job_failures
+        return unresolved
 
     def _run_job(
         self,
         operation: Literal["update", "insert"],
         rows: list[dict[str, str]],
         key_column: str,
-        job_failures: list[str],
+        fatal: list[str],
     ) -> _JobResults:
         if self.rs.settings.dry_run or not rows:
             return _JobResults(None, None)
@@ -246,10 +281,17 @@ class BatchProcessor:
         try:
             return _JobResults(self.bulk.run(sobject, operation, columns, rows, key_column), None)
         except JobFailedError as exc:
-            job_failures.append(
-                f"Bulk API {operation} job {exc.job_id} failed as a whole: {exc.error_message}"
+            fatal.append(
+                f"Bulk API {operation} job {exc.job_id} failed as a whole: {exc.error_message}. "
+                "The records it did not write are reported as failed and no STATE was "
+                "emitted, so the tap sends them again on the next run. 'Field name not found' "
+                "means the Run As user cannot see a mapped field (field-level security)."
             )
-            return _JobResults(exc.outcome, exc)
+            return _JobResults(exc.outcome, job_error(exc.error_message), exc.job_id)
+        except SalesforceError as exc:
+            # Whether this job wrote anything is unknown: its rows are failed and unresolved.
+            fatal.append(self._fatal_message(exc))
+            return _JobResults(None, str(exc))
 
     # -- report lines ---------------------------------------------------------------------
 
@@ -317,27 +359,31 @@ class BatchProcessor:
 
 @dataclass(frozen=True)
 class _JobResults:
-    """A job's per-row results; rows it never settled fail with its whole-job error."""
+    """A job's per-row results; rows it never settled fail with the job's error."""
 
     outcome: IngestOutcome | None
-    failure: JobFailedError | None
+    error: str | None  # why rows without a result failed
+    job_id: str | None = None
 
     def result(self, key: str) -> RowResult:
         if self.outcome is not None and key in self.outcome.results:
             return self.outcome.results[key]
-        assert self.failure is not None, f"no result for {key!r}"
-        return RowResult(
-            key, "failed", None, False, job_error(self.failure.error_message), self.failure.job_id
-        )
+        assert self.error is not None, f"no result for {key!r}"
+        return RowResult(key, "unresolved", None, False, self.error, self.job_id)
 
 
 def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str | None, str | None]:
-    """One outcome for an organization_user_id whose rows went to Salesforce."""
+    """One outcome for an organization_user_id whose rows went to Salesforce.
+
+    `success` when any row was written (several matches); the first row error is kept in the
+    report either way, so a partial failure is never hidden.
+    """
+    errors = [r for r in results if r.status != "succeeded"]
+    first_error = (errors[0].error or "UNKNOWN_EXCEPTION: no result row") if errors else None
     for result in results:
         if result.status == "succeeded":
-            return success, None, result.job_id
-    first = results[0]
-    return Outcome.FAILED, first.error or "UNKNOWN_EXCEPTION: no result row", first.job_id
+            return success, first_error, result.job_id
+    return Outcome.FAILED, first_error, errors[0].job_id
 
 
 class ConsentSink(BatchSink):
@@ -362,4 +408,7 @@ class ConsentSink(BatchSink):
         self.consent_target.buffer(BufferedRecord(self.stream_name, record))
 
     def process_batch(self, context: dict) -> None:
+        # Records of Singer BATCH messages arrive here, not through process_record.
+        for record in context.get("records", ()):
+            self.consent_target.buffer(BufferedRecord(self.stream_name, record))
         self.consent_target.flush()

@@ -258,7 +258,15 @@ class TargetSalesforceConsent(Target):
         problems += org_problems
         if resolved is None or problems:
             raise ConfigurationError(problems)
-        self._report = RunReport(settings.report_path)
+        try:
+            self._report = RunReport(settings.report_path)
+        except OSError as exc:
+            raise ConfigurationError(
+                [
+                    f"report_path {settings.report_path!r} cannot be written ({exc.strerror}): "
+                    "give a file path in a writable directory"
+                ]
+            ) from None
         self.logger.info(
             "Writing %s to %s %s through Bulk API 2.0%s",
             ", ".join(m.field for m in resolved.mappings),
@@ -281,6 +289,16 @@ class TargetSalesforceConsent(Target):
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
 
+    def _process_record_message(self, message_dict: dict) -> None:
+        record = message_dict.get("record")
+        if not isinstance(record, dict):
+            # The SDK's record handling assumes an object; report anything else ourselves
+            # (as failed) instead of crashing the run or dropping it.
+            self._assert_line_requires(message_dict, requires={"stream"})
+            self.buffer(BufferedRecord(str(message_dict["stream"]), record))
+            return
+        super()._process_record_message(message_dict)
+
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -302,6 +320,7 @@ class TargetSalesforceConsent(Target):
 
     def process_endofpipe(self) -> None:
         try:
+            self.flush()  # before the SDK's final drain writes STATE
             super().process_endofpipe()
         finally:
             self._log_summary()

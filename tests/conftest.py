@@ -210,7 +210,7 @@ def run_target(
             logger.setLevel(previous_level)
     report: list[dict[str, Any]] = []
     path = config.get("report_path")
-    if path and Path(path).exists():
+    if path and Path(path).is_file():
         report = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
     return RunResult(out.getvalue(), err.getvalue(), report, error)
 

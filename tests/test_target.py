@@ -8,6 +8,7 @@ log, the report file and the emitted STATE.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -710,3 +711,172 @@ def test_report_fields_carry_the_consent_timestamp(sandbox: Sandbox, report_path
         "jane@example.com"
     )
     assert result.line_for("jane@example.com")["outcome"] == "skipped_unchanged"
+
+
+# -- odd input never costs the batch ----------------------------------------------------------
+
+
+def test_poison_records_fail_alone(sandbox: Sandbox, report_path: Path) -> None:
+    huge = user("x" * 4001 + "@example.com", purposes=[newsletter(False)])
+    overflow = user("john@example.com", purposes=[newsletter(True)])
+    overflow["updated_at"] = "9999-12-31T23:59:59-01:00"
+    surrogate = user("o'brien@example.com", purposes=[newsletter(False)])
+    surrogate["metadata"] = {"note": "\ud800"}
+    control = user("line\nbreak@example.com", purposes=[newsletter(False)])
+    messages = singer_lines(
+        [huge, overflow, surrogate, control, user("jane@example.com", purposes=[newsletter(False)])]
+    )
+    messages += '{"type": "RECORD", "stream": "users", "record": ["not", "an", "object"]}\n'
+    result = run_target(base_config(sandbox, report_path), messages)
+    assert result.error is None, result.stderr
+    outcomes = [(line["outcome"], (line["error"] or "").split(":")[0]) for line in result.report]
+    assert outcomes == [
+        ("failed", "STRING_TOO_LONG"),
+        ("failed", "INVALID_TYPE_ON_FIELD_IN_RECORD"),
+        ("failed", "INVALID_TYPE_ON_FIELD_IN_RECORD"),
+        ("failed", "INVALID_FIELD"),
+        ("updated", ""),
+        ("failed", "INVALID_TYPE_ON_FIELD_IN_RECORD"),
+    ]
+    assert lead(sandbox, "jane@example.com")["HasOptedOutOfEmail"] is True
+
+
+def test_singer_batch_messages_are_processed(
+    sandbox: Sandbox, report_path: Path, tmp_path: Path
+) -> None:
+    batch_file = tmp_path / "batch-0001.jsonl"
+    batch_file.write_text(json.dumps(user("jane@example.com", purposes=[newsletter(False)])) + "\n")
+    messages = singer_lines([], state=None)
+    messages += (
+        json.dumps(
+            {
+                "type": "BATCH",
+                "stream": "users",
+                "encoding": {"format": "jsonl", "compression": "none"},
+                "manifest": [batch_file.as_uri()],
+            }
+        )
+        + "\n"
+    )
+    messages += json.dumps({"type": "STATE", "value": {"s": 1}}) + "\n"
+    result = run_target(base_config(sandbox, report_path), messages)
+    assert result.error is None, result.stderr
+    assert result.line_for("jane@example.com")["outcome"] == "updated"
+    assert lead(sandbox, "jane@example.com")["HasOptedOutOfEmail"] is True
+    assert result.states == [{"s": 1}]
+
+
+def test_a_later_failing_job_does_not_relabel_written_records(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    config = base_config(
+        sandbox, report_path, upsert_mode=True, insert_defaults={"LastName": "U", "Company": "X"}
+    )
+    target = FastTarget(config=config, validate_config=True)
+    # Enough API calls for the query and the whole update job, none for the insert job.
+    sandbox.set_api_limit(15000, remaining=8)
+    with pytest.raises(RunError, match="daily API request limit"):
+        target.process_lines(
+            io.StringIO(
+                singer_lines(
+                    [
+                        user("jane@example.com", purposes=[newsletter(False)]),
+                        user("brand.new@example.com", purposes=[newsletter(True)]),
+                    ]
+                )
+            )
+        )
+        target.process_endofpipe()
+    report = [json.loads(line) for line in report_path.read_text().splitlines()]
+    by_ouid = {line["organization_user_id"]: line for line in report}
+    assert lead(sandbox, "jane@example.com")["HasOptedOutOfEmail"] is True
+    assert by_ouid["jane@example.com"]["outcome"] == "updated"
+    assert by_ouid["brand.new@example.com"]["outcome"] == "failed"
+    assert by_ouid["brand.new@example.com"]["error"].startswith("REQUEST_LIMIT_EXCEEDED")
+    assert by_ouid["brand.new@example.com"]["fields"] == {
+        "HasOptedOutOfEmail": False,
+        "Didomi_Newsletter__c": True,
+    }
+
+
+def test_ids_differing_beyond_case_are_different_people(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    sandbox.add_records(
+        "Lead",
+        [
+            {"LastName": "A", "Company": "X", "Didomi_User_Id__c": "strasse"},
+            {"LastName": "B", "Company": "X", "Didomi_User_Id__c": "straße"},
+        ],
+    )
+    config = base_config(
+        sandbox,
+        report_path,
+        match_field="Didomi_User_Id__c",
+        mappings=[{"id": "Didomi_Newsletter__c", "value": "purposes.newsletter.enabled"}],
+    )
+    result = run_target(
+        config,
+        singer_lines(
+            [
+                user("strasse", purposes=[newsletter(True)]),
+                user("straße", purposes=[newsletter(False)], updated_at="2024-07-01T00:00:00Z"),
+            ]
+        ),
+    )
+    assert result.error is None, result.stderr
+    held = {
+        r["Didomi_User_Id__c"]: r["Didomi_Newsletter__c"]
+        for r in sandbox.records("Lead")
+        if r.get("Didomi_User_Id__c") in ("strasse", "straße")
+    }
+    assert held == {"strasse": True, "straße": False}
+
+
+def test_partial_failure_of_several_matches_is_reported(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    twins = leads_by_email(sandbox)["twin@example.com"]
+    sandbox.lock_records([twins[0]["Id"]])
+    result = run_target(
+        base_config(sandbox, report_path),
+        singer_lines([user("twin@example.com", purposes=[newsletter(False)])]),
+    )
+    assert isinstance(result.error, RunError)  # the locked row stayed unresolved
+    line = result.line_for("twin@example.com")
+    assert line["outcome"] == "updated"
+    assert line["error"].startswith("UNABLE_TO_LOCK_ROW")
+
+
+def test_stale_is_decided_before_unchanged(sandbox: Sandbox, report_path: Path) -> None:
+    config = base_config(sandbox, report_path, consent_timestamp_field="Didomi_Consent_Updated__c")
+    run_target(
+        config,
+        singer_lines(
+            [
+                user(
+                    "jane@example.com",
+                    purposes=[newsletter(False)],
+                    updated_at="2024-07-01T00:00:00Z",
+                )
+            ]
+        ),
+    )
+    older_without_choice = user("jane@example.com", purposes=[], updated_at="2024-01-01T00:00:00Z")
+    result = run_target(config, singer_lines([older_without_choice]))
+    assert result.line_for("jane@example.com")["outcome"] == "skipped_stale"
+
+
+def test_unwritable_report_path_is_a_configuration_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    result = run_target(base_config(sandbox, tmp_path), singer_lines([]))
+    assert isinstance(result.error, ConfigurationError)
+    assert "report_path" in str(result.error)
+
+
+def test_empty_insert_default_is_a_configuration_error(sandbox: Sandbox, report_path: Path) -> None:
+    config = base_config(
+        sandbox, report_path, upsert_mode=True, insert_defaults={"LastName": None, "Company": "X"}
+    )
+    result = run_target(config, singer_lines([]))
+    assert isinstance(result.error, ConfigurationError)
+    assert "insert_defaults: LastName is empty" in str(result.error)

@@ -73,6 +73,11 @@ def build_csv(
     return buffer.getvalue().encode("utf-8")
 
 
+def _as_uploaded(value: str | None) -> str:
+    """A cell's text as build_csv uploads it (NUL removed, line breaks as LF)."""
+    return _NEWLINES.sub("\n", (value or "").replace("\x00", ""))
+
+
 def parse_result_csv(body: bytes) -> list[dict[str, str]]:
     """Rows of a Bulk API result CSV keyed by header name (empty or header-only body -> [])."""
     if not body:
@@ -167,7 +172,8 @@ class _JobRun:
 
 
 def _norm(value: str | None) -> str:
-    return (value or "").strip().lower()
+    """The key a row is reconciled by: as uploaded and echoed back, compared loosely."""
+    return _as_uploaded(value).strip().lower()
 
 
 class BulkIngest:
@@ -322,7 +328,10 @@ class BulkIngest:
                     )  # fmt: skip
                 return
             retry: list[_Row] = []
-            self._settle(job, pending, results, retry_into=retry, last_error=last_error)
+            self._settle(
+                job, pending, results, retry_into=retry, last_error=last_error,
+                resubmit_missing=operation == "update" or job.state == "Failed",
+            )  # fmt: skip
             if job.state == "Failed":
                 logger.warning(
                     "Bulk job %s failed with a transient cause (%s); %d row(s) left to resubmit",
@@ -353,8 +362,14 @@ class BulkIngest:
         *,
         retry_into: list[_Row] | None,
         last_error: dict[str, tuple[str | None, str | None]] | None = None,
+        resubmit_missing: bool = True,
     ) -> None:
-        """Record final results of ``job``; put resubmittable rows into ``retry_into``."""
+        """Record final results of ``job``; put resubmittable rows into ``retry_into``.
+
+        A row missing from all three result files of a completed job has an unknown outcome:
+        an update may be sent again (it is idempotent), an insert may not (it could create a
+        duplicate), so it stays unresolved unless ``resubmit_missing``.
+        """
         for row in pending:
             success = job.succeeded.get(row.norm)
             if success is not None:
@@ -385,6 +400,14 @@ class BulkIngest:
                     error=error,
                     job_id=job.job_id,
                 )
+                continue
+            if row.norm not in job.unprocessed and not resubmit_missing:
+                results[row.key] = RowResult(
+                    row.key, "unresolved", None, False,
+                    f"UNKNOWN_OUTCOME: the row is missing from job {job.job_id}'s results; "
+                    "check the record in Salesforce before running again",
+                    job.job_id,
+                )  # fmt: skip
                 continue
             if retry_into is not None:
                 retry_into.append(row)

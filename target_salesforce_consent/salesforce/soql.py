@@ -8,8 +8,9 @@ from urllib.parse import quote_plus
 
 #: Salesforce's URI limit (414 above it).
 MAX_URL_BYTES = 16384
-#: Room kept free under max_url_bytes for what the caller may not have counted.
-URL_SAFETY_MARGIN = 256
+#: Room kept free under max_url_bytes: Salesforce answers 431 when URI plus headers exceed
+#: 16,384 bytes, and the headers (a JWT access token alone can exceed 1 KiB) are not counted.
+URL_SAFETY_MARGIN = 2048
 #: Limit of one string literal in a WHERE clause.
 MAX_LITERAL_CHARS = 4000
 #: Limit of a SOQL statement.

@@ -13,7 +13,8 @@ Python API::
         sb.requests            # list[LoggedRequest] (Authorization and client secrets redacted)
         sb.api_calls()         # {"kind": count}
         sb.expire_tokens(); sb.set_token_ttl(seconds)
-        sb.fail_next(503, body, count=1, method=None, path=None, content_type=...)
+        sb.fail_next(503, body, count=1, method=None, path=None, content_type=...,
+                     after=False)
         sb.lock_records(ids, attempts=None); sb.unlock_records(ids=None)
         sb.fail_next_job(error_message); sb.leave_unprocessed(count)
         sb.set_api_limit(max_requests, remaining=None); sb.reset()
@@ -27,11 +28,18 @@ and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``, ``inge
 ``query_job_info``, ``query_job_results``, ``query_job_abort``, ``query_job_delete``,
 ``query_job_list``, ``unknown``.
 
+``fail_next`` answers the next ``count`` requests matching ``method`` and the ``path`` regex with
+``status``/``body`` instead of handling them; ``status`` 0 (or None) closes the connection
+without any response. With ``after=True`` the request is handled first and only its response is
+lost: the PUT's data lands, the job is created or closed, and then the client gets the injected
+status/body, or (status 0/None) the connection drops after the body was read (reference 10.3).
+
 Admin HTTP API (no token, not logged, not counted), under ``/__sandbox/``:
 ``GET|POST records/{Object}``, ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
 ``GET jobs``, ``GET health``, ``POST expire-tokens``, ``POST reset``, ``POST faults`` with one
 object or a list of objects ``{"type": "fail_next", "status", "body", "count", "method", "path",
-"content_type"}``, ``{"type": "lock_records", "ids", "attempts"}``,
+"content_type", "after"}`` (``"status": 0`` or ``null`` drops the connection),
+``{"type": "lock_records", "ids", "attempts"}``,
 ``{"type": "unlock_records", "ids"}``, ``{"type": "fail_next_job", "error_message"}``,
 ``{"type": "leave_unprocessed", "count"}``, ``{"type": "set_api_limit", "max_requests",
 "remaining"}``, ``{"type": "expire_tokens"}``, ``{"type": "set_token_ttl", "seconds"}``.

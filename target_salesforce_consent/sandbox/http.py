@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import json
+import random
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 from . import query_jobs
 from .errors import NOT_FOUND_MESSAGE, ApiError, OAuthError
 from .ingest import IngestJobs
-from .org import LoggedRequest, Org
+from .org import HttpFault, LoggedRequest, Org
 from .query_jobs import QueryJobs
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -63,6 +66,16 @@ def error_response(err: ApiError) -> Response:
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = "Token"
     return resp
+
+
+def unknown_exception() -> Response:
+    """Salesforce's answer to an internal error (reference 8.2): 500 UNKNOWN_EXCEPTION."""
+    error_id = (f"{random.randint(100_000_000, 2_147_483_647)}-{random.randint(1_000, 999_999)} "
+                f"({random.randint(-2_147_483_648, 2_147_483_647)})")
+    return error_response(ApiError(
+        500, "UNKNOWN_EXCEPTION",
+        f"An unexpected error occurred. Please include this ErrorId if you contact support: "
+        f"{error_id}"))
 
 
 def not_found_rest() -> ApiError:
@@ -206,7 +219,7 @@ class App:
         return json_response(200, body, pretty=True)
 
     def ingest_upload(self, req: Request) -> Response:
-        self.ingest.upload(req.params["job"], req.body)
+        self.ingest.upload(req.params["job"], req.body, req.header("Content-Type") or "")
         return Response(201)
 
     def ingest_patch(self, req: Request) -> Response:
@@ -356,7 +369,10 @@ def dispatch(app: App, req: Request, raw_uri_len: int, headers_len: int) -> Resp
     route, params, allowed = classify(req.method, req.path)
     kind = kind_of(route, req.body) if route is not None else "unknown"
     req.params = params
-    resp = _answer(app, req, route, allowed, raw_uri_len, headers_len)
+    try:
+        resp = _answer(app, req, route, allowed, raw_uri_len, headers_len)
+    except Exception:  # any bug answers 500 rather than dropping the connection
+        resp = unknown_exception()
     org.record_request(LoggedRequest(
         method=req.method, path=req.path, query=req.query,
         headers=redact_headers(req.headers), body=redact_body(kind, req.body),
@@ -376,9 +392,23 @@ def _answer(app: App, req: Request, route: Route | None, allowed: list[str],
         return Response(431, b"<html><body><h1>Request Header Fields Too Large</h1>"
                              b"</body></html>", {"Content-Type": "text/html; charset=UTF-8"})
     fault = org.take_http_fault(req.method, req.path)
+    if fault is not None and not fault.after:
+        return _fault_response(fault)
+    resp = _route(app, req, route, allowed)
     if fault is not None:
-        return Response(fault.status, fault.body.encode("utf-8"),
-                        {"Content-Type": fault.content_type})
+        # The request took effect; its response is lost and the fault answered instead.
+        return _fault_response(fault)
+    return resp
+
+
+def _fault_response(fault: HttpFault) -> Response:
+    if fault.drops:
+        return Response(0)
+    return Response(fault.status, fault.body.encode("utf-8"), {"Content-Type": fault.content_type})
+
+
+def _route(app: App, req: Request, route: Route | None, allowed: list[str]) -> Response:
+    org = app.org
     version = re.match(_VERSION_PREFIX, req.path)
     if version is not None:
         major, _, minor = version.group("version").partition(".")
@@ -391,32 +421,61 @@ def _answer(app: App, req: Request, route: Route | None, allowed: list[str],
                 f"HTTP Method '{req.method}' not allowed. Allowed are {','.join(allowed)}"))
         return error_response(not_found_rest())
     if not route.data:
-        return route.handler(app, req)
+        return _call(app, req, route)
     try:
         org.check_token(req.header("Authorization"))
         org.count_api_request()
     except ApiError as err:
         return error_response(err)
-    try:
-        resp = route.handler(app, req)
-    except ApiError as err:
-        resp = error_response(err)
+    resp = _call(app, req, route)
     resp.headers["Sforce-Limit-Info"] = org.limit_info()
     return resp
+
+
+def _call(app: App, req: Request, route: Route) -> Response:
+    try:
+        return route.handler(app, req)
+    except ApiError as err:
+        return error_response(err)
+    except Exception:  # a handler bug is Salesforce's UNKNOWN_EXCEPTION
+        return unknown_exception()
 
 
 # ---------------------------------------------------------------------- server
 
 
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
 class SandboxHTTPServer(ThreadingHTTPServer):
+    """One thread per connection; with ``ssl_context`` the TLS handshake runs on that thread.
+
+    The listening socket stays plain: wrapping it would run every handshake inside
+    ``accept()`` on the serve_forever thread, so one stalled client would block everyone.
+    """
+
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], app: App,
-                 admin: Callable[[Request], Response]) -> None:
+                 admin: Callable[[Request], Response],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(address, SandboxRequestHandler)
         self.app = app
         self.admin = admin
+        self.ssl_context = ssl_context
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            raw = request
+            try:
+                raw.settimeout(TLS_HANDSHAKE_TIMEOUT)
+                request = self.ssl_context.wrap_socket(raw, server_side=True)
+                request.settimeout(None)
+            except (OSError, ValueError):  # failed or stalled handshake: drop this client only
+                self.shutdown_request(raw)
+                return
+        super().process_request_thread(request, client_address)
 
 
 class SandboxRequestHandler(BaseHTTPRequestHandler):
@@ -447,6 +506,16 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
+        try:
+            self._handle_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away
+        except Exception:  # a sandbox bug answers 500 instead of a silent drop
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(unknown_exception())
+
+    def _handle_request(self) -> None:
         body = self._read_body()
         split = urlsplit(self.path)
         req = Request(self.command, split.path, split.query,
@@ -461,6 +530,9 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         self._send(resp)
 
     def _send(self, resp: Response) -> None:
+        if resp.status == 0:  # an injected network drop: close without answering
+            self.close_connection = True
+            return
         self.send_response(resp.status)
         for key, value in resp.headers.items():
             self.send_header(key, value)

@@ -7,10 +7,9 @@ Aborted from Open/UploadComplete/InProgress. Processing happens when the job com
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,10 @@ CHUNK_SIZE = 200
 MAX_DUPLICATE_UPDATES = 12
 INTERNAL_BATCH = 10000
 UNESCAPED_QUOTE = "InvalidBatch : Failed to parse CSV. Found unescaped quote"
+# Size limits of reference 3.3 / 3.11 (documented); how Salesforce reports a breach is [I].
+MAX_HEADER_CHARS = 32_000
+MAX_FIELD_CHARS = 131_072
+MAX_MULTIPART_CSV_CHARS = 100_000
 
 
 def bulk_error(status: int, code: str, message: str) -> ApiError:
@@ -192,6 +195,14 @@ class IngestJobs:
     def create(self, version: str, body: bytes, content_type: str) -> IngestJob:
         if content_type.lower().startswith("multipart/form-data"):
             spec, data = _parse_multipart(body, content_type)
+            chars = len(data.decode("utf-8", "replace"))
+            if chars > MAX_MULTIPART_CSV_CHARS:
+                # [I] the limit is documented (reference 3.3); code and wording are not.
+                raise bulk_error(
+                    400, "API_ERROR",
+                    f"Multipart content exceeds the maximum of {MAX_MULTIPART_CSV_CHARS} "
+                    f"characters ({chars} characters); upload larger data with a PUT to the "
+                    "job's contentUrl")
             job = self._create_from_spec(version, spec)
             job.data = data
             self._close(job)
@@ -199,22 +210,27 @@ class IngestJobs:
         return self._create_from_spec(version, _parse_json(body))
 
     def _create_from_spec(self, version: str, spec: dict[str, Any]) -> IngestJob:
+        for prop in ("operation", "object", "contentType", "columnDelimiter", "lineEnding",
+                     "externalIdFieldName", "assignmentRuleId"):
+            value = spec.get(prop)
+            if value is not None and not isinstance(value, str):
+                raise invalid_property(value, prop)
         operation = spec.get("operation")
         if operation not in OPERATIONS:
-            raise _invalid_property(operation, "operation")
+            raise invalid_property(operation, "operation")
         object_name = spec.get("object")
         schema = self.org.schema(str(object_name or ""))
         if schema is None:
             raise bulk_error(400, "INVALIDJOB",
                              f"InvalidJob : Unable to find object: {object_name or ''}")
         if "contentType" in spec and spec["contentType"] != "CSV":
-            raise _invalid_property(spec["contentType"], "contentType")
+            raise invalid_property(spec["contentType"], "contentType")
         delimiter = spec.get("columnDelimiter", "COMMA")
         if delimiter not in DELIMITERS:
-            raise _invalid_property(delimiter, "columnDelimiter")
+            raise invalid_property(delimiter, "columnDelimiter")
         line_ending = spec.get("lineEnding", "LF")
         if line_ending not in LINE_ENDINGS:
-            raise _invalid_property(line_ending, "lineEnding")
+            raise invalid_property(line_ending, "lineEnding")
         external_id = spec.get("externalIdFieldName")
         if operation == "upsert":
             fdef = schema.field(str(external_id or ""))
@@ -242,7 +258,15 @@ class IngestJobs:
 
     # ----------------------------------------------------------------- upload / state
 
-    def upload(self, job_id: str, data: bytes) -> None:
+    def upload(self, job_id: str, data: bytes, content_type: str | None = None) -> None:
+        """Store the job's one CSV upload; ``content_type`` (when given) must be text/csv."""
+        if content_type is not None:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "text/csv":
+                # [I] Salesforce answers 400 for unsupported content; the wording is not
+                # captured.
+                raise bulk_error(400, "API_ERROR",
+                                 f"Unsupported content type: {content_type or '(none)'}")
         job = self.get(job_id)
         if job.data is not None:
             raise bulk_error(
@@ -261,8 +285,8 @@ class IngestJobs:
         job = self.get(job_id)
         spec = _parse_json(body)
         target = spec.get("state")
-        if target not in {"UploadComplete", "Aborted"}:
-            raise _invalid_property(target, "state")
+        if not isinstance(target, str) or target not in {"UploadComplete", "Aborted"}:
+            raise invalid_property(target, "state")
         if target == "UploadComplete":
             if job.state != "Open":
                 raise _bad_transition(job.state, str(target))
@@ -311,6 +335,10 @@ class IngestJobs:
         if job.state not in allowed:
             raise bulk_error(400, "INVALIDJOBSTATE",
                              f"Unable to retrieve results for job in state {job.state}")
+        if job.state == "Aborted" and which != "unprocessedrecords":
+            # Only the unprocessed records of an aborted job are served (reference 3.7).
+            raise bulk_error(400, "INVALIDJOBSTATE",
+                             f"Unable to retrieve {which} for job in state Aborted")
         if which == "successfulResults":
             return job.successful_csv()
         if which == "failedResults":
@@ -339,9 +367,10 @@ class IngestJobs:
         except _JobFailure:
             return
         job.header_line = header
-        job.unprocessed = [ResultRow(cells=row) for row in rows]
+        job.unprocessed = [ResultRow(cells=row.cells) for row in rows[1:]]
 
-    def _read_csv(self, job: IngestJob) -> tuple[str, list[list[str]]]:
+    def _read_csv(self, job: IngestJob) -> tuple[str, list[CsvRow]]:
+        """The verbatim header line and the parsed rows (the header row first)."""
         raw = job.data or b""
         try:
             text = raw.decode("utf-8")
@@ -350,20 +379,19 @@ class IngestJobs:
         eol = LINE_ENDINGS[job.line_ending]
         header_end = _find_line_end(text)
         header = text[:header_end]
-        delim = DELIMITERS[job.column_delimiter]
-        try:
-            parsed = list(csv.reader(io.StringIO(text, newline=""), delimiter=delim,
-                                     strict=True))
-        except csv.Error:
-            raise _JobFailure(UNESCAPED_QUOTE) from None
+        parsed = parse_csv(text, DELIMITERS[job.column_delimiter])
         if header.startswith("\ufeff") and header[1:2] == '"':
             raise _JobFailure(UNESCAPED_QUOTE)
         if _has_foreign_line_ending(text, eol):
             raise _JobFailure("ClientInputError : LineEnding is invalid on user data. "
                               f"Current LineEnding setting is {job.line_ending}")
-        if not parsed:
-            return header, []
-        return header, [row for row in parsed[1:] if row]
+        if len(header) > MAX_HEADER_CHARS:
+            # [I] the 32,000-character limit is documented (reference 3.11), the message not.
+            raise _JobFailure(f"InvalidBatch : The header row is longer than "
+                              f"{MAX_HEADER_CHARS} characters")
+        if parsed and parsed[0].error is not None:
+            raise _JobFailure(UNESCAPED_QUOTE)
+        return header, parsed
 
     def _process(self, job: IngestJob) -> None:
         job.state = "InProgress"
@@ -380,28 +408,36 @@ class IngestJobs:
             self._fail(job, exc.message)
             return
         job.header_line = header
-        delim = DELIMITERS[job.column_delimiter]
-        names = next(csv.reader(io.StringIO(header, newline=""), delimiter=delim), [])
+        names = rows[0].cells if rows else []
+        rows = rows[1:]
         schema = self.org.schemas[job.object]
         fdefs: list[FieldDef] = []
         for name in names:
             fdef = schema.field(name)
+            problem = None
             if fdef is None:
-                self._fail(job, f"InvalidBatch : Field name not found : {name}")
-                job.unprocessed = [ResultRow(cells=row) for row in rows]
+                problem = f"InvalidBatch : Field name not found : {name}"
+            elif any(f.name == fdef.name for f in fdefs):
+                # [I] a column given twice (case-insensitively) fails the job; wording assumed.
+                problem = f"InvalidBatch : Duplicate field name: {name}"
+            if problem is not None:
+                self._fail(job, problem)
+                job.unprocessed = [ResultRow(cells=row.cells) for row in rows]
                 return
+            assert fdef is not None
             fdefs.append(fdef)
         keep = len(rows) - min(job.leave_unprocessed, len(rows))
-        job.unprocessed = [ResultRow(cells=row) for row in rows[keep:]]
+        job.unprocessed = [ResultRow(cells=row.cells) for row in rows[keep:]]
         rows = rows[:keep]
         self.org.bulk_batches_used += max(1, -(-len(rows) // INTERNAL_BATCH))
         touched_locks: set[str] = set()
         for start in range(0, len(rows), CHUNK_SIZE):
             seen: dict[str, int] = {}
             for row in rows[start: start + CHUNK_SIZE]:
-                cells = row + [""] * (len(fdefs) - len(row))
+                cells = row.cells + [""] * (len(fdefs) - len(row.cells))
                 echo = [csv_echo(f, c) for f, c in zip(fdefs, cells, strict=False)]
                 try:
+                    _check_row_shape(row, fdefs)
                     record_id, created = self._apply_row(job, fdefs, cells, seen, touched_locks)
                 except RowError as err:
                     job.failures.append(ResultRow(cells=echo, error=err.sf_error()))
@@ -556,9 +592,18 @@ class _JobFailure(Exception):
         self.message = message
 
 
-def _invalid_property(value: Any, prop: str) -> ApiError:
-    shown = "" if value is None else value
+def invalid_property(value: Any, prop: str) -> ApiError:
+    """``Invalid value: 'x' supplied for property: 'p'``; a non-string value shown as JSON."""
+    if value is None:
+        shown = ""
+    elif isinstance(value, str):
+        shown = value
+    else:
+        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return bulk_error(400, "API_ERROR", f"Invalid value: '{shown}' supplied for property: '{prop}'")
+
+
+_invalid_property = invalid_property  # the former private name
 
 
 def _bad_transition(current: str, target: str) -> ApiError:
@@ -613,20 +658,104 @@ def _find_line_end(text: str) -> int:
 
 
 def _has_foreign_line_ending(text: str, eol: str) -> bool:
-    """True when a record separator (outside quotes) differs from the declared ending."""
-    in_quotes = False
-    i = 0
+    """True when any line break differs from the declared ending.
+
+    Record separators and line breaks embedded in quoted values alike: users report the
+    LineEnding failure for embedded breaks that differ from ``lineEnding`` (reference 3.11
+    [O]), e.g. an embedded CRLF in an LF job or a lone LF inside a quoted value of a CRLF job.
+    """
+    if eol == "\n":
+        return "\r" in text
+    return text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n")
+
+
+@dataclass
+class CsvRow:
+    """One parsed CSV record; ``error`` is set when the row itself is malformed."""
+
+    cells: list[str]
+    error: RowError | None = None
+
+
+def parse_csv(text: str, delim: str) -> list[CsvRow]:
+    """Split ``text`` into records as Salesforce reads a CSV upload (reference 3.11).
+
+    A quoted value ends at a quote not doubled and must be followed by the delimiter, a line
+    break or the end (else the job fails ``Found unescaped quote``, as does an unterminated
+    quote). A quote inside an unquoted value is kept as data. Whitespace between a delimiter
+    and an opening quote fails that row (the value is still read as quoted, so the rest of the
+    row lines up). Blank lines are skipped.
+    """
+    rows: list[CsvRow] = []
+    blanks = " " if delim == "\t" else " \t"
+    unquoted = re.compile(f"[^{re.escape(delim)}\r\n]*")
     n = len(text)
+    i = 0
     while i < n:
-        ch = text[i]
-        if ch == '"':
-            in_quotes = not in_quotes
-        elif not in_quotes and ch == "\r":
-            if eol == "\n" or i + 1 >= n or text[i + 1] != "\n":
-                return True
-            i += 2
+        cells: list[str] = []
+        error: RowError | None = None
+        quoted_any = False
+        while True:
+            k = i
+            while k < n and text[k] in blanks:
+                k += 1
+            if k < n and text[k] == '"':
+                if k > i and error is None:
+                    # [I] the row fails (reference 3.11); the sf__Error wording is assumed.
+                    error = RowError(
+                        "INVALID_FIELD",
+                        f"Failed to parse CSV: whitespace between the delimiter and the "
+                        f"opening quote of value {len(cells) + 1}")
+                quoted_any = True
+                j = k + 1
+                parts: list[str] = []
+                while True:
+                    q = text.find('"', j)
+                    if q < 0:
+                        raise _JobFailure(UNESCAPED_QUOTE)
+                    parts.append(text[j:q])
+                    if q + 1 < n and text[q + 1] == '"':
+                        parts.append('"')
+                        j = q + 2
+                        continue
+                    j = q + 1
+                    break
+                if j < n and text[j] not in (delim, "\r", "\n"):
+                    raise _JobFailure(UNESCAPED_QUOTE)
+                cells.append("".join(parts))
+            else:
+                m = unquoted.match(text, i)
+                j = m.end() if m else i
+                cells.append(text[i:j])
+            if j < n and text[j] == delim:
+                i = j + 1
+                continue
+            if j < n and text[j] == "\r":
+                j += 2 if j + 1 < n and text[j + 1] == "\n" else 1
+            elif j < n:
+                j += 1
+            i = j
+            break
+        if cells == [""] and not quoted_any:
             continue
-        elif not in_quotes and ch == "\n" and eol == "\r\n":
-            return True
-        i += 1
-    return False
+        rows.append(CsvRow(cells, error))
+    return rows
+
+
+def _check_row_shape(row: CsvRow, fdefs: list[FieldDef]) -> None:
+    """Row-level CSV errors: malformed quoting, too many values, an over-long value."""
+    if row.error is not None:
+        raise row.error
+    if len(row.cells) > len(fdefs):
+        # [I] the row fails; the sf__Error wording is assumed.
+        raise RowError("INVALID_FIELD",
+                       f"Row has {len(row.cells)} values but the header has {len(fdefs)} "
+                       "columns")
+    for fdef, cell in zip(fdefs, row.cells, strict=False):
+        if len(cell) > MAX_FIELD_CHARS:
+            # [I] documented limit (reference 3.11); reported like a field's own max length.
+            raise RowError(
+                "STRING_TOO_LONG",
+                f"{fdef.label}: data value too large: {cell[:40]}... "
+                f"(max length={MAX_FIELD_CHARS})",
+                [fdef.name])

@@ -77,6 +77,14 @@ class HttpFault:
     method: str | None
     path: re.Pattern[str] | None
     content_type: str
+    # False: answer instead of handling the request. True: handle it (its effects land), then
+    # answer the fault instead of the real response ("the response was lost").
+    after: bool = False
+
+    @property
+    def drops(self) -> bool:
+        """Status 0: close the connection without any response (a network drop)."""
+        return self.status == 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -319,11 +327,13 @@ class Org:
 
     # ------------------------------------------------------------------ faults
 
-    def add_http_fault(self, status: int, body: str, *, count: int = 1,
+    def add_http_fault(self, status: int | None, body: str, *, count: int = 1,
                        method: str | None = None, path: str | None = None,
-                       content_type: str = "application/json;charset=UTF-8") -> None:
-        self.faults.http.append(HttpFault(int(status), body, int(count), method,
-                                          re.compile(path) if path else None, content_type))
+                       content_type: str = "application/json;charset=UTF-8",
+                       after: bool = False) -> None:
+        self.faults.http.append(HttpFault(int(status or 0), body, int(count), method,
+                                          re.compile(path) if path else None, content_type,
+                                          bool(after)))
 
     def take_http_fault(self, method: str, path: str) -> HttpFault | None:
         for fault in self.faults.http:

@@ -8,7 +8,14 @@ from typing import Any
 
 from . import ids, soql
 from .errors import ApiError
-from .ingest import DELIMITERS, LINE_ENDINGS, _parse_json, bulk_error, not_found
+from .ingest import (
+    DELIMITERS,
+    LINE_ENDINGS,
+    _parse_json,
+    bulk_error,
+    invalid_property,
+    not_found,
+)
 from .org import Org
 from .schema import FieldDef, csv_value, now_datetime
 
@@ -111,16 +118,13 @@ class QueryJobs:
         spec = _parse_json(body)
         operation = spec.get("operation")
         if operation not in {"query", "queryAll"}:
-            raise bulk_error(400, "API_ERROR",
-                             f"Invalid value: '{operation or ''}' supplied for property: "
-                             "'operation'")
+            raise invalid_property(operation, "operation")
         text = spec.get("query")
         if not isinstance(text, str) or not text.strip():
             raise bulk_error(400, "API_ERROR", "Invalid value: '' supplied for property: 'query'")
         for prop, allowed in (("columnDelimiter", DELIMITERS), ("lineEnding", LINE_ENDINGS)):
-            if prop in spec and spec[prop] not in allowed:
-                raise bulk_error(400, "API_ERROR",
-                                 f"Invalid value: '{spec[prop]}' supplied for property: '{prop}'")
+            if prop in spec and (not isinstance(spec[prop], str) or spec[prop] not in allowed):
+                raise invalid_property(spec[prop], prop)
         try:
             query = soql.parse(text, self.org.schemas)
         except ApiError as err:

@@ -45,13 +45,13 @@ class Sandbox:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
         if self._server is not None:
             return self
-        server = SandboxHTTPServer((host, port), self.app, self._admin)
-        scheme = "http"
+        context: ssl.SSLContext | None = None
         if self.certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.certfile, self.keyfile)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-            scheme = "https"
+        # Each accepted connection is wrapped (and its handshake run) on its own thread.
+        server = SandboxHTTPServer((host, port), self.app, self._admin, context)
+        scheme = "https" if context is not None else "http"
         bound_host, bound_port = server.server_address[:2]
         shown = host if host not in {"", "0.0.0.0"} else "127.0.0.1"
         del bound_host
@@ -143,12 +143,19 @@ class Sandbox:
         with self.org.lock:
             self.org.expire_tokens()
 
-    def fail_next(self, status: int, body: str = "", *, count: int = 1,
+    def fail_next(self, status: int | None, body: str = "", *, count: int = 1,
                   method: str | None = None, path: str | None = None,
-                  content_type: str = "application/json;charset=UTF-8") -> None:
+                  content_type: str = "application/json;charset=UTF-8",
+                  after: bool = False) -> None:
+        """Answer the next ``count`` matching requests with ``status``/``body``.
+
+        ``status`` 0 or None closes the connection without a response. With ``after=True`` the
+        request is handled first (a PUT's data lands, a job is created...) and only its
+        response is replaced: "the request succeeded but the response was lost".
+        """
         with self.org.lock:
             self.org.add_http_fault(status, body, count=count, method=method, path=path,
-                                    content_type=content_type)
+                                    content_type=content_type, after=after)
 
     def lock_records(self, ids: list[str], attempts: int | None = None) -> None:
         with self.org.lock:
@@ -184,11 +191,13 @@ class Sandbox:
         """Apply one admin fault description (the JSON of ``POST /__sandbox/faults``)."""
         kind = spec.get("type")
         if kind == "fail_next":
-            self.fail_next(int(spec["status"]), str(spec.get("body", "")),
+            status = spec["status"]
+            self.fail_next(None if status is None else int(status), str(spec.get("body", "")),
                            count=int(spec.get("count", 1)), method=spec.get("method"),
                            path=spec.get("path"),
                            content_type=spec.get("content_type",
-                                                 "application/json;charset=UTF-8"))
+                                                 "application/json;charset=UTF-8"),
+                           after=bool(spec.get("after", False)))
         elif kind == "lock_records":
             self.lock_records(list(spec["ids"]), spec.get("attempts"))
         elif kind == "unlock_records":

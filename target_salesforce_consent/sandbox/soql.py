@@ -15,12 +15,17 @@ Values: 'string' literals, numbers, true/false, null, date (2024-01-05) and date
 
 String literals: a quote inside a literal can only appear escaped (``\\'``), so no value can end a
 literal early. The escapes are ``\\' \\" \\\\ \\n \\r \\t \\b \\f``, plus ``\\_`` and ``\\%`` inside
-LIKE patterns only; any other backslash sequence is MALFORMED_QUERY. Text comparisons are
+LIKE patterns only; Salesforce's SOQL reference also lists the uppercase forms ``\\N \\R \\T \\B
+\\F`` (same meaning). Any other backslash sequence is MALFORMED_QUERY. Text comparisons are
 case-insensitive, as in Salesforce.
+
+Limits (reference 5.1): a statement is at most 100,000 characters and a string literal at most
+4,000; a field may be selected only once (case-insensitively).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +35,10 @@ from . import ids
 from .errors import ApiError
 from .schema import FieldDef, SObjectSchema, parse_datetime
 
-_ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
+_ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f",
+            "N": "\n", "R": "\r", "T": "\t", "B": "\b", "F": "\f"}
+MAX_STATEMENT_CHARS = 100_000
+MAX_LITERAL_CHARS = 4_000
 _TEXT_FIELD_TYPES = {"string", "textarea", "phone", "url", "email", "picklist", "multipicklist",
                      "combobox", "id", "reference", "encryptedstring"}
 _NUMERIC_FIELD_TYPES = {"int", "long", "double", "currency", "percent"}
@@ -179,6 +187,13 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
+def _bad_temporal(text: str, token: Token, kind: str) -> ApiError:
+    # [I] Salesforce rejects an impossible date/datetime literal (month 13, hour 25...) as
+    # MALFORMED_QUERY; the exact wording is not captured.
+    return _caret_error(text, token.pos, "MALFORMED_QUERY",
+                        f"Invalid {kind}: {token.text}")
+
+
 def decode_literal(text: str, token: Token, *, like: bool = False) -> str:
     """The value of a string literal's body; in LIKE, ``\\_``/``\\%`` stay escaped."""
     raw = token.text
@@ -202,7 +217,14 @@ def decode_literal(text: str, token: Token, *, like: bool = False) -> str:
                 "string literal.",
             )
         i += 2
-    return "".join(out)
+    value = "".join(out)
+    if len(value) > MAX_LITERAL_CHARS:
+        # [I] the 4,000-character limit is documented (reference 5.1), the message is not.
+        raise _caret_error(
+            text, token.pos, "MALFORMED_QUERY",
+            f"String literal exceeds the maximum length of {MAX_LITERAL_CHARS} characters",
+        )
+    return value
 
 
 def _like_regex(pattern: str) -> re.Pattern[str]:
@@ -364,9 +386,17 @@ class _Parser:
         if tok.kind == "number":
             return Literal("number", float(tok.text), tok, tok.text)
         if tok.kind == "date":
+            try:
+                dt.date.fromisoformat(tok.text)
+            except ValueError:
+                raise _bad_temporal(self.text, tok, "date") from None
             return Literal("date", tok.text, tok, tok.text)
         if tok.kind == "datetime":
-            return Literal("datetime", parse_datetime(tok.text), tok, tok.text)
+            try:
+                value = parse_datetime(tok.text)
+            except ValueError:
+                raise _bad_temporal(self.text, tok, "datetime") from None
+            return Literal("datetime", value, tok, tok.text)
         if tok.kind == "keyword" and tok.text.lower() in {"true", "false"}:
             return Literal("boolean", tok.text.lower() == "true", tok, tok.text)
         if tok.kind == "keyword" and tok.text.lower() == "null":
@@ -376,6 +406,11 @@ class _Parser:
 
 def parse(text: str, schemas: dict[str, SObjectSchema]) -> Query:
     """Parse and validate ``text`` against the known objects; raise ApiError (400)."""
+    if len(text) > MAX_STATEMENT_CHARS:
+        # [I] the 100,000-character limit is documented (reference 5.1), the message is not.
+        raise ApiError(400, "MALFORMED_QUERY",
+                       f"Query is too long: {len(text)} characters; the maximum is "
+                       f"{MAX_STATEMENT_CHARS}")
     query = _Parser(text).parse()
     schema = next((s for n, s in schemas.items() if n.lower() == query.object_name.lower()), None)
     if schema is None:
@@ -398,8 +433,14 @@ def parse(text: str, schemas: dict[str, SObjectSchema]) -> Query:
         ref.fdef = fdef
         return fdef
 
+    selected: set[str] = set()
     for ref in query.fields:
-        resolve(ref)
+        fdef = resolve(ref)
+        if fdef.name.lower() in selected:
+            # [I] shape of the captured DUPLICATE_FIELD error; the field is named as written.
+            shown = ref.name[ref.name.find(".") + 1:] if "." in ref.name else ref.name
+            raise ApiError(400, "DUPLICATE_FIELD", f"duplicate field selected: {shown}")
+        selected.add(fdef.name.lower())
 
     def check(node: Any) -> None:
         if isinstance(node, BoolOp):

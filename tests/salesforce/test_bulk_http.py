@@ -267,3 +267,41 @@ def test_polls_until_complete(sandbox: Any, client: SalesforceClient) -> None:
             if r.path.rstrip("/").endswith(outcome.job_ids[0])
         ]
         assert len(job_gets) >= 2
+
+
+def test_insert_missing_from_results_is_never_sent_again(sandbox: Any, bulk: BulkIngest) -> None:
+    # The job completes and creates the record, but its success row does not come back: the
+    # outcome is unknown, and a second insert could create a duplicate.
+    sandbox.fail_next(
+        200, '"sf__Id","sf__Created",Email,LastName,Company\n', method="GET",
+        path="successfulResults", content_type="text/csv; charset=UTF-8", after=True,
+    )  # fmt: skip
+    before = set(leads(sandbox))
+    rows = [{"Email": "once@example.com", "LastName": "Once", "Company": "Acme"}]
+    outcome = bulk.run("Lead", "insert", ["Email", "LastName", "Company"], rows, "Email")
+    created = [r for i, r in leads(sandbox).items() if i not in before]
+    assert len(created) == 1
+    result = outcome.results["once@example.com"]
+    assert result.status == "unresolved"
+    assert result.error is not None and result.error.startswith("UNKNOWN_OUTCOME")
+    assert len(outcome.job_ids) == 1
+
+
+def test_update_missing_from_results_is_sent_again(sandbox: Any, bulk: BulkIngest) -> None:
+    ids = lead_ids(sandbox)
+    sandbox.fail_next(
+        200, '"sf__Id","sf__Created",Id,HasOptedOutOfEmail\n', method="GET",
+        path="successfulResults", content_type="text/csv; charset=UTF-8", after=True,
+    )  # fmt: skip
+    rows = [{"Id": ids[0], "HasOptedOutOfEmail": "true"}]
+    outcome = bulk.run("Lead", "update", ["Id", "HasOptedOutOfEmail"], rows, "Id")
+    assert outcome.results[ids[0]].status == "succeeded"
+    assert len(outcome.job_ids) == 2
+
+
+def test_keys_are_reconciled_as_uploaded(sandbox: Any, bulk: BulkIngest) -> None:
+    # build_csv turns CR into LF and drops NUL; the echoed key must still match its row.
+    rows = [{"Email": "a\r\nb\x00@example.com", "LastName": "Odd", "Company": "Acme"}]
+    outcome = bulk.run("Lead", "insert", ["Email", "LastName", "Company"], rows, "Email")
+    assert len(outcome.job_ids) == 1
+    assert outcome.results[rows[0]["Email"]].status in ("succeeded", "failed")

@@ -244,12 +244,16 @@ def test_match_queries_chunk_under_the_uri_limit() -> None:
 
 
 def test_match_queries_small_limit_and_too_long_values() -> None:
-    queries = build_match_queries("Lead", ["Id"], "Email", ["a", "b", "c"], max_url_bytes=400)
+    queries = build_match_queries(
+        "Lead", ["Id"], "Email", ["a", "b", "c"], max_url_bytes=400 + URL_SAFETY_MARGIN
+    )
     assert len(queries) == 1
     with pytest.raises(ValueError):
         build_match_queries("Lead", ["Id"], "Email", ["x" * 4001])
     with pytest.raises(ValueError):
-        build_match_queries("Lead", ["Id"], "Email", ["x" * 300], max_url_bytes=500)
+        build_match_queries(
+            "Lead", ["Id"], "Email", ["x" * 480], max_url_bytes=500 + URL_SAFETY_MARGIN
+        )
     with pytest.raises(ValueError):
         build_match_queries("Lead", ["Id"], "Email", ["x\n" * 2100])
 

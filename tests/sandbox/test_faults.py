@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 import requests
 
 from target_salesforce_consent.sandbox import Sandbox
@@ -123,3 +124,42 @@ def test_bulk_query_job_with_locator_paging(sandbox: Sandbox, client: Client) ->
     bad = client.post(API + "/jobs/query", json={"operation": "query",
                                                  "query": "SELECT Nope FROM Lead"})
     assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_FIELD"
+
+
+MULTIPE = ("Found multipe contents for job: <{}>, please 'Close' / 'Abort' / 'Delete' the "
+           "current Job then create a new Job and make sure you only do 'PUT' once on a given "
+           "Job.")
+
+
+def test_lost_response_after_the_put_landed(sandbox: Sandbox, client: Client) -> None:
+    jane = sandbox.records("Lead")[0]["Id"]
+    job = client.create_job()
+    url = f"{API}/jobs/ingest/{job['id']}/batches"
+    data = f"Id,DoNotCall\n{jane},true\n".encode()
+    # The connection drops after the body was read and handled (reference 10.3).
+    sandbox.fail_next(0, method="PUT", path="/batches", after=True)
+    with pytest.raises(requests.ConnectionError):
+        requests.put(client.sb.url + url, data=data, headers={
+            "Authorization": f"Bearer {client.token}", "Content-Type": "text/csv"})
+    assert sandbox.ingest.get(job["id"]).data == data
+    assert sandbox.ingest_job(job["id"])["state"] == "Open"
+    assert [r.status for r in sandbox.requests if r.kind == "ingest_upload"] == [0]
+    retry = client.put(url, data=data, headers={"Content-Type": "text/csv"})
+    assert retry.status_code == 400
+    assert retry.text == ('[ {\n  "errorCode" : "BULK_API_ERROR",\n  "message" : "'
+                          + MULTIPE.format(job["id"][:15]) + '"\n} ]')
+    # The same through the admin API, with an injected status instead of a drop.
+    requests.post(sandbox.url + "/__sandbox/faults", json={
+        "type": "fail_next", "status": 503, "body": "[]", "method": "POST",
+        "path": "/jobs/ingest$", "after": True})
+    lost = client.post(f"{API}/jobs/ingest", json={"object": "Lead", "operation": "update"})
+    assert lost.status_code == 503 and lost.text == "[]"
+    assert len(sandbox.ingest_jobs()) == 2  # the job was created all the same
+    # Without "after", a dropped request never reaches the handler.
+    sandbox.fail_next(None, method="POST", path="/jobs/ingest$")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(client.sb.url + f"{API}/jobs/ingest", json={"object": "Lead",
+                                                                   "operation": "update"},
+                      headers={"Authorization": f"Bearer {client.token}"})
+    assert len(sandbox.ingest_jobs()) == 2
+    assert client.get(API + "/limits").status_code == 200

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 
+import requests
+
 from target_salesforce_consent.sandbox import Sandbox
 
 from .conftest import API, Client
@@ -248,7 +250,8 @@ def test_job_polls_before_completion() -> None:
         client.login()
         jane = lead_id(sb, "jane.doe@example.com")
         job = client.create_job()
-        client.put(f"{API}/jobs/ingest/{job['id']}/batches", data=f"Id,DoNotCall\n{jane},true\n")
+        client.put(f"{API}/jobs/ingest/{job['id']}/batches", data=f"Id,DoNotCall\n{jane},true\n",
+                   headers={"Content-Type": "text/csv"})
         closed = client.patch(f"{API}/jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
         assert closed.json()["state"] == "UploadComplete"
         states = [client.get(f"{API}/jobs/ingest/{job['id']}").json()["state"] for _ in range(3)]
@@ -273,3 +276,146 @@ def test_multipart_create_and_list(sandbox: Sandbox, client: Client) -> None:
     assert listing["done"] is True and listing["nextRecordsUrl"] is None
     assert any(j["id"] == info["id"] for j in listing["records"])
     assert sandbox.api_calls()["ingest_list"] == 1
+
+
+def test_non_string_job_properties_are_invalid_values(client: Client) -> None:
+    cases = [
+        ({"object": "Lead", "operation": "update", "lineEnding": ["LF"]},
+         "Invalid value: '[\"LF\"]' supplied for property: 'lineEnding'"),
+        ({"object": "Lead", "operation": "update", "columnDelimiter": {"x": 1}},
+         "Invalid value: '{\"x\":1}' supplied for property: 'columnDelimiter'"),
+        ({"object": "Lead", "operation": ["update"]},
+         "Invalid value: '[\"update\"]' supplied for property: 'operation'"),
+        ({"object": ["Lead"], "operation": "update"},
+         "Invalid value: '[\"Lead\"]' supplied for property: 'object'"),
+        ({"object": "Lead", "operation": "update", "lineEnding": 5},
+         "Invalid value: '5' supplied for property: 'lineEnding'"),
+    ]
+    for spec, message in cases:
+        resp = client.post(API + "/jobs/ingest", json=spec)
+        assert resp.status_code == 400, resp.text
+        assert resp.json() == [{"errorCode": "API_ERROR", "message": message}]
+    job = client.create_job()
+    for state in (["Aborted"], {"s": 1}, True):
+        resp = client.patch(f"{API}/jobs/ingest/{job['id']}", json={"state": state})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()[0]["errorCode"] == "API_ERROR"
+        assert resp.json()[0]["message"].endswith("supplied for property: 'state'")
+    query = client.post(API + "/jobs/query", json={"operation": "query", "lineEnding": ["LF"],
+                                                   "query": "SELECT Id FROM Lead"})
+    assert query.json() == [{"errorCode": "API_ERROR", "message":
+                             "Invalid value: '[\"LF\"]' supplied for property: 'lineEnding'"}]
+
+
+LINE_ENDING_ERROR = ("ClientInputError : LineEnding is invalid on user data. "
+                     "Current LineEnding setting is {}")
+
+
+def test_embedded_line_breaks_must_match_the_line_ending(sandbox: Sandbox, client: Client) -> None:
+    jane = lead_id(sandbox, "jane.doe@example.com")
+    lf = client.run_job(f'Id,LastName\n{jane},"one\r\ntwo"\n')
+    assert lf["state"] == "Failed" and lf["errorMessage"] == LINE_ENDING_ERROR.format("LF")
+    crlf = client.run_job(f'Id,LastName\r\n{jane},"one\ntwo"\r\n', lineEnding="CRLF")
+    assert crlf["state"] == "Failed" and crlf["errorMessage"] == LINE_ENDING_ERROR.format("CRLF")
+    assert sandbox.record("Lead", jane)["LastName"] == "Doe"
+    ok = client.run_job(f'Id,LastName\r\n{jane},"one\r\ntwo"\r\n', lineEnding="CRLF")
+    assert ok["state"] == "JobComplete" and ok["numberRecordsFailed"] == 0
+    assert sandbox.record("Lead", jane)["LastName"] == "one\r\ntwo"
+    embedded_lf = client.run_job(f'Id,LastName\n{jane},"three\nfour"\n')
+    assert embedded_lf["numberRecordsFailed"] == 0
+    assert sandbox.record("Lead", jane)["LastName"] == "three\nfour"
+
+
+def test_malformed_rows_fail_alone(sandbox: Sandbox, client: Client) -> None:
+    jane = lead_id(sandbox, "jane.doe@example.com")
+    obrien = lead_id(sandbox, "o'brien@example.com")
+    info = client.run_job(f'Id,LastName\n{jane}, "Smith"\n{obrien},Brien,extra\n')
+    assert info["state"] == "JobComplete"
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (2, 2)
+    failed = {r["Id"]: r for r in rows(client.results(info["id"], "failedResults"))}
+    assert failed[jane]["sf__Error"].startswith("INVALID_FIELD:")
+    assert failed[jane]["LastName"] == "Smith"
+    assert failed[obrien]["sf__Error"].startswith("INVALID_FIELD:")
+    assert failed[obrien]["LastName"] == "Brien"
+    assert sandbox.record("Lead", jane)["LastName"] == "Doe"
+    assert sandbox.record("Lead", obrien)["LastName"] == "O'Brien"
+    # Spaces inside or after a value are data, not an error.
+    spaced = client.run_job(f'Id,LastName\n{jane}," Smith "\n')
+    assert spaced["numberRecordsFailed"] == 0
+    assert sandbox.record("Lead", jane)["LastName"] == " Smith "
+
+
+def test_duplicate_header_column_fails_the_job(sandbox: Sandbox, client: Client) -> None:
+    jane = lead_id(sandbox, "jane.doe@example.com")
+    info = client.run_job(f"Id,DoNotCall,donotcall\n{jane},true,false\n")
+    assert info["state"] == "Failed"
+    assert info["errorMessage"] == "InvalidBatch : Duplicate field name: donotcall"
+    assert sandbox.record("Lead", jane)["DoNotCall"] is False
+
+
+def test_upload_content_type(client: Client) -> None:
+    job = client.create_job()
+    url = f"{API}/jobs/ingest/{job['id']}/batches"
+    for ctype in ("application/json", "application/octet-stream", "text/plain"):
+        bad = client.put(url, data=b"Id\n", headers={"Content-Type": ctype})
+        assert bad.status_code == 400, ctype
+        assert bad.json()[0]["errorCode"] == "API_ERROR"
+    assert client.put(url, data=b"Id\n", headers={"Content-Type": "text/plain"}).status_code == 400
+    ok = client.put(url, data=b"Id\n", headers={"Content-Type": "text/csv; charset=UTF-8"})
+    assert ok.status_code == 201
+
+
+def test_size_limits() -> None:
+    from .conftest import seed
+    spec = seed()
+    spec["objects"]["Lead"]["custom_fields"].append(
+        {"name": "Notes__c", "type": "textarea", "length": 0})  # no length of its own
+    with Sandbox(spec) as sandbox:
+        client = Client(sandbox)
+        client.login()
+        _check_size_limits(sandbox, client)
+
+
+def _check_size_limits(sandbox: Sandbox, client: Client) -> None:
+    jane = lead_id(sandbox, "jane.doe@example.com")
+    padding = ",".join(["Notes__c"] * 4000)
+    assert len("Id," + padding) > 32_000
+    header = client.run_job(f"Id,{padding}\n{jane},x\n")
+    assert header["state"] == "Failed" and "32000" in header["errorMessage"]
+    big = "x" * 131_073
+    field = client.run_job(f'Id,Notes__c\n{jane},"{big}"\n')
+    assert field["state"] == "JobComplete" and field["numberRecordsFailed"] == 1
+    # (Python's csv module itself refuses values over 131,072 characters.)
+    _, failed = client.results(field["id"], "failedResults").splitlines()
+    error = failed.split('","')[1]
+    assert error.startswith("STRING_TOO_LONG:") and error.endswith(":Notes__c --")
+    fits = client.run_job(f'Id,Notes__c\n{jane},"{big[:131_072]}"\n')
+    assert fits["numberRecordsFailed"] == 0
+    assert len(sandbox.record("Lead", jane)["Notes__c"]) == 131_072
+
+    def multipart(chars: int) -> requests.Response:
+        csv_text = "LastName\n" + "x" * (chars - len("LastName\n") - 1) + "\n"
+        assert len(csv_text) == chars
+        return client.post(API + "/jobs/ingest", files={
+            "job": (None, json.dumps({"object": "Contact", "operation": "insert"}),
+                    "application/json"),
+            "content": ("content", csv_text, "text/csv")})
+
+    assert multipart(100_000).status_code == 200
+    too_big = multipart(100_001)
+    assert too_big.status_code == 400 and too_big.json()[0]["errorCode"] == "API_ERROR"
+
+
+def test_aborted_job_serves_only_unprocessed_records(sandbox: Sandbox, client: Client) -> None:
+    jane = lead_id(sandbox, "jane.doe@example.com")
+    job = client.create_job()
+    url = f"{API}/jobs/ingest/{job['id']}"
+    put = client.put(url + "/batches", data=f"Id,DoNotCall\n{jane},true\n",
+                     headers={"Content-Type": "text/csv"})
+    assert put.status_code == 201
+    assert client.patch(url, json={"state": "Aborted"}).status_code == 200
+    assert client.results(job["id"], "unprocessedrecords") == f'Id,DoNotCall\n"{jane}","true"\n'
+    for which in ("successfulResults", "failedResults"):
+        resp = client.get(f"{url}/{which}")
+        assert resp.status_code == 400
+        assert resp.json()[0]["errorCode"] == "INVALIDJOBSTATE"

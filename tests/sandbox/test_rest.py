@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import pytest
 import requests
 
 from target_salesforce_consent.sandbox import Sandbox
@@ -154,3 +158,75 @@ def test_uri_too_long_is_414(client: Client) -> None:
     emails = ",".join(f"'person{i}@example.com'" for i in range(700))
     resp = query(client, f"SELECT Id FROM Lead WHERE Email IN ({emails})")
     assert resp.status_code == 414
+
+
+def test_unexpected_handler_error_is_500_unknown_exception(
+        sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom() -> dict[str, Any]:
+        raise RuntimeError("sandbox bug")
+
+    monkeypatch.setattr(sandbox.org, "limits", boom)
+    resp = client.get(API + "/limits")
+    assert resp.status_code == 500
+    [error] = resp.json()
+    assert list(error) == ["message", "errorCode"]
+    assert error["errorCode"] == "UNKNOWN_EXCEPTION"
+    assert re.fullmatch(r"An unexpected error occurred\. Please include this ErrorId if you "
+                        r"contact support: \d+-\d+ \(-?\d+\)", error["message"])
+    assert "Sforce-Limit-Info" in resp.headers
+    assert [r.status for r in sandbox.requests if r.kind == "limits"] == [500]
+    monkeypatch.undo()
+    assert client.get(API + "/limits").status_code == 200  # the same keep-alive session
+
+
+def test_bad_date_and_datetime_literals_are_malformed_query(client: Client) -> None:
+    for literal in ("2024-13-45T10:00:00Z", "2024-02-30T10:00:00Z", "2024-01-05T25:00:00Z"):
+        resp = client.get(API + "/query", params={
+            "q": f"SELECT Id FROM Lead WHERE Didomi_Consent_Updated__c > {literal}"})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()[0]["errorCode"] == "MALFORMED_QUERY"
+        assert literal in resp.json()[0]["message"]
+    resp = client.get(API + "/query", params={
+        "q": "SELECT Id FROM Lead WHERE Birthday__c = 2024-02-30"})
+    assert resp.status_code == 400 and resp.json()[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+def test_query_length_limits_and_duplicate_fields(sandbox: Sandbox, client: Client) -> None:
+    ok = client.get(API + "/query", params={
+        "q": "SELECT Id FROM Lead WHERE Email = '" + "a" * 4000 + "'"})
+    assert ok.status_code == 200
+    long = client.get(API + "/query", params={
+        "q": "SELECT Id FROM Lead WHERE Email = '" + "a" * 4001 + "'"})
+    assert long.status_code == 400 and long.json()[0]["errorCode"] == "MALFORMED_QUERY"
+    # An escape counts as the one character it stands for.
+    escaped = client.get(API + "/query", params={
+        "q": "SELECT Id FROM Lead WHERE Email = '" + "\\n" * 2000 + "a" * 2000 + "'"})
+    assert escaped.status_code == 200
+    # A statement over 100,000 characters (only reachable in a POST body: Bulk query).
+    values = ",".join(f"'{i:08d}@example.com'" for i in range(4400))
+    statement = f"SELECT Id FROM Lead WHERE Email IN ({values})"
+    assert len(statement) > 100_000
+    job = client.post(API + "/jobs/query", json={"operation": "query", "query": statement})
+    assert job.status_code == 400 and job.json()[0]["errorCode"] == "MALFORMED_QUERY"
+    dup = client.get(API + "/query", params={"q": "SELECT Id, Email, email FROM Lead"})
+    assert dup.status_code == 400
+    assert dup.text == ('[{"message":"duplicate field selected: email",'
+                        '"errorCode":"DUPLICATE_FIELD"}]')
+    prefixed = client.get(API + "/query", params={"q": "SELECT Email, Lead.Email FROM Lead"})
+    assert prefixed.json() == [{"message": "duplicate field selected: Email",
+                                "errorCode": "DUPLICATE_FIELD"}]
+
+
+def test_uppercase_escapes(sandbox: Sandbox, client: Client) -> None:
+    sandbox.add_records("Lead", [{"LastName": "Two\nLines\tTab", "Company": "C"}])
+    for text in ("Two\\nLines\\tTab", "Two\\NLines\\TTab"):
+        resp = client.get(API + "/query", params={
+            "q": f"SELECT Id FROM Lead WHERE LastName = '{text}'"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["totalSize"] == 1
+    for esc in ("\\R", "\\B", "\\F"):
+        resp = client.get(API + "/query", params={
+            "q": f"SELECT Id FROM Lead WHERE LastName = 'x{esc}'"})
+        assert resp.status_code == 200, resp.text
+    bad = client.get(API + "/query", params={"q": "SELECT Id FROM Lead WHERE LastName = '\\X'"})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "MALFORMED_QUERY"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +81,15 @@ def test_simple_salesforce_end_to_end(https_sandbox: tuple[Sandbox, str]) -> Non
     assert sum(len(chunk.splitlines()) - 1 for chunk in rows) == 2
     calls = sb.api_calls()
     assert calls["token"] == 1 and calls["ingest_upload"] == 2 and calls["ingest_close"] == 2
+
+
+def test_a_stalled_tls_client_does_not_block_others(
+        https_sandbox: tuple[Sandbox, str]) -> None:
+    sb, ca_path = https_sandbox
+    stalled = socket.create_connection(("127.0.0.1", sb.port))  # never sends a ClientHello
+    try:
+        time.sleep(0.1)  # let the server accept it
+        resp = requests.get(sb.url + "/services/data/", verify=ca_path, timeout=3)
+        assert resp.status_code == 200
+    finally:
+        stalled.close()
