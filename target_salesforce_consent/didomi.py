@@ -271,8 +271,12 @@ def _unflatten(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return result
 
 
-def _object(value: Any, where: str) -> dict[str, Any] | None:
-    """An object, a JSON string holding one, or null (None). Anything else is a RecordError."""
+def _object(value: Any, where: str, *, unflatten: bool = False) -> dict[str, Any] | None:
+    """An object, a JSON string holding one, or null (None). Anything else is a RecordError.
+
+    ``unflatten`` rebuilds ``a__b`` keys; only the record and a webhook entity can carry them
+    (Meltano flattening, Didomi's webhook flatten option), so nested objects skip that cost.
+    """
     if isinstance(value, str):
         if not value.strip():
             return None
@@ -281,7 +285,9 @@ def _object(value: Any, where: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise RecordError(INVALID_TYPE, f"{where}: expected an object, got {_type_name(value)}")
-    return _unflatten(value, f"{where}.")
+    if unflatten:
+        return _unflatten(value, f"{where}.")
+    return value if isinstance(value, dict) else dict(value)
 
 
 def _array(value: Any, where: str) -> list[Any] | None:
@@ -508,7 +514,7 @@ def parse_record(raw: Mapping[str, Any]) -> ConsentRecord:
     defaults to ``"gdpr"``; ``status`` is stripped and lower-cased.
     """
     if isinstance(raw, str):
-        raw = _object(raw, "record") or {}
+        raw = _object(raw, "record", unflatten=True) or {}
     if not isinstance(raw, Mapping):
         raise RecordError(INVALID_TYPE, f"record: expected an object, got {_type_name(raw)}")
     record = _unflatten(raw, "")
@@ -528,7 +534,7 @@ def parse_record(raw: Mapping[str, Any]) -> ConsentRecord:
         inner: dict[str, Any] | None = None
         prefix = "parameters"
         for name in names:
-            inner = _object(params.get(name), f"parameters.{name}")
+            inner = _object(params.get(name), f"parameters.{name}", unflatten=True)
             if inner is not None:
                 prefix = f"parameters.{name}"
                 break

@@ -81,8 +81,45 @@ class RunError(Exception):
 
 @dataclass(frozen=True)
 class BufferedRecord:
+    """A record as the batch keeps it: parsed on arrival, so the raw dict is not held.
+
+    `consent` is None for a record that cannot be read; `error` says why it cannot be read
+    or written ("CODE: message"), and the raw record's own identifiers stay for the report.
+    """
+
     stream: str
-    record: Any  # normally an object; anything else is reported as unreadable
+    consent: ConsentRecord | None
+    error: str | None = None
+    raw_ouid: str | None = None
+    raw_didomi_id: str | None = None
+
+    @classmethod
+    def read(cls, stream: str, raw: Any) -> BufferedRecord:
+        try:
+            consent = parse_record(raw)
+        except RecordError as exc:
+            return cls(stream, None, str(exc), *_raw_identity(raw))
+        except Exception as exc:  # a defect in the reader: report the record, never drop it
+            logging.getLogger(__name__).exception("Could not read a record of %s", stream)
+            return cls(
+                stream, None, f"UNKNOWN_EXCEPTION: {type(exc).__name__}", *_raw_identity(raw)
+            )
+        return cls(stream, consent, unwritable_problem(raw, consent))
+
+
+def _raw_identity(raw: Any) -> tuple[str | None, str | None]:
+    """organization_user_id and id of a record that could not be read, where visible."""
+    if not isinstance(raw, dict):
+        return None, None
+    user = raw.get("user")
+    ouid = raw.get("organization_user_id") or (
+        user.get("organization_user_id") if isinstance(user, dict) else None
+    )
+    didomi_id = raw.get("id")
+    return (
+        ouid.strip() if isinstance(ouid, str) else None,
+        didomi_id if isinstance(didomi_id, str) else None,
+    )
 
 
 @dataclass
@@ -178,11 +215,9 @@ class BatchProcessor:
         settings = self.rs.settings
         members: dict[str, list[tuple[int, BufferedRecord, ConsentRecord]]] = {}
         for seq, item in enumerate(buffer):
-            try:
-                rec = parse_record(item.record)
-                problem = unwritable_problem(item.record, rec)
-            except RecordError as exc:
-                lines[seq] = self._unreadable_line(item, str(exc))
+            rec = item.consent
+            if rec is None:
+                lines[seq] = self._unreadable_line(item)
                 continue
             if (
                 rec.kind == "deleted"
@@ -192,8 +227,8 @@ class BatchProcessor:
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
             elif rec.ouid is None:
                 lines[seq] = self._line(item, rec, Outcome.SKIPPED_NO_OUID)
-            elif problem:
-                lines[seq] = self._line(item, rec, Outcome.FAILED, error=problem)
+            elif item.error:
+                lines[seq] = self._line(item, rec, Outcome.FAILED, error=item.error)
             else:
                 # Salesforce compares text case-insensitively; lower() is its notion of case,
                 # casefold() would also merge "strasse" with "straße".
@@ -319,20 +354,14 @@ class BatchProcessor:
         )
 
     @staticmethod
-    def _unreadable_line(item: BufferedRecord, error: str) -> OutcomeLine:
-        raw = item.record if isinstance(item.record, dict) else {}
-        user = raw.get("user")
-        ouid = raw.get("organization_user_id") or (
-            user.get("organization_user_id") if isinstance(user, dict) else None
-        )
-        didomi_id = raw.get("id")
+    def _unreadable_line(item: BufferedRecord) -> OutcomeLine:
         return OutcomeLine(
             stream=item.stream,
-            organization_user_id=str(ouid).strip() if isinstance(ouid, str) else None,
-            didomi_id=didomi_id if isinstance(didomi_id, str) else None,
+            organization_user_id=item.raw_ouid,
+            didomi_id=item.raw_didomi_id,
             timestamp=None,
             outcome=Outcome.FAILED,
-            error=error,
+            error=item.error,
         )
 
     def _log_errors(self, lines: Any) -> None:
@@ -405,10 +434,10 @@ class ConsentSink(BatchSink):
         """Keep records as the tap sent them: the target reads Didomi timestamps itself."""
 
     def process_record(self, record: dict, context: dict) -> None:
-        self.consent_target.buffer(BufferedRecord(self.stream_name, record))
+        self.consent_target.buffer(BufferedRecord.read(self.stream_name, record))
 
     def process_batch(self, context: dict) -> None:
         # Records of Singer BATCH messages arrive here, not through process_record.
         for record in context.get("records", ()):
-            self.consent_target.buffer(BufferedRecord(self.stream_name, record))
+            self.consent_target.buffer(BufferedRecord.read(self.stream_name, record))
         self.consent_target.flush()

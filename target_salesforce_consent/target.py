@@ -295,7 +295,7 @@ class TargetSalesforceConsent(Target):
             # The SDK's record handling assumes an object; report anything else ourselves
             # (as failed) instead of crashing the run or dropping it.
             self._assert_line_requires(message_dict, requires={"stream"})
-            self.buffer(BufferedRecord(str(message_dict["stream"]), record))
+            self.buffer(BufferedRecord.read(str(message_dict["stream"]), record))
             return
         super()._process_record_message(message_dict)
 

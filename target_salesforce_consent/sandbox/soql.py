@@ -29,6 +29,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from . import ids
@@ -88,6 +89,7 @@ class Comparison:
     field: FieldRef
     op: str  # = != < <= > >= in notin like notlike
     values: list[Literal]
+    text_keys: frozenset[Any] | None = dataclass_field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -539,6 +541,15 @@ def _compare(fdef: FieldDef, stored: Any, op: str, lit: Literal) -> bool:
     raise ValueError(op)
 
 
+def _text_keys(node: Comparison, fdef: FieldDef) -> frozenset[Any] | None:
+    """The normalised literals of a text `IN (...)` without nulls, computed once per node."""
+    if fdef.type not in _TEXT_FIELD_TYPES or any(lit.kind == "null" for lit in node.values):
+        return None
+    if node.text_keys is None:
+        node.text_keys = frozenset(_norm_text(fdef, lit.value) for lit in node.values)
+    return node.text_keys
+
+
 def _matches(node: Any, record: dict[str, Any]) -> bool:
     if isinstance(node, BoolOp):
         if node.op == "and":
@@ -554,6 +565,9 @@ def _matches(node: Any, record: dict[str, Any]) -> bool:
         hit = stored is not None and rx.fullmatch(str(stored)) is not None
         return hit if node.op == "like" else not hit
     if node.op == "in":
+        keys = _text_keys(node, fdef)
+        if keys is not None:  # a set lookup: a target matches thousands of ids per batch
+            return stored is not None and _norm_text(fdef, stored) in keys
         return any(_compare(fdef, stored, "in", lit) for lit in node.values)
     if node.op == "notin":
         return all(_compare(fdef, stored, "notin", lit) for lit in node.values)
