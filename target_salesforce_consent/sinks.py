@@ -11,7 +11,6 @@ parse and filter -> group by organization_user_id -> merge -> match (REST SOQL) 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -55,23 +54,34 @@ MAX_OUID_CHARS = 4000
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def unwritable_problem(raw: Any, rec: ConsentRecord) -> str | None:
-    """Why a readable record still cannot be matched or written, as "CODE: message"."""
-    if rec.ouid is not None:
-        if len(rec.ouid) > MAX_OUID_CHARS:
-            return (
-                f"STRING_TOO_LONG: organization_user_id has {len(rec.ouid)} characters; "
-                f"a Salesforce query value holds at most {MAX_OUID_CHARS}"
-            )
-        if _CONTROL_CHARS.search(rec.ouid):
-            return (
-                "INVALID_FIELD: organization_user_id contains control characters (line "
-                "breaks, NUL, ...) that Salesforce cannot store or match exactly"
-            )
+INVALID_UNICODE = "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that is not valid Unicode"
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a lone surrogate ("\ud800"), which cannot be sent to Salesforce as UTF-8."""
     try:
-        json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate ("\ud800") cannot go into a UTF-8 CSV
-        return "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that is not valid Unicode"
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unwritable_problem(rec: ConsentRecord) -> str | None:
+    """Why a readable record's organization_user_id cannot be matched or written."""
+    if rec.ouid is None:
+        return None
+    if len(rec.ouid) > MAX_OUID_CHARS:
+        return (
+            f"STRING_TOO_LONG: organization_user_id has {len(rec.ouid)} characters; "
+            f"a Salesforce query value holds at most {MAX_OUID_CHARS}"
+        )
+    if _CONTROL_CHARS.search(rec.ouid):
+        return (
+            "INVALID_FIELD: organization_user_id contains control characters (line "
+            "breaks, NUL, ...) that Salesforce cannot store or match exactly"
+        )
+    if not is_valid_unicode(rec.ouid):
+        return INVALID_UNICODE
     return None
 
 
@@ -104,7 +114,7 @@ class BufferedRecord:
             return cls(
                 stream, None, f"UNKNOWN_EXCEPTION: {type(exc).__name__}", *_raw_identity(raw)
             )
-        return cls(stream, consent, unwritable_problem(raw, consent))
+        return cls(stream, consent, unwritable_problem(consent))
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None]:
@@ -236,7 +246,12 @@ class BatchProcessor:
         groups: dict[str, _Group] = {}
         for key, group_members in members.items():
             merged = merge([rec for _, _, rec in group_members])
-            groups[key] = _Group(merged.ouid, group_members, desired_values(merged, self.rs))
+            desired = desired_values(merged, self.rs)
+            if not all(is_valid_unicode(cell) for cell in desired.cells.values()):
+                for seq, item, rec in group_members:
+                    lines[seq] = self._line(item, rec, Outcome.FAILED, error=INVALID_UNICODE)
+                continue
+            groups[key] = _Group(merged.ouid, group_members, desired)
         return groups
 
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:

@@ -720,8 +720,7 @@ def test_poison_records_fail_alone(sandbox: Sandbox, report_path: Path) -> None:
     huge = user("x" * 4001 + "@example.com", purposes=[newsletter(False)])
     overflow = user("john@example.com", purposes=[newsletter(True)])
     overflow["updated_at"] = "9999-12-31T23:59:59-01:00"
-    surrogate = user("o'brien@example.com", purposes=[newsletter(False)])
-    surrogate["metadata"] = {"note": "\ud800"}
+    surrogate = user("sur\ud800@example.com", purposes=[newsletter(False)])
     control = user("line\nbreak@example.com", purposes=[newsletter(False)])
     messages = singer_lines(
         [huge, overflow, surrogate, control, user("jane@example.com", purposes=[newsletter(False)])]
@@ -880,3 +879,19 @@ def test_empty_insert_default_is_a_configuration_error(sandbox: Sandbox, report_
     result = run_target(config, singer_lines([]))
     assert isinstance(result.error, ConfigurationError)
     assert "insert_defaults: LastName is empty" in str(result.error)
+
+
+def test_invalid_unicode_in_a_mapped_value_fails_that_person_only(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    config = base_config(
+        sandbox, report_path, mappings=[{"id": "Consent_Note__c", "value": "metadata.note"}]
+    )
+    bad = user("jane@example.com", metadata={"note": "broken \ud800"})
+    good = user("john@example.com", metadata={"note": "fine"})
+    result = run_target(config, singer_lines([bad, good]))
+    assert result.error is None, result.stderr
+    assert result.line_for("jane@example.com")["outcome"] == "failed"
+    assert result.line_for("jane@example.com")["error"].startswith("INVALID_TYPE_ON_FIELD")
+    assert lead(sandbox, "john@example.com")["Consent_Note__c"] == "fine"
+    assert lead(sandbox, "jane@example.com").get("Consent_Note__c") in (None, "")
