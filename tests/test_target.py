@@ -895,3 +895,38 @@ def test_invalid_unicode_in_a_mapped_value_fails_that_person_only(
     assert result.line_for("jane@example.com")["error"].startswith("INVALID_TYPE_ON_FIELD")
     assert lead(sandbox, "john@example.com")["Consent_Note__c"] == "fine"
     assert lead(sandbox, "jane@example.com").get("Consent_Note__c") in (None, "")
+
+
+def test_shuffled_results_and_empty_failed_ids_are_reconciled_by_key(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    # 40 people, each with a different selection; every 7th selection holds a value the
+    # restricted picklist rejects. The sandbox returns result rows in random order and leaves
+    # sf__Id empty on failed rows, as Salesforce does (its contract tests check both).
+    values = ["News", "Offers", "Events"]
+    emails = [f"p{i:02d}@example.com" for i in range(40)]
+    sandbox.add_records(
+        "Lead", [{"LastName": f"P{i}", "Company": "X", "Email": e} for i, e in enumerate(emails)]
+    )
+    config = base_config(
+        sandbox,
+        report_path,
+        mappings=[{"id": "Didomi_Topics__c", "value": "purposes.m.values.t"}],
+    )
+    records = []
+    for i, email in enumerate(emails):
+        chosen = values[i % 3] if i % 7 else "Nope"
+        records.append(user(email, purposes=[{"id": "m", "values": {"t": {"value": chosen}}}]))
+    result = run_target(config, singer_lines(records))
+    assert result.error is None, result.stderr
+    for i, email in enumerate(emails):
+        line = result.line_for(email)
+        record = lead(sandbox, email)
+        if i % 7:
+            assert line["outcome"] == "updated", line
+            assert record["Didomi_Topics__c"] == values[i % 3]
+            assert line["salesforce_ids"] == [record["Id"]]
+        else:
+            assert line["outcome"] == "failed", line
+            assert "Nope" in line["error"]
+            assert record.get("Didomi_Topics__c") in (None, "")
