@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_salesforce_consent.didomi import ConsentRecord, RecordError, merge, parse_record
@@ -430,6 +431,9 @@ def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str |
     return Outcome.FAILED, first_error, errors[0].job_id
 
 
+_SCHEMA_ERROR = "__target_salesforce_consent_schema_error__"
+
+
 class ConsentSink(BatchSink):
     """Buffers records into the target's shared buffer; the target's processor drains it."""
 
@@ -448,7 +452,27 @@ class ConsentSink(BatchSink):
     def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
         """Keep records as the tap sent them: the target reads Didomi timestamps itself."""
 
+    def _validate_and_parse(self, record: dict) -> dict:
+        """With validate_records, a record that breaks its SCHEMA is reported, not fatal."""
+        if self._validator is not None:
+            try:
+                self._validator.validate(record)
+            except InvalidRecord as exc:
+                record[_SCHEMA_ERROR] = str(exc.error_message)
+        return record
+
     def process_record(self, record: dict, context: dict) -> None:
+        schema_error = record.pop(_SCHEMA_ERROR, None)
+        if schema_error is not None:
+            item = BufferedRecord(
+                self.stream_name,
+                None,
+                f"INVALID_TYPE_ON_FIELD_IN_RECORD: the record does not match the SCHEMA of "
+                f"stream {self.stream_name} (validate_records is on): {schema_error}",
+                *_raw_identity(record),
+            )
+            self.consent_target.buffer(item)
+            return
         self.consent_target.buffer(BufferedRecord.read(self.stream_name, record))
 
     def process_batch(self, context: dict) -> None:

@@ -930,3 +930,28 @@ def test_shuffled_results_and_empty_failed_ids_are_reconciled_by_key(
             assert line["outcome"] == "failed", line
             assert "Nope" in line["error"]
             assert record.get("Didomi_Topics__c") in (None, "")
+
+
+def test_validate_records_reports_records_breaking_their_schema(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"organization_user_id": {"type": "string"}, "version": {"type": "integer"}},
+    }
+    good = user("jane@example.com", purposes=[newsletter(False)])
+    bad = user("john@example.com", purposes=[newsletter(True)])
+    bad["version"] = "seven"
+    lines = [
+        {"type": "SCHEMA", "stream": "users", "schema": schema, "key_properties": []},
+        {"type": "RECORD", "stream": "users", "record": good},
+        {"type": "RECORD", "stream": "users", "record": bad},
+    ]
+    messages = "\n".join(json.dumps(line) for line in lines) + "\n"
+    result = run_target(base_config(sandbox, report_path, validate_records=True), messages)
+    assert result.error is None, result.stderr
+    assert result.line_for("jane@example.com")["outcome"] == "updated"
+    john = result.line_for("john@example.com")
+    assert john["outcome"] == "failed"
+    assert "does not match the SCHEMA of stream users" in john["error"]
+    assert lead(sandbox, "john@example.com")["HasOptedOutOfEmail"] is True  # untouched
