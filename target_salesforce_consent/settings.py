@@ -33,7 +33,7 @@ class ConfigurationError(Exception):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        listing = "\n".join(f"  - {p}" for p in problems)
+        listing = "\n".join("  - " + p.replace("\n", "\n      ") for p in problems)
         super().__init__(
             f"The configuration has {len(problems)} problem(s); no record was read:\n{listing}"
         )

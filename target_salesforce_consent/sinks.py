@@ -103,6 +103,7 @@ class BufferedRecord:
     error: str | None = None
     raw_ouid: str | None = None
     raw_didomi_id: str | None = None
+    raw_timestamp: str | None = None
 
     @classmethod
     def read(cls, stream: str, raw: Any) -> BufferedRecord:
@@ -118,18 +119,20 @@ class BufferedRecord:
         return cls(stream, consent, unwritable_problem(consent))
 
 
-def _raw_identity(raw: Any) -> tuple[str | None, str | None]:
-    """organization_user_id and id of a record that could not be read, where visible."""
+def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
+    """organization_user_id, id and timestamp of a record that could not be read, as sent."""
     if not isinstance(raw, dict):
-        return None, None
+        return None, None, None
     user = raw.get("user")
     ouid = raw.get("organization_user_id") or (
         user.get("organization_user_id") if isinstance(user, dict) else None
     )
     didomi_id = raw.get("id")
+    timestamp = raw.get("updated_at") or raw.get("created_at")
     return (
         ouid.strip() if isinstance(ouid, str) else None,
         didomi_id if isinstance(didomi_id, str) else None,
+        timestamp if isinstance(timestamp, str) else None,
     )
 
 
@@ -375,7 +378,7 @@ class BatchProcessor:
             stream=item.stream,
             organization_user_id=item.raw_ouid,
             didomi_id=item.raw_didomi_id,
-            timestamp=None,
+            timestamp=item.raw_timestamp,
             outcome=Outcome.FAILED,
             error=item.error,
         )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
+from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
 from singer_sdk.target_base import Target
 
@@ -220,6 +222,8 @@ class TargetSalesforceConsent(Target):
         for error in Draft7Validator(schema).iter_errors(dict(self._config)):
             if error.validator == "required" and not error.absolute_path:
                 continue  # the settings check names missing settings, with what to set
+            if len(error.absolute_path) > 1 and error.absolute_path[0] == "mappings":
+                continue  # the mapping check names each bad mapping, with what to write
             where = ".".join(str(p) for p in error.absolute_path) or "config"
             if where.split(".")[0] in SECRET_SETTINGS:
                 problems.append(f"{where} must be a non-empty string")  # never echo a secret
@@ -259,7 +263,7 @@ class TargetSalesforceConsent(Target):
         if resolved is None or problems:
             raise ConfigurationError(problems)
         try:
-            self._report = RunReport(settings.report_path)
+            self._report = RunReport(report_file_path(settings.report_path))
         except OSError as exc:
             raise ConfigurationError(
                 [
@@ -345,6 +349,14 @@ class TargetSalesforceConsent(Target):
         super()._write_state_message(state)
 
 
+def report_file_path(report_path: str | None) -> str | None:
+    """`{timestamp}` in report_path becomes the run's start (UTC), so runs keep their reports."""
+    if report_path is None:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return report_path.replace("{timestamp}", stamp)
+
+
 def cli() -> None:
     """Console entry point: clean messages and a non-zero exit for what a user must fix."""
     try:
@@ -352,6 +364,13 @@ def cli() -> None:
     except (ConfigurationError, RunError) as exc:
         sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
         sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
+    except (RecordsWithoutSchemaException, MissingKeyPropertiesError) as exc:
+        sys.stderr.write(
+            f"target-salesforce-consent: error: the Singer input is not valid: {exc} Each "
+            "stream needs a SCHEMA message before its records; fix the tap or the input. "
+            "No STATE was emitted for the records not yet written.\n"
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,21 @@ def test_about_lists_every_setting_and_marks_secrets() -> None:
         "salesforce_object",
         "mappings",
     }
+
+
+def test_cli_record_before_schema_is_a_clean_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = write_config(tmp_path, base_config(sandbox, tmp_path / "report.jsonl"))
+    record = {"type": "RECORD", "stream": "webhooks", "record": user("jane@example.com")}
+    proc = run_cli(["--config", str(config)], json.dumps(record) + "\n")
+    assert proc.returncode == 1
+    assert "needs a SCHEMA message" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_mapping_problem_is_named_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = base_config(sandbox, tmp_path / "report.jsonl")
+    config["mappings"][1]["inverted"] = True
+    proc = run_cli(["--config", str(write_config(tmp_path, config))])
+    assert proc.returncode == 2
+    assert "The configuration has 1 problem(s)" in proc.stderr
+    assert "mappings[1]" in proc.stderr and "inverted" in proc.stderr

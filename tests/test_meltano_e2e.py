@@ -82,10 +82,22 @@ def _picklist(value: Any) -> set[str]:
 
 def _run_meltano(meltano: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(meltano), "--log-level=info", "run", "--full-refresh", "--no-state-update",
-         "tap-didomi", "target-salesforce-consent",
-         "tap-didomi", "target-salesforce-consent-contacts"],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        [
+            str(meltano),
+            "--log-level=info",
+            "run",
+            "--full-refresh",
+            "--no-state-update",
+            "tap-didomi",
+            "target-salesforce-consent",
+            "tap-didomi",
+            "target-salesforce-consent-contacts",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
 
@@ -99,13 +111,15 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
     for key in list(env):  # nothing from the caller's shell may redirect or reconfigure the run
         if key.startswith(("TAP_DIDOMI", "TAP_JSONL", "TARGET_SALESFORCE_CONSENT", "SALESFORCE_")):
             del env[key]
-    env.update({
-        "SALESFORCE_INSTANCE_URL": sandbox.url,
-        "SALESFORCE_CLIENT_ID": sandbox.client_id,
-        "SALESFORCE_CLIENT_SECRET": sandbox.client_secret,
-        "TARGET_SALESFORCE_CONSENT_REPORT_PATH": str(report),
-        "TARGET_SALESFORCE_CONSENT_CONTACTS_REPORT_PATH": str(contacts_report),
-    })
+    env.update(
+        {
+            "SALESFORCE_INSTANCE_URL": sandbox.url,
+            "SALESFORCE_CLIENT_ID": sandbox.client_id,
+            "SALESFORCE_CLIENT_SECRET": sandbox.client_secret,
+            "TARGET_SALESFORCE_CONSENT_REPORT_PATH": str(report),
+            "TARGET_SALESFORCE_CONSENT_CONTACTS_REPORT_PATH": str(contacts_report),
+        }
+    )
     before = _by_email(sandbox.records("Lead"))
 
     with _bootstrap().meltano_project_lock():
@@ -155,10 +169,21 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
         assert _picklist(alex["Didomi_Topics__c"]) == {"Offers"}
 
     # Left alone: pending approval, another regulation, converted, unchanged, stale.
-    unchanged_fields = ["HasOptedOutOfEmail", "Didomi_Newsletter__c", "Didomi_SMS_Optin__c",
-                        "Didomi_Topics__c", "Didomi_Consent_Updated__c", "LastModifiedDate"]
-    for email in ("anna.schmidt@example.com", "sam.taylor@example.com", "tom.baker@example.com",
-                  "emma.wilson@example.com", "olivia.brown@example.com"):
+    unchanged_fields = [
+        "HasOptedOutOfEmail",
+        "Didomi_Newsletter__c",
+        "Didomi_SMS_Optin__c",
+        "Didomi_Topics__c",
+        "Didomi_Consent_Updated__c",
+        "LastModifiedDate",
+    ]
+    for email in (
+        "anna.schmidt@example.com",
+        "sam.taylor@example.com",
+        "tom.baker@example.com",
+        "emma.wilson@example.com",
+        "olivia.brown@example.com",
+    ):
         old, new = _one(before, email), _one(after, email)
         for field in unchanged_fields:
             assert new.get(field) == old.get(field), (email, field, old.get(field), new.get(field))
@@ -169,8 +194,17 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
     assert len(rows) == n_input
     outcomes: dict[str | None, list[str]] = {}
     for row in rows:
-        assert set(row) >= {"stream", "organization_user_id", "didomi_id", "timestamp", "outcome",
-                            "salesforce_ids", "fields", "error", "job_id"}, row
+        assert set(row) >= {
+            "stream",
+            "organization_user_id",
+            "didomi_id",
+            "timestamp",
+            "outcome",
+            "salesforce_ids",
+            "fields",
+            "error",
+            "job_id",
+        }, row
         assert row["stream"] == "didomi_consents"
         ouid = row["organization_user_id"]
         outcomes.setdefault(ouid.strip().lower() if ouid else None, []).append(row["outcome"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -955,3 +956,22 @@ def test_validate_records_reports_records_breaking_their_schema(
     assert john["outcome"] == "failed"
     assert "does not match the SCHEMA of stream users" in john["error"]
     assert lead(sandbox, "john@example.com")["HasOptedOutOfEmail"] is True  # untouched
+
+
+def test_report_path_timestamp_keeps_one_report_per_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = base_config(sandbox, tmp_path / "report-{timestamp}.jsonl")
+    result = run_target(config, singer_lines([user("nobody@example.com")]))
+    assert result.error is None, result.stderr
+    reports = list(tmp_path.glob("report-*.jsonl"))
+    assert len(reports) == 1
+    assert re.fullmatch(r"report-\d{8}T\d{6}Z\.jsonl", reports[0].name)
+    assert json.loads(reports[0].read_text())["outcome"] == "skipped_unmatched"
+
+
+def test_unreadable_record_keeps_its_timestamp_in_the_report(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    bad = user("jane@example.com")
+    bad["consents"] = "{not json"
+    result = run_target(base_config(sandbox, report_path), singer_lines([bad]))
+    assert result.line_for("jane@example.com")["timestamp"] == bad["updated_at"]

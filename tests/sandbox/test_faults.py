@@ -17,8 +17,9 @@ UNAVAILABLE = '[{"message":"Server unavailable","errorCode":"SERVER_UNAVAILABLE"
 
 def test_fail_next_matching_requests(sandbox: Sandbox, client: Client) -> None:
     sandbox.fail_next(503, UNAVAILABLE, count=2, method="GET", path=r"/limits$")
-    sandbox.fail_next(502, "<html><body>Bad Gateway</body></html>", path="/query",
-                      content_type="text/html")
+    sandbox.fail_next(
+        502, "<html><body>Bad Gateway</body></html>", path="/query", content_type="text/html"
+    )
     first = client.get(API + "/limits")
     assert first.status_code == 503 and first.text == UNAVAILABLE
     assert client.get(API + "/limits").status_code == 503
@@ -38,7 +39,8 @@ def test_locked_records(sandbox: Sandbox, client: Client) -> None:
     failed = list(csv.DictReader(io.StringIO(client.results(info["id"], "failedResults"))))
     assert failed[0]["sf__Error"] == (
         "UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: "
-        f"{jane}:--")
+        f"{jane}:--"
+    )
     retry = client.run_job(f"Id,DoNotCall\n{jane},true\n")
     assert retry["numberRecordsFailed"] == 0
     assert sandbox.record("Lead", jane)["DoNotCall"] is True
@@ -74,8 +76,9 @@ def test_admin_http_api(sandbox: Sandbox, client: Client) -> None:
     assert new_id.startswith("003") and len(new_id) == 18
     listed = requests.get(base + "/records/Contact").json()
     assert any(r["Id"] == new_id and r["HasOptedOutOfEmail"] is False for r in listed)
-    requests.post(base + "/faults", json={"type": "fail_next", "status": 500,
-                                          "body": "[]", "path": "/limits"})
+    requests.post(
+        base + "/faults", json={"type": "fail_next", "status": 500, "body": "[]", "path": "/limits"}
+    )
     assert client.get(API + "/limits").status_code == 500
     requests.post(base + "/expire-tokens")
     assert client.get(API + "/limits").status_code == 401
@@ -97,11 +100,17 @@ def test_convert_lead(sandbox: Sandbox, client: Client) -> None:
 
 
 def test_bulk_query_job_with_locator_paging(sandbox: Sandbox, client: Client) -> None:
-    sandbox.add_records("Lead", [{"LastName": f"Q{i}", "Company": "C",
-                                  "Email": f"q{i}@example.com"} for i in range(5)])
-    resp = client.post(API + "/jobs/query", json={
-        "operation": "query", "query": "SELECT Id, Email, IsConverted FROM Lead "
-                                       "WHERE Email LIKE 'q%' ORDER BY Email"})
+    sandbox.add_records(
+        "Lead",
+        [{"LastName": f"Q{i}", "Company": "C", "Email": f"q{i}@example.com"} for i in range(5)],
+    )
+    resp = client.post(
+        API + "/jobs/query",
+        json={
+            "operation": "query",
+            "query": "SELECT Id, Email, IsConverted FROM Lead WHERE Email LIKE 'q%' ORDER BY Email",
+        },
+    )
     assert resp.status_code == 200
     job = resp.json()
     assert job["state"] == "UploadComplete" and job["object"] == "Lead"
@@ -121,14 +130,17 @@ def test_bulk_query_job_with_locator_paging(sandbox: Sandbox, client: Client) ->
     assert second.headers["Sforce-NumberOfRecords"] == "2"
     assert len(second.text.splitlines()) == 3
     assert sandbox.api_calls()["query_job_results"] == 2
-    bad = client.post(API + "/jobs/query", json={"operation": "query",
-                                                 "query": "SELECT Nope FROM Lead"})
+    bad = client.post(
+        API + "/jobs/query", json={"operation": "query", "query": "SELECT Nope FROM Lead"}
+    )
     assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_FIELD"
 
 
-MULTIPE = ("Found multipe contents for job: <{}>, please 'Close' / 'Abort' / 'Delete' the "
-           "current Job then create a new Job and make sure you only do 'PUT' once on a given "
-           "Job.")
+MULTIPE = (
+    "Found multipe contents for job: <{}>, please 'Close' / 'Abort' / 'Delete' the "
+    "current Job then create a new Job and make sure you only do 'PUT' once on a given "
+    "Job."
+)
 
 
 def test_lost_response_after_the_put_landed(sandbox: Sandbox, client: Client) -> None:
@@ -139,27 +151,43 @@ def test_lost_response_after_the_put_landed(sandbox: Sandbox, client: Client) ->
     # The connection drops after the body was read and handled (reference 10.3).
     sandbox.fail_next(0, method="PUT", path="/batches", after=True)
     with pytest.raises(requests.ConnectionError):
-        requests.put(client.sb.url + url, data=data, headers={
-            "Authorization": f"Bearer {client.token}", "Content-Type": "text/csv"})
+        requests.put(
+            client.sb.url + url,
+            data=data,
+            headers={"Authorization": f"Bearer {client.token}", "Content-Type": "text/csv"},
+        )
     assert sandbox.ingest.get(job["id"]).data == data
     assert sandbox.ingest_job(job["id"])["state"] == "Open"
     assert [r.status for r in sandbox.requests if r.kind == "ingest_upload"] == [0]
     retry = client.put(url, data=data, headers={"Content-Type": "text/csv"})
     assert retry.status_code == 400
-    assert retry.text == ('[ {\n  "errorCode" : "BULK_API_ERROR",\n  "message" : "'
-                          + MULTIPE.format(job["id"][:15]) + '"\n} ]')
+    assert retry.text == (
+        '[ {\n  "errorCode" : "BULK_API_ERROR",\n  "message" : "'
+        + MULTIPE.format(job["id"][:15])
+        + '"\n} ]'
+    )
     # The same through the admin API, with an injected status instead of a drop.
-    requests.post(sandbox.url + "/__sandbox/faults", json={
-        "type": "fail_next", "status": 503, "body": "[]", "method": "POST",
-        "path": "/jobs/ingest$", "after": True})
+    requests.post(
+        sandbox.url + "/__sandbox/faults",
+        json={
+            "type": "fail_next",
+            "status": 503,
+            "body": "[]",
+            "method": "POST",
+            "path": "/jobs/ingest$",
+            "after": True,
+        },
+    )
     lost = client.post(f"{API}/jobs/ingest", json={"object": "Lead", "operation": "update"})
     assert lost.status_code == 503 and lost.text == "[]"
     assert len(sandbox.ingest_jobs()) == 2  # the job was created all the same
     # Without "after", a dropped request never reaches the handler.
     sandbox.fail_next(None, method="POST", path="/jobs/ingest$")
     with pytest.raises(requests.ConnectionError):
-        requests.post(client.sb.url + f"{API}/jobs/ingest", json={"object": "Lead",
-                                                                   "operation": "update"},
-                      headers={"Authorization": f"Bearer {client.token}"})
+        requests.post(
+            client.sb.url + f"{API}/jobs/ingest",
+            json={"object": "Lead", "operation": "update"},
+            headers={"Authorization": f"Bearer {client.token}"},
+        )
     assert len(sandbox.ingest_jobs()) == 2
     assert client.get(API + "/limits").status_code == 200

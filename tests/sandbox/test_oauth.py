@@ -21,14 +21,28 @@ def token_url(sb: Sandbox) -> str:
 
 
 def test_token_in_form_body(sandbox: Sandbox) -> None:
-    resp = requests.post(token_url(sandbox), data={
-        "grant_type": "client_credentials", "client_id": "demo-client-id",
-        "client_secret": "demo-client-secret"})
+    resp = requests.post(
+        token_url(sandbox),
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "demo-client-id",
+            "client_secret": "demo-client-secret",
+        },
+    )
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == JSON_TYPE
     body = resp.json()
-    assert list(body) == ["access_token", "signature", "scope", "token_format", "instance_url",
-                          "id", "token_type", "issued_at", "api_instance_url"]
+    assert list(body) == [
+        "access_token",
+        "signature",
+        "scope",
+        "token_format",
+        "instance_url",
+        "id",
+        "token_type",
+        "issued_at",
+        "api_instance_url",
+    ]
     assert "expires_in" not in body and "refresh_token" not in body
     assert isinstance(body["issued_at"], str) and re.fullmatch(r"\d{13}", body["issued_at"])
     assert abs(int(body["issued_at"]) / 1000 - time.time()) < 60
@@ -40,37 +54,60 @@ def test_token_in_form_body(sandbox: Sandbox) -> None:
 
 def test_token_with_http_basic(sandbox: Sandbox) -> None:
     basic = base64.b64encode(b"demo-client-id:demo-client-secret").decode()
-    resp = requests.post(token_url(sandbox), data={"grant_type": "client_credentials"},
-                         headers={"Authorization": f"Basic {basic}"})
+    resp = requests.post(
+        token_url(sandbox),
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
     assert resp.status_code == 200
     token = resp.json()["access_token"]
-    limits = requests.get(sandbox.url + API + "/limits",
-                          headers={"Authorization": f"Bearer {token}"})
+    limits = requests.get(
+        sandbox.url + API + "/limits", headers={"Authorization": f"Bearer {token}"}
+    )
     assert limits.status_code == 200
 
 
 def test_oauth_errors(sandbox: Sandbox) -> None:
     cases = [
-        ({"grant_type": "client_credentials", "client_id": "nope", "client_secret": "x"},
-         {"error": "invalid_client_id", "error_description": "client identifier invalid"}),
-        ({"grant_type": "client_credentials", "client_id": "demo-client-id",
-          "client_secret": "wrong"},
-         {"error": "invalid_client", "error_description": "invalid client credentials"}),
-        ({"grant_type": "password", "client_id": "demo-client-id",
-          "client_secret": "demo-client-secret"},
-         {"error": "unsupported_grant_type", "error_description": "grant type not supported"}),
+        (
+            {"grant_type": "client_credentials", "client_id": "nope", "client_secret": "x"},
+            {"error": "invalid_client_id", "error_description": "client identifier invalid"},
+        ),
+        (
+            {
+                "grant_type": "client_credentials",
+                "client_id": "demo-client-id",
+                "client_secret": "wrong",
+            },
+            {"error": "invalid_client", "error_description": "invalid client credentials"},
+        ),
+        (
+            {
+                "grant_type": "password",
+                "client_id": "demo-client-id",
+                "client_secret": "demo-client-secret",
+            },
+            {"error": "unsupported_grant_type", "error_description": "grant type not supported"},
+        ),
     ]
     for form, expected in cases:
         resp = requests.post(token_url(sandbox), data=form)
         assert resp.status_code == 400
         assert resp.headers["Content-Type"] == JSON_TYPE
         assert resp.json() == expected
-    as_json = requests.post(token_url(sandbox), json={
-        "grant_type": "client_credentials", "client_id": "demo-client-id",
-        "client_secret": "demo-client-secret"})
+    as_json = requests.post(
+        token_url(sandbox),
+        json={
+            "grant_type": "client_credentials",
+            "client_id": "demo-client-id",
+            "client_secret": "demo-client-secret",
+        },
+    )
     assert as_json.status_code == 400
-    assert as_json.json() == {"error": "unsupported_grant_type",
-                              "error_description": "grant type not supported"}
+    assert as_json.json() == {
+        "error": "unsupported_grant_type",
+        "error_description": "grant type not supported",
+    }
 
 
 def test_missing_or_bad_token_is_401(sandbox: Sandbox) -> None:

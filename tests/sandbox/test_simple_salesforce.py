@@ -45,8 +45,13 @@ def test_simple_salesforce_end_to_end(https_sandbox: tuple[Sandbox, str]) -> Non
     # simple-salesforce builds https://{domain}.salesforce.com/services/oauth2/token; the
     # fragment swallows the ".salesforce.com..." suffix so the token request hits the sandbox.
     domain = sb.url.removeprefix("https://") + "/services/oauth2/token#"
-    sf = Salesforce(consumer_key=sb.client_id, consumer_secret=sb.client_secret,
-                    domain=domain, session=session, version="62.0")
+    sf = Salesforce(
+        consumer_key=sb.client_id,
+        consumer_secret=sb.client_secret,
+        domain=domain,
+        session=session,
+        version="62.0",
+    )
     assert sf.sf_instance == sb.url.removeprefix("https://")
 
     result = sf.query_all("SELECT Id, Email FROM Lead WHERE Email IN ('JANE.DOE@EXAMPLE.COM')")
@@ -55,10 +60,13 @@ def test_simple_salesforce_end_to_end(https_sandbox: tuple[Sandbox, str]) -> Non
     describe = sf.Lead.describe()
     assert "Didomi_Newsletter__c" in {f["name"] for f in describe["fields"]}
 
-    updated = sf.bulk2.Lead.update(records=[
-        {"Id": jane, "Didomi_Newsletter__c": "true"},
-        {"Id": "00Q5g00000ZZZZZ", "Didomi_Newsletter__c": "true"},
-    ], wait=0)
+    updated = sf.bulk2.Lead.update(
+        records=[
+            {"Id": jane, "Didomi_Newsletter__c": "true"},
+            {"Id": "00Q5g00000ZZZZZ", "Didomi_Newsletter__c": "true"},
+        ],
+        wait=0,
+    )
     assert updated[0]["numberRecordsProcessed"] == 2
     assert updated[0]["numberRecordsFailed"] == 1
     job_id = updated[0]["job_id"]
@@ -68,23 +76,27 @@ def test_simple_salesforce_end_to_end(https_sandbox: tuple[Sandbox, str]) -> Non
     assert failed[0]["sf__Error"] == "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id:--"
     assert sb.record("Lead", jane)["Didomi_Newsletter__c"] is True
 
-    inserted = sf.bulk2.Contact.insert(records=[{"LastName": "Bulk", "Email": "b@example.com"}],
-                                       wait=0)
+    inserted = sf.bulk2.Contact.insert(
+        records=[{"LastName": "Bulk", "Email": "b@example.com"}], wait=0
+    )
     assert inserted[0]["numberRecordsFailed"] == 0
-    new = list(csv.DictReader(io.StringIO(
-        sf.bulk2.Contact.get_successful_records(inserted[0]["job_id"]))))
+    new = list(
+        csv.DictReader(io.StringIO(sf.bulk2.Contact.get_successful_records(inserted[0]["job_id"])))
+    )
     assert new[0]["sf__Created"] == "true"
     assert sb.record("Contact", new[0]["sf__Id"])["Email"] == "b@example.com"
 
-    rows = list(sf.bulk2.Lead.query("SELECT Id, Email FROM Lead WHERE IsConverted = false",
-                                    max_records=2, wait=0))
+    rows = list(
+        sf.bulk2.Lead.query(
+            "SELECT Id, Email FROM Lead WHERE IsConverted = false", max_records=2, wait=0
+        )
+    )
     assert sum(len(chunk.splitlines()) - 1 for chunk in rows) == 2
     calls = sb.api_calls()
     assert calls["token"] == 1 and calls["ingest_upload"] == 2 and calls["ingest_close"] == 2
 
 
-def test_a_stalled_tls_client_does_not_block_others(
-        https_sandbox: tuple[Sandbox, str]) -> None:
+def test_a_stalled_tls_client_does_not_block_others(https_sandbox: tuple[Sandbox, str]) -> None:
     sb, ca_path = https_sandbox
     stalled = socket.create_connection(("127.0.0.1", sb.port))  # never sends a ClientHello
     try:
