@@ -167,7 +167,8 @@ class TargetSalesforceConsent(Target):
             "report_path",
             th.StringType,
             title="Report Path",
-            description="Path of a JSON Lines file with one outcome line per input record.",
+            description="Path of a JSON Lines file with one outcome line per input record; "
+            "`{timestamp}` in it becomes the run's start in UTC (one report per run).",
         ),
         th.Property(
             "api_version",
