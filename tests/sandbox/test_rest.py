@@ -146,8 +146,8 @@ def test_query_errors(client: Client) -> None:
     assert resp.status_code == 400
     assert resp.json() == [
         {
-            "message": "\nSELECT Id, Foo FROM Lead\n           ^\nERROR at Row:1:Column:12\nNo such "
-            "column 'Foo' on entity 'Lead'. If you are attempting to use a custom field, "
+            "message": "\nSELECT Id, Foo FROM Lead\n           ^\nERROR at Row:1:Column:12"
+            "\nNo such column 'Foo' on entity 'Lead'. If you are attempting to use a custom field, "
             "be sure to append the '__c' after the custom field name. Please reference "
             "your WSDL or the describe call for the appropriate names.",
             "errorCode": "INVALID_FIELD",
@@ -156,8 +156,8 @@ def test_query_errors(client: Client) -> None:
     resp = query(client, "SELECT Id FROM Leed")
     assert resp.json() == [
         {
-            "message": "sObject type 'Leed' is not supported. If you are attempting to use a custom "
-            "object, be sure to append the '__c' after the entity name. Please reference "
+            "message": "sObject type 'Leed' is not supported. If you are attempting to use a "
+            "custom object, be sure to append the '__c' after the entity name. Please reference "
             "your WSDL or the describe call for the appropriate names.",
             "errorCode": "INVALID_TYPE",
         }
