@@ -19,7 +19,6 @@ from target_salesforce_consent.salesforce.describe import describe_object
 from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
 from target_salesforce_consent.settings import (
     ConfigurationError,
-    ResolvedSettings,
     check_against_object,
     read_settings,
 )
@@ -286,11 +285,6 @@ class TargetSalesforceConsent(Target):
             self._report,
             self.logger,
         )
-
-    @property
-    def resolved_settings(self) -> ResolvedSettings:
-        assert self._processor is not None
-        return self._processor.rs
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
 
