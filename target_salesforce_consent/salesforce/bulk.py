@@ -112,6 +112,28 @@ def format_sf_error(text: str) -> str:
     return f"{code}: {message}" if message else code
 
 
+RESULT_FILES = ("successfulResults", "failedResults", "unprocessedrecords")
+
+
+def _result_files(info: Mapping[str, Any], uploaded: int) -> tuple[str, ...]:
+    """The result files worth reading (each GET is an API call; SPEC 9 counts them).
+
+    A completed job whose counters say every row was processed and none failed has empty
+    failed and unprocessed files; anything else (a Failed job, missing or odd counters) reads
+    all three.
+    """
+    processed, failed = info.get("numberRecordsProcessed"), info.get("numberRecordsFailed")
+    if info.get("state") != "JobComplete" or not isinstance(processed, int):
+        return RESULT_FILES
+    if not isinstance(failed, int) or processed != uploaded:
+        return RESULT_FILES
+    if failed == 0:
+        return ("successfulResults",)
+    if failed == processed:
+        return ("failedResults",)
+    return ("successfulResults", "failedResults")
+
+
 def job_error(error_message: str) -> str:
     """A whole-job errorMessage as a row error, "CODE: message" like row errors.
 
@@ -450,7 +472,7 @@ class BulkIngest:
             return job
         if state in ("JobComplete", "Failed"):
             try:
-                self._collect(job, key_column)
+                self._collect(job, key_column, _result_files(info, len(rows)))
             except SalesforceError as exc:
                 if state != "Failed" or is_transient_job_error(error_message):
                     raise
@@ -567,7 +589,7 @@ class BulkIngest:
         )
         return parse_result_csv(response.content)
 
-    def _collect(self, job: _JobRun, key_column: str) -> None:
+    def _collect(self, job: _JobRun, key_column: str, kinds: Sequence[str]) -> None:
         def key_of(row: Mapping[str, str]) -> str | None:
             if key_column in row:
                 return row[key_column]
@@ -576,7 +598,7 @@ class BulkIngest:
                     return value
             return None
 
-        for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+        for kind in kinds:
             for row in self._results(job.job_id, kind):
                 norm = _norm(key_of(row))
                 if not norm:
