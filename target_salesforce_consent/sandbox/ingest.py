@@ -11,7 +11,7 @@ import json
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import ids
 from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
@@ -19,8 +19,14 @@ from .org import Org
 from .schema import NULL_MARKER, REQUIRED_ON_INSERT, FieldDef, csv_echo, now_datetime, parse_value
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
-DELIMITERS = {"COMMA": ",", "BACKQUOTE": "`", "CARET": "^", "PIPE": "|", "SEMICOLON": ";",
-              "TAB": "\t"}
+DELIMITERS = {
+    "COMMA": ",",
+    "BACKQUOTE": "`",
+    "CARET": "^",
+    "PIPE": "|",
+    "SEMICOLON": ";",
+    "TAB": "\t",
+}
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 CHUNK_SIZE = 200
 MAX_DUPLICATE_UPDATES = 12
@@ -99,8 +105,13 @@ class IngestJob:
             body["externalIdFieldName"] = self.external_id_field
         if self.assignment_rule_id is not None:
             body["assignmentRuleId"] = self.assignment_rule_id
-        body.update({"concurrencyMode": "Parallel", "contentType": "CSV",
-                     "apiVersion": float(self.api_version)})
+        body.update(
+            {
+                "concurrencyMode": "Parallel",
+                "contentType": "CSV",
+                "apiVersion": float(self.api_version),
+            }
+        )
         return body
 
     def create_json(self, created_by: str) -> dict[str, Any]:
@@ -122,16 +133,19 @@ class IngestJob:
             body["contentUrl"] = self.content_url
         body.update({"lineEnding": self.line_ending, "columnDelimiter": self.column_delimiter})
         if self.state != "Open":
-            body.update({"numberRecordsProcessed": self.processed,
-                         "numberRecordsFailed": self.failed})
+            body.update(
+                {"numberRecordsProcessed": self.processed, "numberRecordsFailed": self.failed}
+            )
         done = self.state in {"JobComplete", "Failed"}
         ms = self.processing_ms if done else 0
-        body.update({
-            "retries": self.retries,
-            "totalProcessingTime": ms,
-            "apiActiveProcessingTime": int(ms * 0.9),
-            "apexProcessingTime": int(ms * 0.6),
-        })
+        body.update(
+            {
+                "retries": self.retries,
+                "totalProcessingTime": ms,
+                "apiActiveProcessingTime": int(ms * 0.9),
+                "apexProcessingTime": int(ms * 0.6),
+            }
+        )
         if self.error_message is not None:
             body["errorMessage"] = self.error_message
         return body
@@ -159,36 +173,48 @@ class IngestJob:
         return eol.join(lines) + eol
 
     def successful_csv(self) -> str:
-        return self._csv(["sf__Id", "sf__Created"],
-                         [[r.record_id, "true" if r.created else "false", *r.cells]
-                          for r in self.successes])
+        return self._csv(
+            ["sf__Id", "sf__Created"],
+            [[r.record_id, "true" if r.created else "false", *r.cells] for r in self.successes],
+        )
 
     def failed_csv(self) -> str:
-        return self._csv(["sf__Id", "sf__Error"],
-                         [[r.record_id, r.error, *r.cells] for r in self.failures])
+        return self._csv(
+            ["sf__Id", "sf__Error"], [[r.record_id, r.error, *r.cells] for r in self.failures]
+        )
 
     def unprocessed_csv(self) -> str:
         return self._csv([], [r.cells for r in self.unprocessed])
 
 
-class IngestJobs:
-    """The org's ingest jobs and the operations of the Bulk API 2.0 ingest resources."""
+JobT = TypeVar("JobT")
+
+
+class JobStore(Generic[JobT]):
+    """Jobs of one kind, kept by the org (so a reset clears them), found by 15- or 18-char id."""
+
+    org_attribute: str  # the Org attribute holding the jobs
 
     def __init__(self, org: Org, polls_to_complete: int = 0) -> None:
         self.org = org
         self.polls_to_complete = polls_to_complete
 
     @property
-    def jobs(self) -> dict[str, IngestJob]:
-        jobs: dict[str, IngestJob] = self.org.ingest_jobs
+    def jobs(self) -> dict[str, JobT]:
+        jobs: dict[str, JobT] = getattr(self.org, self.org_attribute)
         return jobs
 
-    def get(self, job_id: str) -> IngestJob:
-        normalized = ids.normalize(job_id)
-        job = self.jobs.get(normalized or "")
+    def get(self, job_id: str) -> JobT:
+        job = self.jobs.get(ids.normalize(job_id) or "")
         if job is None:
             raise not_found()
         return job
+
+
+class IngestJobs(JobStore[IngestJob]):
+    """The org's ingest jobs and the operations of the Bulk API 2.0 ingest resources."""
+
+    org_attribute = "ingest_jobs"
 
     # ----------------------------------------------------------------- create
 
@@ -199,10 +225,12 @@ class IngestJobs:
             if chars > MAX_MULTIPART_CSV_CHARS:
                 # [I] the limit is documented (reference 3.3); code and wording are not.
                 raise bulk_error(
-                    400, "API_ERROR",
+                    400,
+                    "API_ERROR",
                     f"Multipart content exceeds the maximum of {MAX_MULTIPART_CSV_CHARS} "
                     f"characters ({chars} characters); upload larger data with a PUT to the "
-                    "job's contentUrl")
+                    "job's contentUrl",
+                )
             job = self._create_from_spec(version, spec)
             job.data = data
             self._close(job)
@@ -210,8 +238,15 @@ class IngestJobs:
         return self._create_from_spec(version, _parse_json(body))
 
     def _create_from_spec(self, version: str, spec: dict[str, Any]) -> IngestJob:
-        for prop in ("operation", "object", "contentType", "columnDelimiter", "lineEnding",
-                     "externalIdFieldName", "assignmentRuleId"):
+        for prop in (
+            "operation",
+            "object",
+            "contentType",
+            "columnDelimiter",
+            "lineEnding",
+            "externalIdFieldName",
+            "assignmentRuleId",
+        ):
             value = spec.get(prop)
             if value is not None and not isinstance(value, str):
                 raise invalid_property(value, prop)
@@ -221,8 +256,9 @@ class IngestJobs:
         object_name = spec.get("object")
         schema = self.org.schema(str(object_name or ""))
         if schema is None:
-            raise bulk_error(400, "INVALIDJOB",
-                             f"InvalidJob : Unable to find object: {object_name or ''}")
+            raise bulk_error(
+                400, "INVALIDJOB", f"InvalidJob : Unable to find object: {object_name or ''}"
+            )
         if "contentType" in spec and spec["contentType"] != "CSV":
             raise invalid_property(spec["contentType"], "contentType")
         delimiter = spec.get("columnDelimiter", "COMMA")
@@ -236,7 +272,8 @@ class IngestJobs:
             fdef = schema.field(str(external_id or ""))
             if fdef is None or not (fdef.external_id or fdef.name == "Id"):
                 raise bulk_error(
-                    400, "INVALIDJOB",
+                    400,
+                    "INVALIDJOB",
                     f"InvalidJob : Field name provided, {external_id or ''} does not match an "
                     f"External ID for {schema.name}",
                 )
@@ -265,19 +302,22 @@ class IngestJobs:
             if media != "text/csv":
                 # [I] Salesforce answers 400 for unsupported content; the wording is not
                 # captured.
-                raise bulk_error(400, "API_ERROR",
-                                 f"Unsupported content type: {content_type or '(none)'}")
+                raise bulk_error(
+                    400, "API_ERROR", f"Unsupported content type: {content_type or '(none)'}"
+                )
         job = self.get(job_id)
         if job.data is not None:
             raise bulk_error(
-                400, "BULK_API_ERROR",
+                400,
+                "BULK_API_ERROR",
                 f"Found multipe contents for job: <{job.id[:15]}>, please 'Close' / 'Abort' / "
                 "'Delete' the current Job then create a new Job and make sure you only do "
                 "'PUT' once on a given Job.",
             )
         if job.state != "Open":
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Unable to upload data for job in state {job.state}")
+            raise bulk_error(
+                400, "INVALIDJOBSTATE", f"Unable to upload data for job in state {job.state}"
+            )
         job.data = data
         job.system_modstamp = now_datetime()
 
@@ -325,20 +365,21 @@ class IngestJobs:
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
         if job.state not in {"UploadComplete", "JobComplete", "Aborted", "Failed"}:
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Unable to delete job in state {job.state}")
+            raise bulk_error(400, "INVALIDJOBSTATE", f"Unable to delete job in state {job.state}")
         del self.jobs[job.id]
 
     def results(self, job_id: str, which: str) -> str:
         job = self.get(job_id)
         allowed = {"JobComplete", "Failed", "Aborted"}
         if job.state not in allowed:
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Unable to retrieve results for job in state {job.state}")
+            raise bulk_error(
+                400, "INVALIDJOBSTATE", f"Unable to retrieve results for job in state {job.state}"
+            )
         if job.state == "Aborted" and which != "unprocessedrecords":
             # Only the unprocessed records of an aborted job are served (reference 3.7).
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Unable to retrieve {which} for job in state Aborted")
+            raise bulk_error(
+                400, "INVALIDJOBSTATE", f"Unable to retrieve {which} for job in state Aborted"
+            )
         if which == "successfulResults":
             return job.successful_csv()
         if which == "failedResults":
@@ -350,7 +391,7 @@ class IngestJobs:
     def list_page(self, locator: str | None, page_size: int = 1000) -> tuple[list[IngestJob], int]:
         jobs = list(self.jobs.values())
         start = int(locator) if locator and locator.isdigit() else 0
-        return jobs[start: start + page_size], len(jobs)
+        return jobs[start : start + page_size], len(jobs)
 
     # ----------------------------------------------------------------- processing
 
@@ -383,12 +424,15 @@ class IngestJobs:
         if header.startswith("\ufeff") and header[1:2] == '"':
             raise _JobFailure(UNESCAPED_QUOTE)
         if _has_foreign_line_ending(text, eol):
-            raise _JobFailure("ClientInputError : LineEnding is invalid on user data. "
-                              f"Current LineEnding setting is {job.line_ending}")
+            raise _JobFailure(
+                "ClientInputError : LineEnding is invalid on user data. "
+                f"Current LineEnding setting is {job.line_ending}"
+            )
         if len(header) > MAX_HEADER_CHARS:
             # [I] the 32,000-character limit is documented (reference 3.11), the message not.
-            raise _JobFailure(f"InvalidBatch : The header row is longer than "
-                              f"{MAX_HEADER_CHARS} characters")
+            raise _JobFailure(
+                f"InvalidBatch : The header row is longer than {MAX_HEADER_CHARS} characters"
+            )
         if parsed and parsed[0].error is not None:
             raise _JobFailure(UNESCAPED_QUOTE)
         return header, parsed
@@ -433,7 +477,7 @@ class IngestJobs:
         touched_locks: set[str] = set()
         for start in range(0, len(rows), CHUNK_SIZE):
             seen: dict[str, int] = {}
-            for row in rows[start: start + CHUNK_SIZE]:
+            for row in rows[start : start + CHUNK_SIZE]:
                 cells = row.cells + [""] * (len(fdefs) - len(row.cells))
                 echo = [csv_echo(f, c) for f, c in zip(fdefs, cells, strict=False)]
                 try:
@@ -442,8 +486,9 @@ class IngestJobs:
                 except RowError as err:
                     job.failures.append(ResultRow(cells=echo, error=err.sf_error()))
                 else:
-                    job.successes.append(ResultRow(cells=echo, record_id=record_id,
-                                                   created=created))
+                    job.successes.append(
+                        ResultRow(cells=echo, record_id=record_id, created=created)
+                    )
         self.org.release_lock_attempts(touched_locks)
         # Salesforce retries a batch that hit lock contention before giving the rows up.
         job.retries += len(touched_locks)
@@ -458,8 +503,14 @@ class IngestJobs:
 
     # ----------------------------------------------------------------- row rules
 
-    def _apply_row(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str],
-                   seen: dict[str, int], touched_locks: set[str]) -> tuple[str, bool]:
+    def _apply_row(
+        self,
+        job: IngestJob,
+        fdefs: list[FieldDef],
+        cells: list[str],
+        seen: dict[str, int],
+        touched_locks: set[str],
+    ) -> tuple[str, bool]:
         by_name = dict(zip((f.name for f in fdefs), cells, strict=False))
         op = job.operation
         if op == "insert":
@@ -499,8 +550,9 @@ class IngestJobs:
         normalized = ids.normalize(raw)
         prefix = ids.KEY_PREFIXES[object_name]
         if normalized is None or not normalized.startswith(prefix):
-            raise RowError("MALFORMED_ID", f"{object_name} ID: id value of incorrect type: {raw}",
-                           ["Id"])
+            raise RowError(
+                "MALFORMED_ID", f"{object_name} ID: id value of incorrect type: {raw}", ["Id"]
+            )
         if normalized not in self.org.records[object_name]:
             raise RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
         return normalized
@@ -514,8 +566,11 @@ class IngestJobs:
                     return []
                 raise
         folded = key.casefold()
-        return [rid for rid, rec in self.org.records[object_name].items()
-                if isinstance(rec.get(ext), str) and rec[ext].casefold() == folded]
+        return [
+            rid
+            for rid, rec in self.org.records[object_name].items()
+            if isinstance(rec.get(ext), str) and rec[ext].casefold() == folded
+        ]
 
     def _check_lock(self, record_id: str, touched_locks: set[str]) -> None:
         if self.org.is_locked(record_id):
@@ -525,8 +580,9 @@ class IngestJobs:
                 f"unable to obtain exclusive access to this record or 1 records: {record_id}",
             )
 
-    def _values(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *,
-                creating: bool) -> dict[str, Any]:
+    def _values(
+        self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *, creating: bool
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for fdef, raw in zip(fdefs, cells, strict=False):
             if fdef.name == "Id" or raw == "":
@@ -541,34 +597,49 @@ class IngestJobs:
                 )
             if raw == NULL_MARKER:
                 if not fdef.nillable and not creating:
-                    raise RowError("REQUIRED_FIELD_MISSING",
-                                   f"Required fields are missing: [{fdef.name}]", [fdef.name])
+                    raise RowError(
+                        "REQUIRED_FIELD_MISSING",
+                        f"Required fields are missing: [{fdef.name}]",
+                        [fdef.name],
+                    )
                 values[fdef.name] = None
                 continue
             values[fdef.name] = parse_value(fdef, raw, job.object)
         return values
 
-    def _insert(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *,
-                allow_id: bool = False) -> str:
+    def _insert(
+        self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], *, allow_id: bool = False
+    ) -> str:
         id_cell = dict(zip((f.name for f in fdefs), cells, strict=False)).get("Id", "")
         if id_cell and not allow_id and job.operation == "insert":
-            raise RowError("INVALID_FIELD_FOR_INSERT_UPDATE",
-                           "cannot specify Id in an insert call", ["Id"])
+            raise RowError(
+                "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"]
+            )
         values = self._values(job, fdefs, cells, creating=True)
         schema = self.org.schemas[job.object]
         missing = [name for name in REQUIRED_ON_INSERT[job.object] if values.get(name) is None]
         if missing:
             strict = [m for m in missing if not (f := schema.field(m)) or not f.nillable]
-            raise RowError("REQUIRED_FIELD_MISSING",
-                           f"Required fields are missing: [{', '.join(missing)}]", strict)
+            raise RowError(
+                "REQUIRED_FIELD_MISSING",
+                f"Required fields are missing: [{', '.join(missing)}]",
+                strict,
+            )
         for fdef in schema.fields:
             if fdef.name in values and values[fdef.name] is None and fdef.type == "boolean":
                 values[fdef.name] = fdef.default_value
         record = self.org.new_record(job.object, values)
         return str(record["Id"])
 
-    def _update(self, job: IngestJob, fdefs: list[FieldDef], cells: list[str], record_id: str,
-                seen: dict[str, int], touched_locks: set[str]) -> str:
+    def _update(
+        self,
+        job: IngestJob,
+        fdefs: list[FieldDef],
+        cells: list[str],
+        record_id: str,
+        seen: dict[str, int],
+        touched_locks: set[str],
+    ) -> str:
         seen[record_id] = seen.get(record_id, 0) + 1
         if seen[record_id] > MAX_DUPLICATE_UPDATES:
             raise RowError(
@@ -607,8 +678,9 @@ _invalid_property = invalid_property  # the former private name
 
 
 def _bad_transition(current: str, target: str) -> ApiError:
-    return bulk_error(400, "INVALIDJOBSTATE",
-                      f"Invalid state transition from {current} to {target}")
+    return bulk_error(
+        400, "INVALIDJOBSTATE", f"Invalid state transition from {current} to {target}"
+    )
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
@@ -617,9 +689,11 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = getattr(exc, "lineno", 1)
         col = getattr(exc, "colno", 1)
-        raise bulk_error(400, "API_ERROR",
-                         f"Unexpected character: {exc.__class__.__name__} at "
-                         f"[line:{line}, column:{col}]") from None
+        raise bulk_error(
+            400,
+            "API_ERROR",
+            f"Unexpected character: {exc.__class__.__name__} at [line:{line}, column:{col}]",
+        ) from None
     if not isinstance(spec, dict):
         raise bulk_error(400, "API_ERROR", "Request body must be a JSON object")
     return spec
@@ -630,7 +704,8 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], by
     from email.policy import HTTP
 
     message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
     spec: dict[str, Any] | None = None
     data: bytes | None = None
     for part in message.iter_parts():
@@ -705,7 +780,8 @@ def parse_csv(text: str, delim: str) -> list[CsvRow]:
                     error = RowError(
                         "INVALID_FIELD",
                         f"Failed to parse CSV: whitespace between the delimiter and the "
-                        f"opening quote of value {len(cells) + 1}")
+                        f"opening quote of value {len(cells) + 1}",
+                    )
                 quoted_any = True
                 j = k + 1
                 parts: list[str] = []
@@ -748,9 +824,10 @@ def _check_row_shape(row: CsvRow, fdefs: list[FieldDef]) -> None:
         raise row.error
     if len(row.cells) > len(fdefs):
         # [I] the row fails; the sf__Error wording is assumed.
-        raise RowError("INVALID_FIELD",
-                       f"Row has {len(row.cells)} values but the header has {len(fdefs)} "
-                       "columns")
+        raise RowError(
+            "INVALID_FIELD",
+            f"Row has {len(row.cells)} values but the header has {len(fdefs)} columns",
+        )
     for fdef, cell in zip(fdefs, row.cells, strict=False):
         if len(cell) > MAX_FIELD_CHARS:
             # [I] documented limit (reference 3.11); reported like a field's own max length.
@@ -758,4 +835,5 @@ def _check_row_shape(row: CsvRow, fdefs: list[FieldDef]) -> None:
                 "STRING_TOO_LONG",
                 f"{fdef.label}: data value too large: {cell[:40]}... "
                 f"(max length={MAX_FIELD_CHARS})",
-                [fdef.name])
+                [fdef.name],
+            )

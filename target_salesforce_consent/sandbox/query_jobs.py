@@ -11,10 +11,10 @@ from .errors import ApiError
 from .ingest import (
     DELIMITERS,
     LINE_ENDINGS,
+    JobStore,
     _parse_json,
     bulk_error,
     invalid_property,
-    not_found,
 )
 from .org import Org
 from .schema import FieldDef, csv_value, now_datetime
@@ -65,13 +65,15 @@ class QueryJob:
     def info_json(self, created_by: str) -> dict[str, Any]:
         body = self.create_json(created_by)
         done = self.state == "JobComplete"
-        body.update({
-            "jobType": "V2Query",
-            "numberRecordsProcessed": len(self.rows) if done else 0,
-            "retries": 0,
-            "totalProcessingTime": self.processing_ms if done else 0,
-            "isPkChunkingSupported": True,
-        })
+        body.update(
+            {
+                "jobType": "V2Query",
+                "numberRecordsProcessed": len(self.rows) if done else 0,
+                "retries": 0,
+                "totalProcessingTime": self.processing_ms if done else 0,
+                "isPkChunkingSupported": True,
+            }
+        )
         return body
 
     def page_csv(self, start: int, count: int) -> str:
@@ -82,7 +84,7 @@ class QueryJob:
             return '"' + value.replace('"', '""') + '"'
 
         lines = [delim.join(quote(h) for h in self.header)]
-        lines += [delim.join(quote(c) for c in row) for row in self.rows[start: start + count]]
+        lines += [delim.join(quote(c) for c in row) for row in self.rows[start : start + count]]
         return eol.join(lines) + eol
 
 
@@ -98,21 +100,10 @@ def decode_locator(locator: str) -> int:
         raise bulk_error(400, "INVALIDLOCATOR", f"Invalid locator: {locator}") from None
 
 
-class QueryJobs:
-    def __init__(self, org: Org, polls_to_complete: int = 0) -> None:
-        self.org = org
-        self.polls_to_complete = polls_to_complete
+class QueryJobs(JobStore[QueryJob]):
+    """The org's Bulk API 2.0 query jobs and the operations of their resources."""
 
-    @property
-    def jobs(self) -> dict[str, QueryJob]:
-        jobs: dict[str, QueryJob] = self.org.query_jobs
-        return jobs
-
-    def get(self, job_id: str) -> QueryJob:
-        job = self.jobs.get(ids.normalize(job_id) or "")
-        if job is None:
-            raise not_found()
-        return job
+    org_attribute = "query_jobs"
 
     def create(self, version: str, body: bytes) -> QueryJob:
         spec = _parse_json(body)
@@ -169,14 +160,16 @@ class QueryJobs:
             job.system_modstamp = now_datetime()
         return job
 
-    def results(self, job_id: str, locator: str | None,
-                max_records: int | None) -> tuple[str, str, int]:
+    def results(
+        self, job_id: str, locator: str | None, max_records: int | None
+    ) -> tuple[str, str, int]:
         job = self.get(job_id)
         if job.state == "UploadComplete" and job.polls == -1:
             job.state = "JobComplete"
         if job.state != "JobComplete":
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Unable to retrieve results for job in state {job.state}")
+            raise bulk_error(
+                400, "INVALIDJOBSTATE", f"Unable to retrieve results for job in state {job.state}"
+            )
         start = decode_locator(locator) if locator else 0
         count = max_records if max_records and max_records > 0 else DEFAULT_MAX_RECORDS
         end = min(start + count, len(job.rows))
@@ -188,8 +181,9 @@ class QueryJobs:
         if _parse_json(body).get("state") != "Aborted":
             raise bulk_error(400, "API_ERROR", "Invalid value for property: 'state'")
         if job.state not in {"UploadComplete", "InProgress"}:
-            raise bulk_error(400, "INVALIDJOBSTATE",
-                             f"Invalid state transition from {job.state} to Aborted")
+            raise bulk_error(
+                400, "INVALIDJOBSTATE", f"Invalid state transition from {job.state} to Aborted"
+            )
         job.state = "Aborted"
         return job
 
@@ -236,7 +230,7 @@ def rest_query_more(org: Org, version: str, locator: str) -> dict[str, Any]:
 
 def _rest_page(org: Org, version: str, cursor: str, offset: int) -> dict[str, Any]:
     rows, batch_size = org.query_cursors[cursor]
-    page = rows[offset: offset + batch_size]
+    page = rows[offset : offset + batch_size]
     end = offset + len(page)
     body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows)}
     if end < len(rows):
