@@ -15,7 +15,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk.exceptions import InvalidRecord
@@ -167,10 +167,11 @@ class BatchProcessor:
     def process(self, buffer: list[BufferedRecord]) -> None:
         self.batches += 1
         lines: dict[int, OutcomeLine] = {}
-        groups = self._group(buffer, lines)
+        groups: dict[str, _Group] = {}
         unresolved: list[str] = []
         fatal: list[str] = []
         try:
+            groups = self._group(buffer, lines)
             matches = self._find_matches(groups)
             for key, group in groups.items():
                 group.plan = plan_group(group.ouid, group.desired, matches.get(key, []), self.rs)
@@ -185,6 +186,12 @@ class BatchProcessor:
                 "an outcome are reported as failed and no STATE was emitted. Please report this."
             )
             self._fail_remaining(groups, lines, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
+            for seq, item in enumerate(buffer):  # records the grouping had not reached
+                if seq not in lines:
+                    lines[seq] = replace(
+                        self._unreadable_line(item),
+                        error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}",
+                    )
         counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
         self.logger.info(
             "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
@@ -270,9 +277,20 @@ class BatchProcessor:
             [group.ouid for group in groups.values()],
             url_prefix=self.client.data_path("query"),
         )
+        # Salesforce's case-insensitive match may differ from lower() (e.g. "ß"): a record
+        # whose key is no group's falls back to casefold(), so a matched person is never
+        # treated as unmatched (and inserted again).
+        by_casefold = {key.casefold(): key for key in groups}
+        seen: set[str] = set()
         for soql in queries:
             for record in self.client.query_all(soql):
+                record_id = str(record.get("Id"))
+                if record_id in seen:  # the same record returned by two chunks
+                    continue
+                seen.add(record_id)
                 key = str(record.get(rs.match_field) or "").strip().lower()
+                if key not in groups:
+                    key = by_casefold.get(key.casefold(), key)
                 found.setdefault(key, []).append(record)
         return found
 
@@ -292,7 +310,14 @@ class BatchProcessor:
         insert_rows = [plan.insert_row for plan in plans if plan.insert_row is not None]
 
         updates = self._run_job("update", update_rows, "Id", fatal)
-        inserts = self._run_job("insert", insert_rows, rs.match_field, fatal)
+        if fatal:
+            # Stop calling Salesforce once the batch has failed (an exhausted limit, a job that
+            # failed as a whole): the new records are left for the next run.
+            inserts = _JobResults(
+                None, "NOT_ATTEMPTED: the batch stopped before its insert job (see the log)"
+            )
+        else:
+            inserts = self._run_job("insert", insert_rows, rs.match_field, fatal)
 
         unresolved: list[str] = []
         for group in groups.values():
@@ -343,9 +368,10 @@ class BatchProcessor:
             )
             return _JobResults(exc.outcome, job_error(exc.error_message), exc.job_id)
         except SalesforceError as exc:
-            # Whether this job wrote anything is unknown: its rows are failed and unresolved.
+            # Rows the job settled before the error keep their outcome; the others are
+            # failed and unresolved, since whether they were written is unknown.
             fatal.append(self._fatal_message(exc))
-            return _JobResults(None, str(exc))
+            return _JobResults(exc.outcome, str(exc))
 
     # -- report lines ---------------------------------------------------------------------
 

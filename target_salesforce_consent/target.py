@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from types import FrameType
 from typing import Any, ClassVar
 
 from jsonschema import Draft7Validator
@@ -203,6 +204,7 @@ class TargetSalesforceConsent(Target):
         self._processor: BatchProcessor | None = None
         self._report: RunReport | None = None
         self._summary_logged = False
+        self._writing = False  # a batch is being written to Salesforce
         if kwargs.get("validate_config", True):
             self._processor = self._start_run()
 
@@ -311,11 +313,33 @@ class TargetSalesforceConsent(Target):
         if self._processor is None:
             self._processor = self._start_run()
         batch, self._buffer = self._buffer, []
+        self._writing = True
         try:
             self._processor.process(batch)
         except RunError:
             self._log_summary()
             raise
+        finally:
+            self._writing = False
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT (Meltano cancelling a run): never emit STATE for unwritten records."""
+        if self._writing:
+            # A batch is half-way through Salesforce: its outcome is unknown. The SDK's
+            # handler would drain (nothing left to drain) and emit STATE covering it.
+            self.logger.error(
+                "Stopped by signal %d while a batch was being written to Salesforce; its "
+                "outcome is unknown, no STATE is emitted and the tap sends it again next run",
+                signum,
+            )
+            self._log_summary()
+            sys.exit(128 + signum)
+        try:
+            self.flush()
+        except RunError as exc:
+            sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
+            sys.exit(1)
+        super()._handle_termination(signum, frame)
 
     def process_endofpipe(self) -> None:
         try:
@@ -359,13 +383,19 @@ def cli() -> None:
     except (ConfigurationError, RunError) as exc:
         sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
         sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
-    except (RecordsWithoutSchemaException, MissingKeyPropertiesError) as exc:
-        sys.stderr.write(
-            f"target-salesforce-consent: error: the Singer input is not valid: {exc} Each "
-            "stream needs a SCHEMA message before its records; fix the tap or the input. "
-            "No STATE was emitted for the records not yet written.\n"
-        )
-        sys.exit(1)
+    except RecordsWithoutSchemaException as exc:
+        _invalid_input(f"{exc} Each stream needs a SCHEMA message before its records.")
+    except MissingKeyPropertiesError as exc:
+        _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
+
+
+def _invalid_input(problem: str) -> None:
+    sys.stderr.write(
+        f"target-salesforce-consent: error: the Singer input is not valid: {problem} Fix the "
+        "tap or the input; no STATE was emitted for the records not yet written, so they are "
+        "sent again next run.\n"
+    )
+    sys.exit(1)
 
 
 if __name__ == "__main__":

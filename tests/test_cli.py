@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from target_salesforce_consent.sandbox import Sandbox
-from tests.conftest import base_config, newsletter, singer_lines, user
+from tests.conftest import SEED, base_config, newsletter, singer_lines, user
 
 
 def run_cli(
@@ -148,3 +151,33 @@ def test_cli_mapping_problem_is_named_once(sandbox: Sandbox, tmp_path: Path) -> 
     assert proc.returncode == 2
     assert "The configuration has 1 problem(s)" in proc.stderr
     assert "mappings[1]" in proc.stderr and "inverted" in proc.stderr
+
+
+def test_cli_stopped_while_writing_emits_no_state(tmp_path: Path) -> None:
+    # Meltano cancels a run with SIGTERM. A job still running in Salesforce has an unknown
+    # outcome: the target must not emit the STATE that would tell the tap it is done.
+    with Sandbox(seed=copy.deepcopy(SEED), job_polls_to_complete=100_000) as sandbox:
+        config = write_config(tmp_path, base_config(sandbox, tmp_path / "report.jsonl"))
+        stdin = tmp_path / "input.jsonl"
+        stdin.write_text(
+            singer_lines(
+                [user("jane@example.com", purposes=[newsletter(False)])], state={"s": "done"}
+            )
+        )
+        stderr = tmp_path / "stderr.log"
+        with stderr.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "target_salesforce_consent.target", "--config",
+                 str(config), "--input", str(stdin)],
+                stdout=subprocess.PIPE, stderr=err, text=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while "Created Bulk job" not in stderr.read_text():
+                assert time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.1)
+            time.sleep(0.5)  # now polling the job
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.read_text()
+    assert stdout == ""
+    assert "outcome is unknown" in stderr.read_text()

@@ -657,11 +657,11 @@ def test_no_secret_or_token_in_any_output(sandbox: Sandbox, report_path: Path) -
         assert secret not in everything
 
 
-def test_failed_job_keeps_the_outcomes_of_the_other_job(
+def test_a_failed_job_stops_the_batch_before_its_insert_job(
     sandbox: Sandbox, report_path: Path
 ) -> None:
-    # The update job fails as a whole; the insert job of the same batch still runs, and its
-    # records are reported inserted, not failed.
+    # The update job fails as a whole: the batch stops calling Salesforce, so the new person
+    # is not created now but reported (and sent again next run, since no STATE follows).
     sandbox.fail_next_job("InvalidBatch : Field name not found : Didomi_Newsletter__c")
     config = base_config(
         sandbox, report_path, upsert_mode=True, insert_defaults={"LastName": "U", "Company": "X"}
@@ -684,8 +684,10 @@ def test_failed_job_keeps_the_outcomes_of_the_other_job(
     assert jane["error"] == "InvalidBatch: Field name not found : Didomi_Newsletter__c"
     assert jane["job_id"]
     new = result.line_for("brand.new@example.com")
-    assert new["outcome"] == "inserted"
-    assert new["salesforce_ids"] == [lead(sandbox, "brand.new@example.com")["Id"]]
+    assert new["outcome"] == "failed"
+    assert new["error"].startswith("NOT_ATTEMPTED")
+    assert "brand.new@example.com" not in leads_by_email(sandbox)
+    assert sandbox.api_calls()["ingest_create"] == 1
 
 
 def test_report_fields_carry_the_consent_timestamp(sandbox: Sandbox, report_path: Path) -> None:
@@ -975,3 +977,79 @@ def test_unreadable_record_keeps_its_timestamp_in_the_report(
     bad["consents"] = "{not json"
     result = run_target(base_config(sandbox, report_path), singer_lines([bad]))
     assert result.line_for("jane@example.com")["timestamp"] == bad["updated_at"]
+
+
+def test_an_error_in_a_retry_round_keeps_the_rows_already_written(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    # Round 1 writes Jane while John's row is locked; before round 2 the job creation starts
+    # failing for good. Jane was written and must be reported so.
+    john = lead(sandbox, "john@example.com")
+    sandbox.lock_records([john["Id"]], attempts=1)
+
+    class BreaksBetweenRounds(FastTarget):
+        def _start_run(self) -> Any:
+            processor = super()._start_run()
+
+            def fail_job_creation(_: float) -> None:
+                sandbox.fail_next(503, "[]", count=20, method="POST", path=r"jobs/ingest/?$")
+
+            processor.bulk._sleep = fail_job_creation
+            return processor
+
+    result = run_target(
+        base_config(sandbox, report_path),
+        singer_lines(
+            [
+                user("jane@example.com", purposes=[newsletter(False)]),
+                user("john@example.com", purposes=[newsletter(True)]),
+            ],
+            state={"s": 1},
+        ),
+        target_class=BreaksBetweenRounds,
+    )
+    assert isinstance(result.error, RunError)
+    assert result.states == []
+    assert lead(sandbox, "jane@example.com")["HasOptedOutOfEmail"] is True
+    assert result.line_for("jane@example.com")["outcome"] == "updated"
+    assert result.line_for("jane@example.com")["job_id"]
+    assert result.line_for("john@example.com")["outcome"] == "failed"
+
+
+def test_a_match_under_another_case_rule_is_not_inserted_again(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    # The sandbox, like Salesforce, may equate what lower() does not ("ß" and "ss").
+    sandbox.add_records(
+        "Lead", [{"LastName": "S", "Company": "X", "Didomi_User_Id__c": "strasse-1"}]
+    )
+    config = base_config(
+        sandbox,
+        report_path,
+        upsert_mode=True,
+        match_field="Didomi_User_Id__c",
+        insert_defaults={"LastName": "U", "Company": "X"},
+        mappings=[{"id": "Didomi_Newsletter__c", "value": "purposes.newsletter.enabled"}],
+    )
+    result = run_target(config, singer_lines([user("straße-1", purposes=[newsletter(True)])]))
+    assert result.error is None, result.stderr
+    assert result.line_for("straße-1")["outcome"] == "updated"
+    keyed = [r for r in sandbox.records("Lead") if r.get("Didomi_User_Id__c")]
+    assert [r["Didomi_User_Id__c"] for r in keyed].count("strasse-1") == 1
+    assert len([r for r in keyed if r["Didomi_User_Id__c"].startswith("stra")]) == 1
+
+
+def test_a_record_returned_by_two_query_chunks_is_written_once(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    # "strasse@" and "straße@" land in different query chunks; the sandbox returns the same
+    # Lead for both. It must be planned once (a Bulk job takes one row per Id).
+    sandbox.add_records("Lead", [{"LastName": "S", "Company": "X", "Email": "strasse@example.com"}])
+    fillers = [f"filler-{i:04d}-{'y' * 40}@example.com" for i in range(400)]
+    records = [user("strasse@example.com", purposes=[newsletter(False)])]
+    records += [user(f, purposes=[newsletter(True)]) for f in fillers]
+    records.append(user("straße@example.com", purposes=[newsletter(False)]))
+    result = run_target(base_config(sandbox, report_path), singer_lines(records))
+    assert result.error is None, result.stderr
+    assert result.line_for("strasse@example.com")["outcome"] == "updated"
+    assert len([r for r in sandbox.requests if r.kind == "query"]) > 1

@@ -266,7 +266,7 @@ class BulkIngest:
         try:
             for chunk in self._chunks(columns, entries):
                 self._run_chunk(sobject, operation, columns, key_column, chunk, outcome)
-        except JobFailedError as exc:
+        except SalesforceError as exc:  # a job failed as a whole, or a call kept failing
             exc.outcome = outcome
             raise
         logger.info(

@@ -21,6 +21,8 @@ class SalesforceError(Exception):
         self.status = status
         #: True when the failure may go away by itself (network error, 5xx after retries).
         self.transient = transient
+        #: For errors raised by BulkIngest.run: the IngestOutcome settled before the error.
+        self.outcome: Any = None
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -53,5 +55,3 @@ class JobFailedError(SalesforceError):
         )
         self.job_id = job_id
         self.error_message = error_message
-        #: The IngestOutcome known when the job failed (set by BulkIngest.run), else None.
-        self.outcome: Any = None
