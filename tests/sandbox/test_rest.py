@@ -105,7 +105,7 @@ def test_describe_standard_and_custom_fields(client: Client) -> None:
 
 
 def query(client: Client, soql: str, **kw: object) -> requests.Response:
-    return client.get(API + "/query", params={"q": soql}, **kw)  # type: ignore[arg-type]
+    return client.get(API + "/query", params={"q": soql}, **kw)
 
 
 def test_query_case_insensitive_in_and_shape(client: Client) -> None:

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -45,7 +46,7 @@ def test_simple_salesforce_end_to_end(https_sandbox: tuple[Sandbox, str]) -> Non
     # simple-salesforce builds https://{domain}.salesforce.com/services/oauth2/token; the
     # fragment swallows the ".salesforce.com..." suffix so the token request hits the sandbox.
     domain = sb.url.removeprefix("https://") + "/services/oauth2/token#"
-    sf = Salesforce(
+    sf: Any = Salesforce(  # its types do not describe the dynamic sObject attributes
         consumer_key=sb.client_id,
         consumer_secret=sb.client_secret,
         domain=domain,
