@@ -559,13 +559,14 @@ def _split_multi(value: str) -> set[str]:
     return {part.strip() for part in value.split(";") if part.strip()}
 
 
-def same_value(cell: str, current: Any, field: FieldType) -> bool:
+def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = False) -> bool:
     """Whether Salesforce's ``current`` value (REST SOQL JSON) already equals ``cell``.
 
     * ``""`` (no choice, nothing written) is always "the same".
     * ``#N/A`` equals ``None`` and ``""``.
     * checkbox: compared as booleans (``None`` is never equal: Salesforce returns true/false).
-    * multipicklist: compared as sets of ``;``-separated values.
+    * multipicklist, or any field given a list (``as_set``): compared as sets of
+      ``;``-separated values, since a Didomi selection has no order.
     * datetime: compared as instants at millisecond precision (Salesforce returns
       ``2024-06-18T16:40:03.512+0000``); date: as dates; number fields: as numbers.
     * email: case-insensitively; every other type: exact text (``True`` reads as ``"true"``).
@@ -580,7 +581,7 @@ def same_value(cell: str, current: Any, field: FieldType) -> bool:
     if ftype == "boolean":
         ours, theirs = _as_bool(cell), _as_bool(current)
         return ours is not None and ours == theirs
-    if ftype == "multipicklist":
+    if ftype == "multipicklist" or as_set:
         if not isinstance(current, str):
             return False
         return _split_multi(cell) == _split_multi(current)

@@ -69,11 +69,13 @@ class DesiredValues:
     cells: dict[str, str]  # field -> CSV cell, only for fields with a choice
     report_fields: dict[str, Any]  # field -> JSON value for the report
     timestamp: datetime | None  # newest consent timestamp, to milliseconds
+    list_fields: frozenset[str] = frozenset()  # fields given a selection (compared as sets)
 
 
 def desired_values(consent: MergedConsent, rs: ResolvedSettings) -> DesiredValues:
     cells: dict[str, str] = {}
     report: dict[str, Any] = {}
+    lists: set[str] = set()
     for mapping in rs.mappings:
         value = mapping.value_for(consent)
         if value is None:  # no choice: leave the field untouched
@@ -81,8 +83,10 @@ def desired_values(consent: MergedConsent, rs: ResolvedSettings) -> DesiredValue
         ftype = rs.field_types[mapping.field]
         cells[mapping.field] = to_csv_cell(value, ftype)
         report[mapping.field] = to_report_value(value, ftype)
+        if isinstance(value, list):
+            lists.add(mapping.field)
     stamp = truncate_to_millis(consent.timestamp) if consent.timestamp else None
-    return DesiredValues(cells, report, stamp)
+    return DesiredValues(cells, report, stamp, frozenset(lists))
 
 
 @dataclass
@@ -146,7 +150,9 @@ def plan_group(
         changed = {
             f: cell
             for f, cell in desired.cells.items()
-            if not same_value(cell, record.get(f), rs.field_types[f])
+            if not same_value(
+                cell, record.get(f), rs.field_types[f], as_set=f in desired.list_fields
+            )
         }
         if not changed:
             continue

@@ -142,3 +142,18 @@ def test_empty_selection_clears_a_multi_select(sandbox: Sandbox, report_path: Pa
     ] in (None, "")
     upload = [r for r in sandbox.requests if r.kind == "ingest_upload"][-1]
     assert b'"#N/A"' in upload.body
+
+
+def test_a_selection_in_a_text_field_compares_as_a_set(sandbox: Sandbox, report_path: Path) -> None:
+    config = base_config(
+        sandbox, report_path, mappings=[{"id": NOTE, "value": "purposes.m.values.t"}]
+    )
+    first = user("jane@example.com", purposes=[{"id": "m", "values": {"t": {"value": "a,b"}}}])
+    run_target(config, singer_lines([first]))
+    reordered = user(
+        "jane@example.com",
+        updated_at="2024-07-01T00:00:00Z",
+        purposes=[{"id": "m", "values": {"t": {"value": "b,a"}}}],
+    )
+    result = run_target(config, singer_lines([reordered]))
+    assert result.line_for("jane@example.com")["outcome"] == "skipped_unchanged"
