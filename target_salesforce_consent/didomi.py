@@ -693,7 +693,8 @@ def merge(records: Sequence[ConsentRecord]) -> MergedConsent:
         if record.ouid is None:
             raise ValueError("merge() got a record without organization_user_id")
         if record.kind == "user":
-            state = _copy_state(record.consents)
+            # Copied only when a later record may overlay it (a lone record is never changed).
+            state = record.consents if len(ordered) == 1 else _copy_state(record.consents)
         else:
             _overlay(state, record.consents)
         metadata.update(record.metadata)
