@@ -271,16 +271,20 @@ def _unflatten(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return result
 
 
+def _decoded(value: Any, where: str) -> Any:
+    """`value`, or what a JSON string holds (some taps stringify nested objects); "" is None."""
+    if isinstance(value, str):
+        return _loads(value, where) if value.strip() else None
+    return value
+
+
 def _object(value: Any, where: str, *, unflatten: bool = False) -> dict[str, Any] | None:
     """An object, a JSON string holding one, or null (None). Anything else is a RecordError.
 
     ``unflatten`` rebuilds ``a__b`` keys; only the record and a webhook entity can carry them
     (Meltano flattening, Didomi's webhook flatten option), so nested objects skip that cost.
     """
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        value = _loads(value, where)
+    value = _decoded(value, where)
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -292,10 +296,7 @@ def _object(value: Any, where: str, *, unflatten: bool = False) -> dict[str, Any
 
 def _array(value: Any, where: str) -> list[Any] | None:
     """An array, a JSON string holding one, or null (None)."""
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        value = _loads(value, where)
+    value = _decoded(value, where)
     if value is None:
         return None
     if not isinstance(value, (list, tuple)):
