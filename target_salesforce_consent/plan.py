@@ -7,55 +7,25 @@ why (SPEC sections 5 and 6). The sink runs the resulting rows through Bulk API 2
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-from target_salesforce_consent.didomi import MergedConsent
-from target_salesforce_consent.mapping import same_value, to_csv_cell, to_report_value
+from target_salesforce_consent.didomi import MergedConsent, format_timestamp, parse_timestamp
+from target_salesforce_consent.mapping import CLEAR, same_value, to_csv_cell, to_report_value
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings
 
-CLEAR = "#N/A"  # Bulk API 2.0: set the field to null
-
-
-def format_datetime(value: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds, the form Salesforce stores: 2024-06-18T16:40:03.512Z."""
-    utc = value.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-_SF_DATETIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})?$"
-)
-
 
 def parse_salesforce_datetime(text: Any) -> datetime | None:
-    """Parse `2024-06-18T16:40:03.000+0000` (REST JSON) and ISO forms; None if not a datetime."""
+    """A datetime Salesforce returned (`2024-06-18T16:40:03.000+0000`); None if it is none."""
     if not isinstance(text, str):
         return None
-    match = _SF_DATETIME.match(text.strip())
-    if not match:
+    try:
+        return parse_timestamp(text)
+    except (ValueError, OverflowError):
         return None
-    year, month, day, hour, minute, second, frac, zone = match.groups()
-    micro = int((frac or "0").ljust(6, "0"))
-    offset = timedelta(0)
-    if zone and zone != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return datetime(
-        int(year),
-        int(month),
-        int(day),
-        int(hour),
-        int(minute),
-        int(second),
-        micro,
-        tzinfo=timezone(offset),
-    ).astimezone(timezone.utc)
 
 
 def truncate_to_millis(value: datetime) -> datetime:
@@ -109,7 +79,7 @@ def plan_group(
     """Decide what to do for one organization_user_id given the records that match it."""
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
-    ts_cell = format_datetime(desired.timestamp) if ts_field and desired.timestamp else None
+    ts_cell = format_timestamp(desired.timestamp) if ts_field and desired.timestamp else None
     # The report lists every mapped value the consent holds, written or not, and the consent
     # timestamp beside them when consent_timestamp_field is set (SPEC 7).
     fields = dict(desired.report_fields)

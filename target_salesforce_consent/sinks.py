@@ -21,13 +21,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
-from target_salesforce_consent.didomi import ConsentRecord, RecordError, merge, parse_record
+from target_salesforce_consent.didomi import (
+    ConsentRecord,
+    RecordError,
+    format_timestamp,
+    merge,
+    parse_record,
+)
 from target_salesforce_consent.plan import (
     DesiredValues,
     GroupPlan,
     csv_columns,
     desired_values,
-    format_datetime,
     plan_group,
 )
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
@@ -390,7 +395,7 @@ class BatchProcessor:
             stream=item.stream,
             organization_user_id=rec.ouid,
             didomi_id=rec.didomi_id,
-            timestamp=format_datetime(rec.timestamp) if rec.timestamp else None,
+            timestamp=format_timestamp(rec.timestamp) if rec.timestamp else None,
             outcome=outcome,
             salesforce_ids=ids,
             fields=dict(fields or {}),

@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 
-from target_salesforce_consent.didomi import MergedConsent, merge, parse_record
+from target_salesforce_consent.didomi import MergedConsent, format_timestamp, merge, parse_record
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
     csv_columns,
     desired_values,
-    format_datetime,
     parse_salesforce_datetime,
     plan_group,
 )
@@ -142,7 +141,7 @@ def test_newest_consent_wins(held: str | None, outcome: Outcome | None) -> None:
 
 def test_datetime_helpers() -> None:
     moment = datetime(2024, 6, 18, 16, 40, 3, 512999, tzinfo=timezone.utc)
-    assert format_datetime(moment) == "2024-06-18T16:40:03.512Z"
+    assert format_timestamp(moment) == "2024-06-18T16:40:03.512Z"
     assert parse_salesforce_datetime("2024-06-18T18:40:03.512+0200") == moment.replace(
         microsecond=512000
     )
