@@ -48,15 +48,17 @@ from target_salesforce_consent.salesforce.errors import (
     JobFailedError,
     SalesforceError,
 )
-from target_salesforce_consent.salesforce.soql import build_match_queries
+from target_salesforce_consent.salesforce.soql import (
+    MAX_LITERAL_CHARS,
+    build_match_queries,
+    quote,
+)
 from target_salesforce_consent.settings import ResolvedSettings
 
 if TYPE_CHECKING:
     from target_salesforce_consent.target import TargetSalesforceConsent
 
 
-# A SOQL string literal holds at most 4,000 characters (reference 5.1).
-MAX_OUID_CHARS = 4000
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -76,10 +78,10 @@ def unwritable_problem(rec: ConsentRecord) -> str | None:
     """Why a readable record's organization_user_id cannot be matched or written."""
     if rec.ouid is None:
         return None
-    if len(rec.ouid) > MAX_OUID_CHARS:
+    if len(quote(rec.ouid)) - 2 > MAX_LITERAL_CHARS:  # as the query builder counts it
         return (
             f"STRING_TOO_LONG: organization_user_id has {len(rec.ouid)} characters; "
-            f"a Salesforce query value holds at most {MAX_OUID_CHARS}"
+            f"a Salesforce query value holds at most {MAX_LITERAL_CHARS} (escapes included)"
         )
     if _CONTROL_CHARS.search(rec.ouid):
         return (

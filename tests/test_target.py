@@ -721,18 +721,27 @@ def test_report_fields_carry_the_consent_timestamp(sandbox: Sandbox, report_path
 
 def test_poison_records_fail_alone(sandbox: Sandbox, report_path: Path) -> None:
     huge = user("x" * 4001 + "@example.com", purposes=[newsletter(False)])
+    quotes = user("'" * 2500 + "@example.com", purposes=[newsletter(False)])  # 5,000 escaped
     overflow = user("john@example.com", purposes=[newsletter(True)])
     overflow["updated_at"] = "9999-12-31T23:59:59-01:00"
     surrogate = user("sur\ud800@example.com", purposes=[newsletter(False)])
     control = user("line\nbreak@example.com", purposes=[newsletter(False)])
     messages = singer_lines(
-        [huge, overflow, surrogate, control, user("jane@example.com", purposes=[newsletter(False)])]
+        [
+            huge,
+            quotes,
+            overflow,
+            surrogate,
+            control,
+            user("jane@example.com", purposes=[newsletter(False)]),
+        ]
     )
     messages += '{"type": "RECORD", "stream": "users", "record": ["not", "an", "object"]}\n'
     result = run_target(base_config(sandbox, report_path), messages)
     assert result.error is None, result.stderr
     outcomes = [(line["outcome"], (line["error"] or "").split(":")[0]) for line in result.report]
     assert outcomes == [
+        ("failed", "STRING_TOO_LONG"),
         ("failed", "STRING_TOO_LONG"),
         ("failed", "INVALID_TYPE_ON_FIELD_IN_RECORD"),
         ("failed", "INVALID_TYPE_ON_FIELD_IN_RECORD"),
