@@ -167,10 +167,10 @@ class SourcePath:
             return consent.updated_at
         if head == "created_at":
             return consent.created_at
-        return _metadata_value(consent.metadata, s[1])
+        return metadata_value(consent.metadata, s[1])
 
 
-def _metadata_value(metadata: Mapping[str, Any], key: str) -> str | int | float | bool | None:
+def metadata_value(metadata: Mapping[str, Any], key: str) -> str | int | float | bool | None:
     if key in metadata:
         value: Any = metadata[key]
     else:
@@ -359,7 +359,10 @@ class FieldMapping:
         (``str()`` of numbers, ``"true"``/``"false"`` of booleans). An empty string result is
         ``None`` (Bulk API treats an empty cell as "unchanged" anyway).
         """
-        value = self.source.resolve(consent)
+        return self.convert(self.source.resolve(consent))
+
+    def convert(self, value: Any) -> Any | None:
+        """Invert and ``value_map`` a resolved value (see :meth:`value_for`)."""
         if value is None:
             return None
         if isinstance(value, bool):

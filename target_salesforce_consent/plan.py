@@ -1,21 +1,25 @@
-"""Planning: from merged consent and the matching Salesforce records to rows and outcomes.
+"""Planning: from a person's merged choices and the matching Salesforce records to rows and
+outcomes.
 
-Pure functions, no I/O: given what the consent says and what Salesforce holds, decide per
-``organization_user_id`` whether to update (which records, which cells), insert, or skip and
-why (SPEC sections 5 and 6). The sink runs the resulting rows through Bulk API 2.0.
+Pure functions, no I/O: given what the run's consent says (the newest choice per field, see
+``extract.py`` and ``store.py``) and what Salesforce holds, decide per ``organization_user_id``
+whether to update (which records, which cells), insert, or skip and why (SPEC sections 5 and
+6). Newest consent wins per choice: a choice at or before a record's consent timestamp is never
+written to it. The sink runs the resulting rows through Bulk API 2.0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from target_salesforce_consent.didomi import MergedConsent, format_timestamp, parse_timestamp
-from target_salesforce_consent.mapping import CLEAR, same_value, to_csv_cell, to_report_value
+from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
+from target_salesforce_consent.mapping import CLEAR, FieldType, same_value
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings
+from target_salesforce_consent.store import PersonState, WrittenRecord
 
 
 def parse_salesforce_datetime(text: Any) -> datetime | None:
@@ -28,61 +32,89 @@ def parse_salesforce_datetime(text: Any) -> datetime | None:
         return None
 
 
-def truncate_to_millis(value: datetime) -> datetime:
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch, truncated to milliseconds (what Salesforce keeps)."""
+    return (value - _EPOCH) // _MILLISECOND * 1000
 
 
-@dataclass(frozen=True)
-class DesiredValues:
-    """What one organization_user_id's consent asks Salesforce to hold."""
-
-    cells: dict[str, str]  # field -> CSV cell, only for fields with a choice
-    report_fields: dict[str, Any]  # field -> JSON value for the report
-    timestamp: datetime | None  # newest consent timestamp, to milliseconds
-    list_fields: frozenset[str] = frozenset()  # fields given a selection (compared as sets)
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
 
 
-def desired_values(consent: MergedConsent, rs: ResolvedSettings) -> DesiredValues:
-    cells: dict[str, str] = {}
-    report: dict[str, Any] = {}
-    lists: set[str] = set()
-    for mapping in rs.mappings:
-        value = mapping.value_for(consent)
-        if value is None:  # no choice: leave the field untouched
-            continue
-        ftype = rs.field_types[mapping.field]
-        cells[mapping.field] = to_csv_cell(value, ftype)
-        report[mapping.field] = to_report_value(value, ftype)
-        if isinstance(value, list):
-            lists.add(mapping.field)
-    stamp = truncate_to_millis(consent.timestamp) if consent.timestamp else None
-    return DesiredValues(cells, report, stamp, frozenset(lists))
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def report_value(cell: str, field: FieldType) -> Any:
+    """The report's JSON form of a cell: ``None`` for a cleared field, booleans for checkboxes,
+    otherwise the text written (SPEC 7)."""
+    if cell == CLEAR:
+        return None
+    if field.type.lower() == "boolean" and cell in ("true", "false"):
+        return cell == "true"
+    return cell
+
+
+def baseline_of(
+    record: Mapping[str, Any], ts_field: str, written: Mapping[str, WrittenRecord]
+) -> int | None:
+    """The consent timestamp a matched record held before this run wrote it.
+
+    A record the run itself stamped earlier is judged by the timestamp it had before, so that
+    the run's outcome does not depend on where the batches were cut (SPEC 3); if someone else
+    changed the field since, theirs is the newer consent and stands.
+    """
+    current = current_stamp(record, ts_field)
+    earlier = written.get(str(record.get("Id")))
+    if earlier is not None and current == earlier.stamp:
+        return earlier.baseline
+    return current
+
+
+def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
+    current = parse_salesforce_datetime(record.get(ts_field))
+    return to_micros(current) if current is not None else None
+
+
+def _is_newer(ts: int | None, baseline: int | None) -> bool:
+    """A choice newer than the record's consent timestamp (no timestamp on either: newer)."""
+    return baseline is None or ts is None or ts > baseline
 
 
 @dataclass
 class GroupPlan:
-    """The decision for one organization_user_id (all its input records share it)."""
+    """The decision for one organization_user_id (all its input records share it).
+
+    ``stale_at``: a record of the batch timestamped at or before it contributed to no match
+    and is ``skipped_stale`` (SPEC 6), whatever the others' outcome.
+    """
 
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
     update_rows: list[dict[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
+    stale_at: int | None = None
+    baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
+    stamp: int | None = None  # the consent timestamp written with the rows
 
 
 def plan_group(
-    ouid: str,
-    desired: DesiredValues,
+    person: PersonState,
     matches: Sequence[Mapping[str, Any]],
     rs: ResolvedSettings,
+    written: Mapping[str, WrittenRecord] | None = None,
 ) -> GroupPlan:
-    """Decide what to do for one organization_user_id given the records that match it."""
+    """Decide what to do for one person, given what the run merged and what matches it."""
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
-    ts_cell = format_timestamp(desired.timestamp) if ts_field and desired.timestamp else None
+    newest = person.newest if ts_field else None
+    ts_cell = format_timestamp(from_micros(newest)) if newest is not None else None
     # The report lists every mapped value the consent holds, written or not, and the consent
     # timestamp beside them when consent_timestamp_field is set (SPEC 7).
-    fields = dict(desired.report_fields)
+    fields = {
+        f: report_value(c.cell, rs.field_types[f]) for f, c in person.choices.items() if c.cell
+    }
     if ts_cell and ts_field and fields:
         fields[ts_field] = ts_cell
 
@@ -94,48 +126,52 @@ def plan_group(
         return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), fields)
 
     if not live:
+        cells = {f: c.cell for f, c in person.choices.items() if c.cell}
         if not settings.upsert_mode:
             return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
-        if not desired.cells:
+        if not cells:
             return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
         row = dict(rs.insert_defaults)
         # On insert an empty cell means "not set"; there is nothing to clear.
-        row.update({f: ("" if c == CLEAR else c) for f, c in desired.cells.items()})
-        row[rs.match_field] = ouid
+        row.update({f: ("" if c == CLEAR else c) for f, c in cells.items()})
+        row[rs.match_field] = person.ouid
         if ts_cell and ts_field:
             row[ts_field] = ts_cell
-        return GroupPlan(None, (), fields, insert_row=row)
+        return GroupPlan(None, (), fields, insert_row=row, stamp=newest)
 
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
         return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
     rows: list[dict[str, str]] = []
+    baselines: dict[str, int | None] = {}
     stale = 0
     for record in live:
-        if ts_field and desired.timestamp is not None:
-            current = parse_salesforce_datetime(record.get(ts_field))
-            if current is not None and current >= desired.timestamp:
-                stale += 1  # newest consent wins: Salesforce already holds a newer one
-                continue
+        baseline = baseline_of(record, ts_field, written or {}) if ts_field else None
+        baselines[str(record["Id"])] = baseline
+        if not _is_newer(newest, baseline):
+            stale += 1  # newest consent wins: Salesforce already holds a newer one
         changed = {
-            f: cell
-            for f, cell in desired.cells.items()
-            if not same_value(
-                cell, record.get(f), rs.field_types[f], as_set=f in desired.list_fields
-            )
+            f: c.cell
+            for f, c in person.choices.items()
+            if c.cell
+            and _is_newer(c.ts, baseline)
+            and not same_value(c.cell, record.get(f), rs.field_types[f], as_set=c.is_list)
         }
         if not changed:
             continue
         row = {"Id": str(record["Id"]), **changed}
-        if ts_cell and ts_field:
-            row[ts_field] = ts_cell
+        if ts_cell and ts_field and _is_newer(newest, current_stamp(record, ts_field)):
+            row[ts_field] = ts_cell  # never moves the record's consent timestamp back
         rows.append(row)
+    known = [b for b in baselines.values() if b is not None]
+    stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 
     if rows:
-        return GroupPlan(None, ids, fields, update_rows=rows)
+        return GroupPlan(None, ids, fields, update_rows=rows, stale_at=stale_at,
+                         baselines=baselines, stamp=newest)  # fmt: skip
     if stale:
-        return GroupPlan(Outcome.SKIPPED_STALE, ids, fields)
-    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields)
+        return GroupPlan(Outcome.SKIPPED_STALE, ids, fields, stale_at=stale_at)
+    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields, stale_at=stale_at)
 
 
 def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

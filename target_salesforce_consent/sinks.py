@@ -11,6 +11,7 @@ parse and filter -> group by organization_user_id -> merge -> match (REST SOQL) 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -25,16 +26,10 @@ from target_salesforce_consent.didomi import (
     ConsentRecord,
     RecordError,
     format_timestamp,
-    merge,
     parse_record,
 )
-from target_salesforce_consent.plan import (
-    DesiredValues,
-    GroupPlan,
-    csv_columns,
-    desired_values,
-    plan_group,
-)
+from target_salesforce_consent.extract import FieldChoice, choices_of
+from target_salesforce_consent.plan import GroupPlan, csv_columns, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
     BulkIngest,
@@ -48,12 +43,9 @@ from target_salesforce_consent.salesforce.errors import (
     JobFailedError,
     SalesforceError,
 )
-from target_salesforce_consent.salesforce.soql import (
-    MAX_LITERAL_CHARS,
-    build_match_queries,
-    quote,
-)
+from target_salesforce_consent.salesforce.soql import MatchQueryBuilder
 from target_salesforce_consent.settings import ResolvedSettings
+from target_salesforce_consent.store import NO_TIMESTAMP, PersonBatch, PersonState, RunStore
 
 if TYPE_CHECKING:
     from target_salesforce_consent.target import TargetSalesforceConsent
@@ -74,21 +66,21 @@ def is_valid_unicode(text: str) -> bool:
     return True
 
 
-def unwritable_problem(rec: ConsentRecord) -> str | None:
+def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
     """Why a readable record's organization_user_id cannot be matched or written."""
-    if rec.ouid is None:
-        return None
-    if len(quote(rec.ouid)) - 2 > MAX_LITERAL_CHARS:  # as the query builder counts it
-        return (
-            f"STRING_TOO_LONG: organization_user_id has {len(rec.ouid)} characters; "
-            f"a Salesforce query value holds at most {MAX_LITERAL_CHARS} (escapes included)"
-        )
-    if _CONTROL_CHARS.search(rec.ouid):
+    if _CONTROL_CHARS.search(ouid):
         return (
             "INVALID_FIELD: organization_user_id contains control characters (line "
             "breaks, NUL, ...) that Salesforce cannot store or match exactly"
         )
-    if not is_valid_unicode(rec.ouid):
+    if not is_valid_unicode(ouid):
+        return INVALID_UNICODE
+    return queries.problem(ouid)
+
+
+def choice_problem(choices: Mapping[str, FieldChoice]) -> str | None:
+    """Why the cells a record would write cannot be sent."""
+    if not all(is_valid_unicode(choice.cell) for choice in choices.values()):
         return INVALID_UNICODE
     return None
 
@@ -97,62 +89,79 @@ class RunError(Exception):
     """The run cannot finish cleanly: something is left unresolved (SPEC 7). No STATE follows."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BufferedRecord:
-    """A record as the batch keeps it: parsed on arrival, so the raw dict is not held.
+    """A record as the batch keeps it: reduced on arrival to what the report and the merge need.
 
-    `consent` is None for a record that cannot be read; `error` says why it cannot be read
-    or written ("CODE: message"), and the raw record's own identifiers stay for the report.
+    ``choices`` is None for a record whose outcome was decided on arrival (``outcome``: filtered,
+    no organization_user_id, or failed with ``error`` "CODE: message"). ``seq`` is the record's
+    arrival order in the run; ``ts`` its timestamp in milliseconds-truncated microseconds.
     """
 
     stream: str
-    consent: ConsentRecord | None
+    seq: int
+    ouid: str | None
+    didomi_id: str | None
+    timestamp: str | None  # as reported
+    ts: int | None = None
+    choices: dict[str, FieldChoice] | None = None
+    outcome: Outcome | None = None
     error: str | None = None
-    raw_ouid: str | None = None
-    raw_didomi_id: str | None = None
-    raw_timestamp: str | None = None
-
-    @classmethod
-    def read(cls, stream: str, raw: Any) -> BufferedRecord:
-        try:
-            consent = parse_record(raw)
-        except RecordError as exc:
-            return cls(stream, None, str(exc), *_raw_identity(raw))
-        except Exception as exc:  # a defect in the reader: report the record, never drop it
-            logging.getLogger(__name__).exception("Could not read a record of %s", stream)
-            return cls(
-                stream, None, f"UNKNOWN_EXCEPTION: {type(exc).__name__}", *_raw_identity(raw)
-            )
-        return cls(stream, consent, unwritable_problem(consent))
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
-    """organization_user_id, id and timestamp of a record that could not be read, as sent."""
+    """organization_user_id, id and timestamp of a record that could not be read, as sent.
+
+    For a webhook envelope, those of the record inside it, when they can be read.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None, None, None
     if not isinstance(raw, dict):
         return None, None, None
-    user = raw.get("user")
-    ouid = raw.get("organization_user_id") or (
-        user.get("organization_user_id") if isinstance(user, dict) else None
-    )
+    params = _as_dict(raw.get("parameters"))
+    if params is not None and isinstance(raw.get("type"), str):
+        for name in ("new_entity", "entity", "old_entity"):
+            inner = _as_dict(params.get(name))
+            if inner is not None:
+                ouid, didomi_id, timestamp = _raw_identity(inner)
+                envelope_ts = _raw_identity({k: raw.get(k) for k in ("updated_at", "created_at")})
+                return ouid, didomi_id, timestamp or envelope_ts[2]
+    user = _as_dict(raw.get("user"))
+    ouid = (user or {}).get("organization_user_id") or raw.get("organization_user_id")
     didomi_id = raw.get("id")
     timestamp = raw.get("updated_at") or raw.get("created_at")
     return (
-        ouid.strip() if isinstance(ouid, str) else None,
+        ouid.strip() or None if isinstance(ouid, str) else None,
         didomi_id if isinstance(didomi_id, str) else None,
         timestamp if isinstance(timestamp, str) else None,
     )
 
 
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
 @dataclass
 class _Group:
-    ouid: str  # as the newest record gives it, whitespace stripped
-    members: list[tuple[int, BufferedRecord, ConsentRecord]]
-    desired: DesiredValues
+    state: PersonState
+    members: list[tuple[int, BufferedRecord]]
     plan: GroupPlan | None = None
 
 
 class BatchProcessor:
-    """Turns one buffer of records into Salesforce writes and report lines."""
+    """Turns one buffer of records into Salesforce writes and report lines.
+
+    Keeps what the whole run has merged and written (``RunStore``), so that the outcome of a
+    run does not depend on where its batches were cut (SPEC 3).
+    """
 
     def __init__(
         self,
@@ -168,6 +177,67 @@ class BatchProcessor:
         self.report = report
         self.logger = logger
         self.batches = 0
+        self.store = RunStore()
+        self.queries = MatchQueryBuilder(
+            rs.settings.salesforce_object,
+            rs.select_fields,
+            rs.match_field,
+            url_prefix=client.data_path("query"),
+        )
+        self._arrivals = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reading, on arrival --------------------------------------------------------------
+
+    def read(self, stream: str, raw: Any) -> BufferedRecord:
+        """Reduce one input record to what its batch needs; never raises."""
+        seq = self._arrivals
+        self._arrivals += 1
+        try:
+            rec = parse_record(raw)
+        except RecordError as exc:
+            return self._unreadable(stream, seq, raw, str(exc))
+        except Exception as exc:  # a defect in the reader: report the record, never drop it
+            self.logger.exception("Could not read a record of %s", stream)
+            return self._unreadable(stream, seq, raw, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
+        settings = self.rs.settings
+        stamp = format_timestamp(rec.timestamp) if rec.timestamp else None
+        item = BufferedRecord(stream, seq, rec.ouid, rec.didomi_id, stamp)
+        if (
+            rec.kind == "deleted"
+            or rec.status not in (None, "confirmed")
+            or rec.regulation not in settings.regulations
+        ):
+            return replace(item, outcome=Outcome.SKIPPED_FILTERED)
+        if rec.ouid is None:
+            return replace(item, outcome=Outcome.SKIPPED_NO_OUID)
+        problem = ouid_problem(rec.ouid, self.queries)
+        if problem is not None:
+            return replace(item, outcome=Outcome.FAILED, error=problem)
+        return self._with_choices(item, rec)
+
+    def _with_choices(self, item: BufferedRecord, rec: ConsentRecord) -> BufferedRecord:
+        try:
+            choices = choices_of(rec, self.rs.mappings, self.rs.field_types)
+        except Exception as exc:  # a defect in the mapping: report the record, never drop it
+            self.logger.exception("Could not map a record of %s", item.stream)
+            return replace(
+                item, outcome=Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
+            )
+        problem = choice_problem(choices)
+        if problem is not None:
+            return replace(item, outcome=Outcome.FAILED, error=problem)
+        ts = to_micros(rec.timestamp) if rec.timestamp else None
+        return replace(item, ts=ts, choices=choices)
+
+    @staticmethod
+    def _unreadable(stream: str, seq: int, raw: Any, error: str) -> BufferedRecord:
+        ouid, didomi_id, timestamp = _raw_identity(raw)
+        return BufferedRecord(
+            stream, seq, ouid, didomi_id, timestamp, outcome=Outcome.FAILED, error=error
+        )
 
     # -- the batch ------------------------------------------------------------------------
 
@@ -180,8 +250,9 @@ class BatchProcessor:
         try:
             groups = self._group(buffer, lines)
             matches = self._find_matches(groups)
+            written = self._written(matches)
             for key, group in groups.items():
-                group.plan = plan_group(group.ouid, group.desired, matches.get(key, []), self.rs)
+                group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
             unresolved = self._write(groups, lines, fatal)
         except SalesforceError as exc:
             fatal.append(self._fatal_message(exc))
@@ -195,9 +266,8 @@ class BatchProcessor:
             self._fail_remaining(groups, lines, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
             for seq, item in enumerate(buffer):  # records the grouping had not reached
                 if seq not in lines:
-                    lines[seq] = replace(
-                        self._unreadable_line(item),
-                        error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}",
+                    lines[seq] = self._line(
+                        item, Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
                     )
         counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
         self.logger.info(
@@ -228,62 +298,47 @@ class BatchProcessor:
         """Every record of the batch without an outcome yet fails with `error`."""
         for group in groups.values():
             ids = group.plan.salesforce_ids if group.plan else ()
-            for seq, item, rec in group.members:
+            fields = group.plan.fields if group.plan else {}
+            for seq, item in group.members:
                 lines.setdefault(
-                    seq,
-                    self._line(
-                        item, rec, Outcome.FAILED, ids=ids,
-                        fields=group.desired.report_fields, error=error,
-                    ),
-                )  # fmt: skip
+                    seq, self._line(item, Outcome.FAILED, ids=ids, fields=fields, error=error)
+                )
 
     def _group(
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
     ) -> dict[str, _Group]:
-        settings = self.rs.settings
-        members: dict[str, list[tuple[int, BufferedRecord, ConsentRecord]]] = {}
+        """Decided records get their line; the others fold into the run's merged state."""
+        members: dict[str, list[tuple[int, BufferedRecord]]] = {}
+        batch: dict[str, PersonBatch] = {}
         for seq, item in enumerate(buffer):
-            rec = item.consent
-            if rec is None:
-                lines[seq] = self._unreadable_line(item)
+            if item.choices is None or item.ouid is None:
+                lines[seq] = self._line(item, item.outcome or Outcome.FAILED, error=item.error)
                 continue
-            if (
-                rec.kind == "deleted"
-                or rec.status not in (None, "confirmed")
-                or rec.regulation not in settings.regulations
-            ):
-                lines[seq] = self._line(item, rec, Outcome.SKIPPED_FILTERED)
-            elif rec.ouid is None:
-                lines[seq] = self._line(item, rec, Outcome.SKIPPED_NO_OUID)
-            elif item.error:
-                lines[seq] = self._line(item, rec, Outcome.FAILED, error=item.error)
-            else:
-                # Salesforce compares text case-insensitively; lower() is its notion of case,
-                # casefold() would also merge "strasse" with "straße".
-                members.setdefault(rec.ouid.lower(), []).append((seq, item, rec))
-        groups: dict[str, _Group] = {}
-        for key, group_members in members.items():
-            merged = merge([rec for _, _, rec in group_members])
-            desired = desired_values(merged, self.rs)
-            if not all(is_valid_unicode(cell) for cell in desired.cells.values()):
-                for seq, item, rec in group_members:
-                    lines[seq] = self._line(item, rec, Outcome.FAILED, error=INVALID_UNICODE)
-                continue
-            groups[key] = _Group(merged.ouid, group_members, desired)
-        return groups
+            # Salesforce compares text case-insensitively; lower() is its notion of case,
+            # casefold() would also merge "strasse" with "straße".
+            key = item.ouid.lower()
+            members.setdefault(key, []).append((seq, item))
+            order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
+            person = batch.get(key)
+            if person is None:
+                person = batch[key] = PersonBatch(item.ouid, *order, item.ts, {})
+            elif order > (person.ts, person.seq):
+                person.ouid, person.ts, person.seq = item.ouid, *order
+            if item.ts is not None and (person.newest is None or item.ts > person.newest):
+                person.newest = item.ts
+            for field_name, choice in item.choices.items():
+                held = person.choices.get(field_name)
+                if held is None or order > held[:2]:
+                    person.choices[field_name] = (*order, choice.cell, choice.is_list)
+        states = self.store.merge_batch(batch)
+        return {key: _Group(states[key], group) for key, group in members.items()}
 
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
         if not groups:
             return found
         rs = self.rs
-        queries = build_match_queries(
-            rs.settings.salesforce_object,
-            rs.select_fields,
-            rs.match_field,
-            [group.ouid for group in groups.values()],
-            url_prefix=self.client.data_path("query"),
-        )
+        queries = self.queries.queries(group.state.ouid for group in groups.values())
         # Salesforce's case-insensitive match may differ from lower() (e.g. "ß"): a record
         # whose key is no group's falls back to casefold(), so a matched person is never
         # treated as unmatched (and inserted again).
@@ -300,6 +355,12 @@ class BatchProcessor:
                     key = by_casefold.get(key.casefold(), key)
                 found.setdefault(key, []).append(record)
         return found
+
+    def _written(self, matches: dict[str, list[dict[str, Any]]]) -> Any:
+        """What this run wrote earlier to the matched records' consent timestamp."""
+        if not self.rs.consent_timestamp_field:
+            return {}
+        return self.store.written(str(r["Id"]) for rs in matches.values() for r in rs)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -327,6 +388,7 @@ class BatchProcessor:
             inserts = self._run_job("insert", insert_rows, rs.match_field, fatal)
 
         unresolved: list[str] = []
+        stamped: list[tuple[str, int | None, int]] = []  # (Id, baseline, stamp) written
         for group in groups.values():
             plan = group.plan
             assert plan is not None
@@ -346,11 +408,27 @@ class BatchProcessor:
                 if outcome is Outcome.INSERTED and results[0].sf_id:
                     ids = (results[0].sf_id,)
             unresolved += [r.key for r in results if r.status == "unresolved"]
+            if plan.stamp is not None and rs.consent_timestamp_field:
+                stamped += [
+                    (r.sf_id or r.key, plan.baselines.get(r.key), plan.stamp)
+                    for r in results
+                    if r.status == "succeeded" and (r.sf_id or r.key)
+                ]
             assert outcome is not None
-            for seq, item, rec in group.members:
-                lines[seq] = self._line(
-                    item, rec, outcome, ids=ids, fields=plan.fields, error=error, job_id=job_id
+            for seq, item in group.members:
+                stale = (
+                    plan.stale_at is not None and item.ts is not None and item.ts <= plan.stale_at
                 )
+                lines[seq] = self._line(
+                    item,
+                    Outcome.SKIPPED_STALE if stale else outcome,
+                    ids=ids,
+                    fields=plan.fields,
+                    error=None if stale else error,
+                    job_id=None if stale else job_id,
+                )
+        if stamped:
+            self.store.record_written(stamped)
         return unresolved
 
     def _run_job(
@@ -385,7 +463,6 @@ class BatchProcessor:
     @staticmethod
     def _line(
         item: BufferedRecord,
-        rec: ConsentRecord,
         outcome: Outcome,
         *,
         ids: tuple[str, ...] = (),
@@ -395,25 +472,14 @@ class BatchProcessor:
     ) -> OutcomeLine:
         return OutcomeLine(
             stream=item.stream,
-            organization_user_id=rec.ouid,
-            didomi_id=rec.didomi_id,
-            timestamp=format_timestamp(rec.timestamp) if rec.timestamp else None,
+            organization_user_id=item.ouid,
+            didomi_id=item.didomi_id,
+            timestamp=item.timestamp,
             outcome=outcome,
             salesforce_ids=ids,
             fields=dict(fields or {}),
             error=error,
             job_id=job_id,
-        )
-
-    @staticmethod
-    def _unreadable_line(item: BufferedRecord) -> OutcomeLine:
-        return OutcomeLine(
-            stream=item.stream,
-            organization_user_id=item.raw_ouid,
-            didomi_id=item.raw_didomi_id,
-            timestamp=item.raw_timestamp,
-            outcome=Outcome.FAILED,
-            error=item.error,
         )
 
     def _log_errors(self, lines: Any) -> None:
@@ -498,21 +564,24 @@ class ConsentSink(BatchSink):
         return record
 
     def process_record(self, record: dict, context: dict) -> None:
+        target = self.consent_target
         schema_error = record.pop(_SCHEMA_ERROR, None)
         if schema_error is not None:
-            item = BufferedRecord(
-                self.stream_name,
-                None,
-                f"INVALID_TYPE_ON_FIELD_IN_RECORD: the record does not match the SCHEMA of "
-                f"stream {self.stream_name} (validate_records is on): {schema_error}",
-                *_raw_identity(record),
-            )
-            self.consent_target.buffer(item)
+            ouid, didomi_id, timestamp = _raw_identity(record)
+            target.buffer(
+                BufferedRecord(
+                    self.stream_name, -1, ouid, didomi_id, timestamp, outcome=Outcome.FAILED,
+                    error="INVALID_TYPE_ON_FIELD_IN_RECORD: the record does not match the "
+                    f"SCHEMA of stream {self.stream_name} (validate_records is on): "
+                    f"{schema_error}",
+                )
+            )  # fmt: skip
             return
-        self.consent_target.buffer(BufferedRecord.read(self.stream_name, record))
+        target.buffer(target.read_record(self.stream_name, record))
 
     def process_batch(self, context: dict) -> None:
         # Records of Singer BATCH messages arrive here, not through process_record.
+        target = self.consent_target
         for record in context.get("records", ()):
-            self.consent_target.buffer(BufferedRecord.read(self.stream_name, record))
-        self.consent_target.flush()
+            target.buffer(target.read_record(self.stream_name, record))
+        target.flush()

@@ -296,9 +296,14 @@ class TargetSalesforceConsent(Target):
             # The SDK's record handling assumes an object; report anything else ourselves
             # (as failed) instead of crashing the run or dropping it.
             self._assert_line_requires(message_dict, requires={"stream"})
-            self.buffer(BufferedRecord.read(str(message_dict["stream"]), record))
+            self.buffer(self.read_record(str(message_dict["stream"]), record))
             return
         super()._process_record_message(message_dict)
+
+    def read_record(self, stream: str, raw: Any) -> BufferedRecord:
+        if self._processor is None:
+            self._processor = self._start_run()
+        return self._processor.read(stream, raw)
 
     @property
     def buffered(self) -> int:
@@ -360,6 +365,8 @@ class TargetSalesforceConsent(Target):
         if self._report.path is not None:
             self.logger.info("Report written to %s", self._report.path)
         self._report.close()
+        if self._processor is not None:
+            self._processor.close()
 
     def _write_state_message(self, state: dict) -> None:
         # A dry run emits no state: the tap must send the same records to the real run.

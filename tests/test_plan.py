@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from target_salesforce_consent.didomi import MergedConsent, format_timestamp, merge, parse_record
+from target_salesforce_consent.didomi import format_timestamp, parse_record
+from target_salesforce_consent.extract import choices_of
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
     csv_columns,
-    desired_values,
     parse_salesforce_datetime,
     plan_group,
+    to_micros,
 )
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings, Settings
+from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
 TYPES = {
     "HasOptedOutOfEmail": FieldType("HasOptedOutOfEmail", "boolean"),
@@ -54,14 +56,24 @@ def resolved(**settings: Any) -> ResolvedSettings:
 
 
 def consent(
-    enabled: bool | None, topics: str | None = None, at: str = "2024-06-18T16:40:03.512Z"
-) -> MergedConsent:
+    enabled: bool | None,
+    topics: str | None = None,
+    at: str = "2024-06-18T16:40:03.512Z",
+    ouid: str = "a@b.c",
+) -> PersonState:
+    """The run's state of a person after one user-shaped record."""
     purpose: dict[str, Any] = {"id": "news", "enabled": enabled}
     if topics is not None:
         purpose["values"] = {"t": {"value": topics}}
-    record = {"organization_user_id": "a@b.c", "updated_at": at,
+    record = {"organization_user_id": ouid, "updated_at": at,
               "consents": {"purposes": [purpose]}}  # fmt: skip
-    return merge([parse_record(record)])
+    rec = parse_record(record)
+    assert rec.timestamp is not None
+    ts = to_micros(rec.timestamp)
+    choices = choices_of(rec, resolved().mappings, TYPES)
+    return PersonState(
+        ouid, {f: StoredChoice(ts, c.cell, c.is_list) for f, c in choices.items()}, ts
+    )
 
 
 def lead(**fields: Any) -> dict[str, Any]:
@@ -70,10 +82,10 @@ def lead(**fields: Any) -> dict[str, Any]:
 
 def test_update_sends_only_changed_cells() -> None:
     rs = resolved()
-    desired = desired_values(consent(False, "A,B"), rs)
-    plan = plan_group("a@b.c", desired, [lead(HasOptedOutOfEmail=True, Topics__c="B;A")], rs)
+    desired = consent(False, "A,B")
+    plan = plan_group(desired, [lead(HasOptedOutOfEmail=True, Topics__c="B;A")], rs)
     assert plan.outcome is Outcome.SKIPPED_UNCHANGED
-    plan = plan_group("a@b.c", desired, [lead(HasOptedOutOfEmail=False, Topics__c="B;A")], rs)
+    plan = plan_group(desired, [lead(HasOptedOutOfEmail=False, Topics__c="B;A")], rs)
     assert plan.outcome is None
     assert plan.update_rows == [{"Id": "00Q000000000001AAA", "HasOptedOutOfEmail": "true"}]
     assert plan.fields == {"HasOptedOutOfEmail": True, "Topics__c": "A;B"}
@@ -81,33 +93,31 @@ def test_update_sends_only_changed_cells() -> None:
 
 def test_no_choice_writes_nothing_and_an_empty_selection_clears() -> None:
     rs = resolved()
-    assert desired_values(consent(None), rs).cells == {}
-    cleared = desired_values(consent(None, ""), rs)
-    assert cleared.cells == {"Topics__c": "#N/A"}
-    assert cleared.report_fields == {"Topics__c": None}
-    plan = plan_group("a@b.c", cleared, [lead(Topics__c="A")], rs)
+    nothing = plan_group(consent(None), [lead(HasOptedOutOfEmail=True)], rs)
+    assert (nothing.outcome, nothing.fields) == (Outcome.SKIPPED_UNCHANGED, {})
+    plan = plan_group(consent(None, ""), [lead(Topics__c="A")], rs)
+    assert plan.fields == {"Topics__c": None}
     assert plan.update_rows == [{"Id": "00Q000000000001AAA", "Topics__c": "#N/A"}]
 
 
 def test_unmatched_converted_and_multiple_matches() -> None:
     rs = resolved()
-    desired = desired_values(consent(True), rs)
-    assert plan_group("a@b.c", desired, [], rs).outcome is Outcome.SKIPPED_UNMATCHED
-    converted = plan_group("a@b.c", desired, [lead(IsConverted=True)], rs)
+    desired = consent(True)
+    assert plan_group(desired, [], rs).outcome is Outcome.SKIPPED_UNMATCHED
+    converted = plan_group(desired, [lead(IsConverted=True)], rs)
     assert converted.outcome is Outcome.SKIPPED_CONVERTED
     assert converted.salesforce_ids == ("00Q000000000001AAA",)
     twins = [lead(HasOptedOutOfEmail=True), {**lead(HasOptedOutOfEmail=True), "Id": "00Q2"}]
-    skip = plan_group("a@b.c", desired, twins, resolved(on_multiple_matches="skip"))
+    skip = plan_group(desired, twins, resolved(on_multiple_matches="skip"))
     assert skip.outcome is Outcome.SKIPPED_MULTIPLE_MATCHES
     assert skip.salesforce_ids == ("00Q000000000001AAA", "00Q2")
-    both = plan_group("a@b.c", desired, twins, rs)
+    both = plan_group(desired, twins, rs)
     assert [row["Id"] for row in both.update_rows] == ["00Q000000000001AAA", "00Q2"]
 
 
 def test_insert_uses_defaults_mapped_values_win_and_nothing_is_cleared() -> None:
     rs = resolved(upsert_mode=True)
-    desired = desired_values(consent(True, ""), rs)
-    plan = plan_group("New@B.c", desired, [], rs)
+    plan = plan_group(consent(True, "", ouid="New@B.c"), [], rs)
     assert plan.outcome is None
     assert plan.insert_row == {
         "LastName": "Unknown",
@@ -116,9 +126,7 @@ def test_insert_uses_defaults_mapped_values_win_and_nothing_is_cleared() -> None
         "Topics__c": "",
         "Email": "New@B.c",
     }
-    assert plan_group("x", desired_values(consent(None), rs), [], rs).outcome is (
-        Outcome.SKIPPED_UNCHANGED
-    )
+    assert plan_group(consent(None), [], rs).outcome is Outcome.SKIPPED_UNCHANGED
 
 
 @pytest.mark.parametrize(
@@ -132,8 +140,7 @@ def test_insert_uses_defaults_mapped_values_win_and_nothing_is_cleared() -> None
 )
 def test_newest_consent_wins(held: str | None, outcome: Outcome | None) -> None:
     rs = resolved(consent_timestamp_field="Consent_At__c")
-    desired = desired_values(consent(False), rs)
-    plan = plan_group("a@b.c", desired, [lead(HasOptedOutOfEmail=False, Consent_At__c=held)], rs)
+    plan = plan_group(consent(False), [lead(HasOptedOutOfEmail=False, Consent_At__c=held)], rs)
     assert plan.outcome is outcome
     if outcome is None:
         assert plan.update_rows[0]["Consent_At__c"] == "2024-06-18T16:40:03.512Z"
@@ -156,4 +163,44 @@ def test_csv_columns_follow_the_mapping_order() -> None:
         "HasOptedOutOfEmail",
         "Topics__c",
         "X",
+    ]
+
+
+def test_a_record_stamped_by_this_run_is_judged_by_its_earlier_timestamp() -> None:
+    """Batches cut anywhere give one result: the run's own stamp does not make its records
+    stale (SPEC 3); a stamp someone else wrote since does."""
+    rs = resolved(consent_timestamp_field="Consent_At__c")
+    older = consent(False, at="2024-06-10T00:00:00.000Z")
+    held = "2024-06-18T16:40:03.512+0000"  # what an earlier batch of this run wrote
+    ours = {
+        "00Q000000000001AAA": WrittenRecord(
+            to_micros(parse_salesforce_datetime("2024-06-01T00:00:00.000+0000")),  # type: ignore[arg-type]
+            to_micros(parse_salesforce_datetime(held)),  # type: ignore[arg-type]
+        )
+    }
+    match = [lead(HasOptedOutOfEmail=False, Consent_At__c=held)]
+    assert plan_group(older, match, rs).outcome is Outcome.SKIPPED_STALE
+    rewritten = plan_group(older, match, rs, ours)
+    assert rewritten.update_rows == [{"Id": "00Q000000000001AAA", "HasOptedOutOfEmail": "true"}]
+    assert rewritten.stale_at == ours["00Q000000000001AAA"].baseline
+    someone_else = [lead(HasOptedOutOfEmail=False, Consent_At__c="2024-06-19T00:00:00.000+0000")]
+    assert plan_group(older, someone_else, rs, ours).outcome is Outcome.SKIPPED_STALE
+
+
+def test_a_choice_older_than_the_record_is_not_written_but_a_newer_one_is() -> None:
+    rs = resolved(consent_timestamp_field="Consent_At__c")
+    early = to_micros(parse_salesforce_datetime("2024-06-01T00:00:00.000+0000"))  # type: ignore[arg-type]
+    late = to_micros(parse_salesforce_datetime("2024-06-20T00:00:00.000+0000"))  # type: ignore[arg-type]
+    person = PersonState(
+        "a@b.c",
+        {
+            "HasOptedOutOfEmail": StoredChoice(early, "true", False),
+            "Topics__c": StoredChoice(late, "A", True),
+        },
+        late,
+    )
+    match = [lead(HasOptedOutOfEmail=False, Consent_At__c="2024-06-10T00:00:00.000+0000")]
+    plan = plan_group(person, match, rs)
+    assert plan.update_rows == [
+        {"Id": "00Q000000000001AAA", "Topics__c": "A", "Consent_At__c": "2024-06-20T00:00:00.000Z"}
     ]

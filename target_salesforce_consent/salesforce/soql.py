@@ -48,6 +48,98 @@ def _encoded_len(text: str) -> int:
     return len(quote_plus(text))
 
 
+class MatchQueryBuilder:
+    """``SELECT ... FROM obj WHERE match_field IN (...) [AND cond ...]`` queries, chunked.
+
+    Each query keeps ``len(url_prefix + "?q=" + urlencoded query)`` within ``max_url_bytes -
+    URL_SAFETY_MARGIN`` and the statement within the SOQL limit. ``extra_conditions`` are
+    trusted SOQL fragments. Raises ValueError for invalid names.
+    """
+
+    def __init__(
+        self,
+        sobject: str,
+        select_fields: Sequence[str],
+        match_field: str,
+        *,
+        extra_conditions: Sequence[str] = (),
+        max_url_bytes: int = MAX_URL_BYTES,
+        url_prefix: str = "",
+    ) -> None:
+        check_name(sobject, "object name")
+        self.match_field = check_name(match_field, "field name")
+        fields: list[str] = []
+        seen_fields: set[str] = set()
+        for name in select_fields:
+            check_name(name, "field name")
+            if name.lower() not in seen_fields:
+                seen_fields.add(name.lower())
+                fields.append(name)
+        if not fields:
+            raise ValueError("select_fields is empty")
+        self.head = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {match_field} IN ("
+        self.tail = ")" + "".join(f" AND {condition}" for condition in extra_conditions)
+        self.max_url_bytes = max_url_bytes
+        self.budget = max_url_bytes - URL_SAFETY_MARGIN
+        self.fixed = (
+            len(url_prefix) + len("?q=") + _encoded_len(self.head) + _encoded_len(self.tail)
+        )
+        self.char_budget = MAX_STATEMENT_CHARS - len(self.head) - len(self.tail)
+
+    def problem(self, value: str) -> str | None:
+        """Why `value` cannot be matched even in a query of its own ("CODE: message")."""
+        literal = quote(value.strip())
+        if len(literal) - 2 > MAX_LITERAL_CHARS:
+            return (
+                f"STRING_TOO_LONG: {self.match_field} value has {len(value.strip())} "
+                f"characters; a Salesforce query value holds at most {MAX_LITERAL_CHARS} "
+                "(escapes included)"
+            )
+        if self.fixed + _encoded_len(literal) > self.budget or len(literal) > self.char_budget:
+            return (
+                f"STRING_TOO_LONG: {self.match_field} value takes "
+                f"{_encoded_len(literal)} bytes once URL-encoded; a query for it cannot fit "
+                f"Salesforce's {self.max_url_bytes}-byte URI limit"
+            )
+        return None
+
+    def queries(self, values: Iterable[str]) -> list[str]:
+        """Queries covering `values`: stripped, deduplicated case-insensitively (first spelling
+        kept), empty ones dropped. Raises ValueError for a value :meth:`problem` refuses."""
+        literals: list[str] = []
+        seen: set[str] = set()
+        for raw in values:
+            value = str(raw).strip()
+            key = value.lower()
+            if not value or key in seen:
+                continue
+            seen.add(key)
+            problem = self.problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+            literals.append(quote(value))
+
+        separator = ", "
+        separator_cost = _encoded_len(separator)
+        queries: list[str] = []
+        chunk: list[str] = []
+        used, chars = self.fixed, 0
+        for literal in literals:
+            cost = _encoded_len(literal)
+            extra = cost + (separator_cost if chunk else 0)
+            extra_chars = len(literal) + (len(separator) if chunk else 0)
+            if chunk and (used + extra > self.budget or chars + extra_chars > self.char_budget):
+                queries.append(self.head + separator.join(chunk) + self.tail)
+                chunk, used, chars = [], self.fixed, 0
+                extra, extra_chars = cost, len(literal)
+            chunk.append(literal)
+            used += extra
+            chars += extra_chars
+        if chunk:
+            queries.append(self.head + separator.join(chunk) + self.tail)
+        return queries
+
+
 def build_match_queries(
     sobject: str,
     select_fields: Sequence[str],
@@ -58,71 +150,12 @@ def build_match_queries(
     max_url_bytes: int = MAX_URL_BYTES,
     url_prefix: str = "",
 ) -> list[str]:
-    """``SELECT ... FROM obj WHERE match_field IN (...) [AND cond ...]`` queries covering values.
-
-    Values are stripped and deduplicated case-insensitively (first spelling kept, empty ones
-    dropped). Each query keeps ``len(url_prefix + "?q=" + urlencoded query)`` within
-    ``max_url_bytes - URL_SAFETY_MARGIN``. ``extra_conditions`` are trusted SOQL fragments.
-    Raises ValueError for invalid names or a value that cannot fit in a query on its own.
-    """
-    check_name(sobject, "object name")
-    check_name(match_field, "field name")
-    fields: list[str] = []
-    seen_fields: set[str] = set()
-    for name in select_fields:
-        check_name(name, "field name")
-        if name.lower() not in seen_fields:
-            seen_fields.add(name.lower())
-            fields.append(name)
-    if not fields:
-        raise ValueError("select_fields is empty")
-
-    literals: list[str] = []
-    seen: set[str] = set()
-    for raw in values:
-        value = str(raw).strip()
-        key = value.lower()
-        if not value or key in seen:
-            continue
-        seen.add(key)
-        literal = quote(value)
-        if len(literal) - 2 > MAX_LITERAL_CHARS:
-            raise ValueError(
-                f"a {match_field} value of {len(value)} characters exceeds the SOQL limit of "
-                f"{MAX_LITERAL_CHARS} characters per string literal"
-            )
-        literals.append(literal)
-    if not literals:
-        return []
-
-    head = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {match_field} IN ("
-    tail = ")" + "".join(f" AND {condition}" for condition in extra_conditions)
-    budget = max_url_bytes - URL_SAFETY_MARGIN
-    fixed = len(url_prefix) + len("?q=") + _encoded_len(head) + _encoded_len(tail)
-    separator = ", "
-    separator_cost = _encoded_len(separator)
-    char_budget = MAX_STATEMENT_CHARS - len(head) - len(tail)
-
-    queries: list[str] = []
-    chunk: list[str] = []
-    used = fixed
-    chars = 0
-    for literal in literals:
-        cost = _encoded_len(literal)
-        if fixed + cost > budget or len(literal) > char_budget:
-            raise ValueError(
-                f"a {match_field} value is too long to fit in one query under the "
-                f"{max_url_bytes}-byte URI limit"
-            )
-        extra = cost + (separator_cost if chunk else 0)
-        extra_chars = len(literal) + (len(separator) if chunk else 0)
-        if chunk and (used + extra > budget or chars + extra_chars > char_budget):
-            queries.append(head + separator.join(chunk) + tail)
-            chunk, used, chars = [], fixed, 0
-            extra, extra_chars = cost, len(literal)
-        chunk.append(literal)
-        used += extra
-        chars += extra_chars
-    if chunk:
-        queries.append(head + separator.join(chunk) + tail)
-    return queries
+    """The queries of :class:`MatchQueryBuilder` for `values`, in one call."""
+    return MatchQueryBuilder(
+        sobject,
+        select_fields,
+        match_field,
+        extra_conditions=extra_conditions,
+        max_url_bytes=max_url_bytes,
+        url_prefix=url_prefix,
+    ).queries(values)

@@ -1,0 +1,134 @@
+"""What one record says about each mapped field: the unit of whole-run merging.
+
+SPEC 3 merges a person's records in timestamp order: a user-shaped record replaces the consent
+state (what it lacks becomes "no choice"), an event-shaped one overlays what it carries. Seen
+per mapped field, that is simply "the newest record that says something about this field
+wins", where:
+
+* a user-shaped record says something about every consent path (its value, or "no choice"
+  when it lacks the purpose, preference, channel or vendor);
+* an event-shaped record says something only about what it carries (a ``null`` never erases a
+  known choice; a preference it carries replaces that preference's whole selection; a vendor it
+  lists in ``enabled``/``disabled``);
+* ``metadata.<key>``: the records whose metadata holds the key (metadata overlays, whatever the
+  shape); ``updated_at`` / ``created_at``: the records that have them; ``organization_user_id``
+  and ``regulation``: every record.
+
+So a record can be reduced, on arrival, to one :class:`FieldChoice` per mapped field it speaks
+to, already converted to the Bulk API CSV cell. The run keeps only the newest choice per person
+and field (see ``store.py``); ``tests/test_extract.py`` checks that this gives what
+:func:`didomi.merge` gives for the same records in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from target_salesforce_consent.didomi import ConsentRecord, format_timestamp
+from target_salesforce_consent.mapping import (
+    FieldMapping,
+    FieldType,
+    SourcePath,
+    metadata_value,
+    to_csv_cell,
+)
+
+__all__ = ["NOT_CARRIED", "FieldChoice", "choices_of", "path_value"]
+
+
+class _NotCarried:
+    """The record says nothing about this path (older choices stand)."""
+
+    def __repr__(self) -> str:
+        return "NOT_CARRIED"
+
+
+NOT_CARRIED: Any = _NotCarried()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChoice:
+    """One record's choice for one mapped field, as the CSV cell to send.
+
+    ``cell`` is ``""`` for "no choice": it still replaces an older choice (a user-shaped record
+    that lacks the purpose), but writes nothing. ``is_list`` marks a Didomi selection, which
+    compares as a set.
+    """
+
+    cell: str
+    is_list: bool = False
+
+
+def path_value(path: SourcePath, rec: ConsentRecord) -> Any:
+    """The value ``rec`` gives for ``path`` (``None``: no choice), or :data:`NOT_CARRIED`."""
+    s = path.segments
+    head = s[0]
+    full = rec.kind == "user"  # a user-shaped record is the whole state
+    state = rec.consents
+    if head == "purposes":
+        purpose = state.purposes.get(s[1])
+        if purpose is None:
+            return None if full else NOT_CARRIED
+        if s[2] in ("enabled", "enabled_li"):
+            flag = purpose.enabled if s[2] == "enabled" else purpose.enabled_li
+            return flag if (full or flag is not None) else NOT_CARRIED
+        if s[2] == "values":
+            selected = purpose.values.get(s[3])
+            if selected is None:
+                return None if full else NOT_CARRIED
+            return list(selected) if len(s) == 4 else s[4] in selected
+        preference = purpose.preferences.get(s[3])
+        if preference is None:
+            return None if full else NOT_CARRIED
+        flag = preference.enabled if len(s) == 5 else preference.channels.get(s[5])
+        return flag if (full or flag is not None) else NOT_CARRIED
+    if head == "channels":
+        flag = state.channels.get(s[1])
+        return flag if (full or flag is not None) else NOT_CARRIED
+    if head == "vendors":
+        if full:
+            if s[1] in state.vendors.get("enabled", ()):
+                return True
+            return False if s[1] in state.vendors.get("disabled", ()) else None
+        # merge() applies an event's "enabled" list, then its "disabled" one
+        if s[1] in state.vendors.get("disabled", ()):
+            return False
+        return True if s[1] in state.vendors.get("enabled", ()) else NOT_CARRIED
+    if head == "organization_user_id":
+        return rec.ouid
+    if head == "regulation":
+        return rec.regulation
+    if head in ("updated_at", "created_at"):
+        stamp = rec.updated_at if head == "updated_at" else rec.created_at
+        return format_timestamp(stamp) if stamp is not None else NOT_CARRIED
+    return _metadata_value(rec.metadata, s[1])
+
+
+def _metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
+    # merge() overlays metadata key by key at the top level, so a record speaks to a path
+    # when it holds the whole key, or the first part of a dotted one.
+    if key not in metadata and key.split(".", 1)[0] not in metadata:
+        return NOT_CARRIED
+    return metadata_value(metadata, key)
+
+
+def choices_of(
+    rec: ConsentRecord,
+    mappings: tuple[FieldMapping, ...],
+    field_types: Mapping[str, FieldType],
+) -> dict[str, FieldChoice]:
+    """Every mapped field ``rec`` speaks to, as the cell it would write."""
+    choices: dict[str, FieldChoice] = {}
+    for mapping in mappings:
+        raw = path_value(mapping.source, rec)
+        if raw is NOT_CARRIED:
+            continue
+        value = mapping.convert(raw)
+        if value is None:
+            choices[mapping.field] = FieldChoice("")
+        else:
+            cell = to_csv_cell(value, field_types[mapping.field])
+            choices[mapping.field] = FieldChoice(cell, isinstance(value, list))
+    return choices
