@@ -185,6 +185,14 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        if not rs.consent_timestamp_field:
+            logger.warning(
+                "consent_timestamp_field is not set: within this run the newest consent wins, "
+                "but a replay of older Didomi data in a later run can overwrite a newer choice "
+                "made in Salesforce or by an earlier run. Set it to a datetime field of %s to "
+                "make the newest consent win across runs.",
+                rs.settings.salesforce_object,
+            )
 
     def close(self) -> None:
         self.store.close()
