@@ -64,6 +64,14 @@ def normalize(record_id: str) -> str | None:
     return candidate + suffix
 
 
+_ID_SHAPE_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def id_shaped(text: str) -> bool:
+    """True for 15 or 18 letters and digits: what a URL segment must be to be read as an Id."""
+    return _ID_SHAPE_RE.match(text) is not None
+
+
 def key_prefix(record_id: str) -> str:
     return record_id[:3]
 
