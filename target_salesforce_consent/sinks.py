@@ -28,6 +28,7 @@ from target_salesforce_consent.didomi import (
     merge,
     parse_record,
 )
+from target_salesforce_consent.mapping import cells_problem
 from target_salesforce_consent.plan import (
     DesiredValues,
     GroupPlan,
@@ -268,6 +269,13 @@ class BatchProcessor:
             if not all(is_valid_unicode(cell) for cell in desired.cells.values()):
                 for seq, item, rec in group_members:
                     lines[seq] = self._line(item, rec, Outcome.FAILED, error=INVALID_UNICODE)
+                continue
+            cell_error = cells_problem(desired.cells, desired.report_fields)  # a text "#N/A"
+            if cell_error is not None:
+                for seq, item, rec in group_members:
+                    lines[seq] = self._line(
+                        item, rec, Outcome.FAILED, fields=desired.report_fields, error=cell_error
+                    )
                 continue
             groups[key] = _Group(merged.ouid, group_members, desired)
         return groups
