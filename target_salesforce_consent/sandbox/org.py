@@ -194,7 +194,7 @@ class Org:
             raise ValueError(
                 f"{where}: malformed Id {raw!r}: a Salesforce Id is 15 letters and digits, or "
                 "18 whose last 3 are the case-safe checksum of the first 15 (e.g. "
-                f"{ids.to18(schema.key_prefix + '5g000000000001')!r}); omit Id to have one "
+                f"{ids.to18(schema.key_prefix + '5g0000000001')!r}); omit Id to have one "
                 "generated")
         if not record_id.startswith(schema.key_prefix):
             raise ValueError(f"{where}: Id {raw!r} is not a {schema.name} Id (those start with "
