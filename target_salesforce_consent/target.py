@@ -17,7 +17,11 @@ from target_salesforce_consent.report import RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
-from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
+from target_salesforce_consent.salesforce.errors import (
+    ApiLimitExceededError,
+    AuthenticationError,
+    SalesforceError,
+)
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
     ConfigurationError,
@@ -262,6 +266,12 @@ class TargetSalesforceConsent(Target):
         except AuthenticationError as exc:
             raise ConfigurationError(
                 [*problems, f"Salesforce refused the credentials: {exc}"]
+            ) from None
+        except ApiLimitExceededError as exc:
+            raise RunError(
+                f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
+                "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
+                "dropped (Setup > Company Information shows it)."
             ) from None
         except SalesforceError as exc:
             if is_outage(exc, authenticated=client.authenticated):

@@ -351,6 +351,19 @@ def test_outage_that_ends_before_the_last_retry_is_no_error(
     assert result.line_for("jane@example.com")["outcome"] == "updated"
 
 
+def test_exhausted_api_limit_at_start_up_is_a_run_error(
+    sandbox: Sandbox, report_path: Path
+) -> None:
+    sandbox.set_api_limit(15000, remaining=0)
+    result = run_target(
+        base_config(sandbox, report_path),
+        singer_lines([user("jane@example.com", purposes=[newsletter(False)])], state={"s": 1}),
+    )
+    assert isinstance(result.error, RunError), result.error
+    assert "REQUEST_LIMIT_EXCEEDED" in str(result.error)
+    assert result.states == []
+
+
 def test_wrong_credentials_stay_a_configuration_error(sandbox: Sandbox, report_path: Path) -> None:
     result = run_target(
         base_config(sandbox, report_path, client_secret="wrong-secret-value"), singer_lines([])
