@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from target_salesforce_consent.sandbox import Sandbox
-from target_salesforce_consent.sandbox import cli
+from target_salesforce_consent.sandbox import Sandbox, cli
 from target_salesforce_consent.sandbox import ids as sf_ids
 
 from .conftest import API, Client
@@ -108,7 +107,7 @@ def test_admin_refuses_an_id_the_org_holds(sandbox: Sandbox, client: Client) -> 
 
 
 def test_bulk_delete_is_soft(sandbox: Sandbox, client: Client) -> None:
-    jane = [r for r in sandbox.records("Lead") if r["Email"] == "jane.doe@example.com"][0]["Id"]
+    jane = next(r for r in sandbox.records("Lead") if r["Email"] == "jane.doe@example.com")["Id"]
     info = client.run_job(f"Id\n{jane}\n", operation="delete")
     assert info["numberRecordsFailed"] == 0
     soql = f"SELECT Id, IsDeleted FROM Lead WHERE Id = '{jane}'"
@@ -133,7 +132,7 @@ def test_bulk_delete_is_soft(sandbox: Sandbox, client: Client) -> None:
 
 
 def test_hard_delete_removes_for_good(sandbox: Sandbox, client: Client) -> None:
-    jane = [r for r in sandbox.records("Lead") if r["Email"] == "jane.doe@example.com"][0]["Id"]
+    jane = next(r for r in sandbox.records("Lead") if r["Email"] == "jane.doe@example.com")["Id"]
     assert client.run_job(f"Id\n{jane}\n", operation="hardDelete")["numberRecordsFailed"] == 0
     body = client.get(f"{API}/queryAll", params={"q": f"SELECT Id FROM Lead WHERE Id = '{jane}'"})
     assert body.json()["totalSize"] == 0

@@ -222,7 +222,7 @@ def test_upsert_by_external_id(sandbox: Sandbox, client: Client) -> None:
     assert resp.json() == {"id": ext, "success": True, "errors": [], "created": False}
     assert sandbox.record("Lead", ext)["DoNotCall"] is True
     # Before API 46.0 an update by external id answers 204 without a body.
-    old = client.patch(f"/services/data/v45.0/sobjects/Lead/Didomi_Id__c/abc-1",
+    old = client.patch("/services/data/v45.0/sobjects/Lead/Didomi_Id__c/abc-1",
                        json={"DoNotCall": False})
     assert (old.status_code, old.content) == (204, b"")
     old_create = client.patch("/services/data/v45.0/sobjects/Lead/Didomi_Id__c/new-2",
