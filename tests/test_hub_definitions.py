@@ -216,3 +216,11 @@ def regenerate() -> None:
         p.definition_path.write_text(
             yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
         )
+
+
+def test_readme_adds_both_plugins_from_their_definitions() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for p in PLUGIN_LIST:
+        kind = p.plugin_type.rstrip("s")
+        line = f"meltano add {kind} {p.name} --from-ref {p.definition_path.relative_to(ROOT)}"
+        assert line in readme, line
