@@ -189,7 +189,9 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
                 api_url=self.url_base,
                 api_key=self.config["api_key"],
                 api_secret=self.config["api_secret"],
-                http=self.requests_session,
+                # Its own session: the stream's session sends every request through this
+                # authenticator, the token request included.
+                http=requests.Session(),
                 timeout=self.timeout,
             )
         return self._session
