@@ -285,6 +285,10 @@ class App:
                                                req.params["version"],
                                                via_id="id_post" in req.params))
 
+    def sobject_changed(self, req: Request) -> Response:
+        return answer(self.sobjects.changed(req.params["object"], req.params["which"],
+                                            req.arg("start"), req.arg("end")))
+
     def sobject_get(self, req: Request) -> Response:
         return answer(self.sobjects.get_row(req.params["object"], req.params["row"],
                                             req.params["version"], req.arg("fields")))
@@ -379,6 +383,8 @@ ROUTES: list[Route] = [
     _r("GET", r"/sobjects/(?P<object>\w+)/describe", "describe", App.describe),
     _r("POST", r"/sobjects/(?P<object>\w+)/(?P<id_post>Id)", "sobject_create",
        App.sobject_create),
+    _r("GET", r"/sobjects/(?P<object>\w+)/(?P<which>deleted|updated)", "sobject_changed",
+       App.sobject_changed),
     _r("GET", _ROW, "sobject_get", App.sobject_get),
     _r("PATCH", _ROW, "sobject_update", App.sobject_update),
     _r("DELETE", _ROW, "sobject_delete", App.sobject_delete),

@@ -21,6 +21,7 @@ with ``allOrNone`` one failure rolls every write back.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,14 @@ from urllib.parse import unquote
 from . import ids, soql
 from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
 from .org import Org
-from .schema import NUMBER_TYPES, REQUIRED_ON_INSERT, FieldDef, SObjectSchema, parse_value
+from .schema import (
+    NUMBER_TYPES,
+    REQUIRED_ON_INSERT,
+    FieldDef,
+    SObjectSchema,
+    format_datetime,
+    parse_value,
+)
 
 MAX_COLLECTION = 200
 MAX_RETRIEVE_POST = 2000
@@ -419,6 +427,36 @@ class SObjects:
         record_id = self._row_id(schema, segment)
         self._single(lambda touched, journal: self.delete(schema, record_id, touched, journal))
         return Answer(204)
+
+    # ------------------------------------------------------------------ deleted / updated
+
+    def changed(self, object_name: str, which: str, start: str | None,
+                end: str | None) -> Answer:
+        """``GET /sobjects/{Object}/deleted`` or ``/updated`` ``?start=&end=`` (ISO 8601):
+        soft-deleted records by their deletion time, or live records by ``SystemModstamp``."""
+        schema = self.schema(object_name)
+        if not start or not end:
+            # [I] status, code and wording.
+            raise ApiError(400, "MISSING_ARGUMENT", "start and end are required")
+        try:
+            low = format_datetime(dt.datetime.fromisoformat(start.replace(" ", "+")))
+            high = format_datetime(dt.datetime.fromisoformat(end.replace(" ", "+")))
+        except ValueError:
+            raise ApiError(400, "INVALID_DATE_FORMAT",  # [I] code and wording
+                           f"Invalid date format: {start} / {end}") from None
+        covered = high[:17] + "00.000+0000"  # [I] the end, down to the minute
+        if which == "deleted":
+            gone = [rec for rec in self.org.deleted[schema.name].values()
+                    if low <= str(rec["SystemModstamp"]) <= high]
+            return Answer(200, {
+                "deletedRecords": [{"id": rec["Id"], "deletedDate": rec["SystemModstamp"]}
+                                   for rec in gone],
+                "earliestDateAvailable": low,
+                "latestDateCovered": covered,
+            })
+        touched = [rid for rid, rec in self.org.records[schema.name].items()
+                   if low <= str(rec["SystemModstamp"]) <= high]
+        return Answer(200, {"ids": touched, "latestDateCovered": covered})
 
     # ------------------------------------------------------------------ rows by external id
 

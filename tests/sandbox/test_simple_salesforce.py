@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import socket
 import time
@@ -162,6 +163,15 @@ def test_simple_salesforce_sobject_rows(https_sandbox: tuple[Sandbox, str]) -> N
     deleted = sf.query_all(soql, include_deleted=True)["records"]
     assert [(r["Id"], r["IsDeleted"]) for r in deleted] == [(new_id, True)]
     assert sf.api_usage["api-usage"].used > 0  # read from Sforce-Limit-Info
+
+    now = dt.datetime.now(dt.timezone.utc)
+    window = (now - dt.timedelta(hours=1), now + dt.timedelta(minutes=5))
+    gone_list = sf.Lead.deleted(*window)["deletedRecords"]
+    assert [r["id"] for r in gone_list] == [new_id]
+    sf.Lead.update(jane, {"DoNotCall": True})
+    updated = sf.Lead.updated(*window)["ids"]
+    assert jane in updated and new_id not in updated  # live records only
+    assert sf.Lead.updated(now - dt.timedelta(days=2), now - dt.timedelta(days=1))["ids"] == []
 
 
 def test_simple_salesforce_query_all_pages(https_sandbox: tuple[Sandbox, str]) -> None:
