@@ -77,7 +77,11 @@ def key_prefix(record_id: str) -> str:
 
 
 class IdFactory:
-    """Hands out valid, unique, 18-character ids: prefix + zero padding + base62 counter."""
+    """Hands out valid 18-character ids: prefix + zero padding + base62 counter.
+
+    The counter never repeats, but a seed may hold any Id: :meth:`Org.new_id` skips the ones
+    the org holds, so use that, not this, for an Id that must be new to the org.
+    """
 
     def __init__(self, pod: str = "5g") -> None:
         self._pod = pod
