@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Run every check of the project from a fresh clone: ruff, mypy and the full pytest suite.
+"""Run every check of the project from a fresh clone: ruff, mypy, pytest, the package check.
 
     python3 scripts/test.py [pytest arguments...]
 
 Sets up `.venv` (first run only, or when pyproject.toml changed), installs the Meltano plugins
-the end-to-end test needs (when meltano.yml changed), then runs `ruff check .`, `mypy` and
-`pytest` (including the `meltano`-marked end-to-end test). Every step runs even when an earlier
-one failed; the exit status is non-zero when any failed. Extra arguments go to pytest.
+the end-to-end test needs (when meltano.yml changed), then runs `ruff check .`, `mypy`,
+`pytest` (including the `meltano`-marked end-to-end tests) and `scripts/package_check.py`
+(build, `twine check` and install each distribution into a fresh virtualenv). Every step runs
+even when an earlier one failed; the exit status is non-zero when any failed. Extra arguments go
+to pytest, and the package check, which is not a pytest test, is then left out (run
+`python3 scripts/package_check.py` for it alone).
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ def main(pytest_args: list[str]) -> int:
     env = _bootstrap.meltano_env()
     closing: list[str] = []
     results.append(run("pytest", [py, "-m", "pytest", *pytest_args], env=env, closing=closing))
+    if pytest_args:
+        print("\n==> package check: not run (pytest arguments given)", flush=True)
+    else:
+        script = str(ROOT / "scripts" / "package_check.py")
+        results.append(run("package check", [py, script], env=env))
 
     print("\nSummary")
     for name, rc, took in results:

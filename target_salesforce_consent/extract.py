@@ -31,11 +31,24 @@ from target_salesforce_consent.mapping import (
     FieldMapping,
     FieldType,
     SourcePath,
+    cell_problem,
     metadata_value,
     to_csv_cell,
+    to_report_value,
 )
 
-__all__ = ["NOT_CARRIED", "FieldChoice", "choices_of", "path_value"]
+__all__ = ["NOT_CARRIED", "CellError", "FieldChoice", "choices_of", "path_value"]
+
+
+class CellError(Exception):
+    """A record's value that cannot be sent as it is ("CODE: message"); the record fails.
+
+    ``fields`` holds the record's mapped values as the report shows them, the bad one included.
+    """
+
+    def __init__(self, problem: str, fields: dict[str, Any]) -> None:
+        super().__init__(problem)
+        self.fields = fields
 
 
 class _NotCarried:
@@ -119,8 +132,13 @@ def choices_of(
     mappings: tuple[FieldMapping, ...],
     field_types: Mapping[str, FieldType],
 ) -> dict[str, FieldChoice]:
-    """Every mapped field ``rec`` speaks to, as the cell it would write."""
+    """Every mapped field ``rec`` speaks to, as the cell it would write.
+
+    Raises :class:`CellError` for a value Bulk API 2.0 would misread (a text ``#N/A``).
+    """
     choices: dict[str, FieldChoice] = {}
+    values: dict[str, Any] = {}
+    problem: str | None = None
     for mapping in mappings:
         raw = path_value(mapping.source, rec)
         if raw is NOT_CARRIED:
@@ -128,7 +146,13 @@ def choices_of(
         value = mapping.convert(raw)
         if value is None:
             choices[mapping.field] = FieldChoice("")
-        else:
-            cell = to_csv_cell(value, field_types[mapping.field])
-            choices[mapping.field] = FieldChoice(cell, isinstance(value, list))
+            continue
+        cell = to_csv_cell(value, field_types[mapping.field])
+        problem = problem or cell_problem(mapping.field, cell, value)
+        choices[mapping.field] = FieldChoice(cell, isinstance(value, list))
+        values[mapping.field] = value
+    if problem is not None:
+        raise CellError(
+            problem, {f: to_report_value(v, field_types[f]) for f, v in values.items()}
+        )
     return choices

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from target_salesforce_consent.didomi import MergedConsent, format_timestamp, parse_timestamp
@@ -25,7 +25,11 @@ __all__ = [
     "MappingError",
     "SourceKind",
     "SourcePath",
+    "as_sent",
+    "cell_problem",
+    "cells_problem",
     "compatibility_problem",
+    "number_text",
     "parse_source_path",
     "same_value",
     "to_csv_cell",
@@ -121,7 +125,9 @@ class SourcePath:
             return "datetime"
         return "text"
 
-    def resolve(self, consent: MergedConsent) -> bool | list[str] | str | int | float | None:
+    def resolve(
+        self, consent: MergedConsent
+    ) -> bool | list[str] | str | int | float | Decimal | None:
         """The value in ``consent``; ``None`` means no choice.
 
         ``metadata.<key>``: strings, numbers and booleans are returned as they are, objects
@@ -170,7 +176,9 @@ class SourcePath:
         return metadata_value(consent.metadata, s[1])
 
 
-def metadata_value(metadata: Mapping[str, Any], key: str) -> str | int | float | bool | None:
+def metadata_value(
+    metadata: Mapping[str, Any], key: str
+) -> str | int | float | Decimal | bool | None:
     if key in metadata:
         value: Any = metadata[key]
     else:
@@ -179,12 +187,9 @@ def metadata_value(metadata: Mapping[str, Any], key: str) -> str | int | float |
             if not isinstance(value, Mapping) or part not in value:
                 return None
             value = value[part]
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or isinstance(value, (str, bool, int, float, Decimal)):
         return value
-    try:
-        return json.dumps(value, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return str(value)
+    return json_text(value)
 
 
 def _dotted(text: str, original: str) -> SourcePath:
@@ -483,18 +488,79 @@ def compatibility_problem(mapping: FieldMapping, field: FieldType, sobject: str 
 # --------------------------------------------------------------------------------------------
 
 
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+#: Numbers with more digits than this before or after the point are written with an exponent.
+_PLAIN_DIGITS = 30
+
+
+def as_sent(text: str, line_break: str = "\n") -> str:
+    """``text`` as a Bulk API 2.0 upload carries it: no NUL, every line break as ``line_break``.
+
+    Salesforce cannot store NUL, and an embedded line break that differs from the job's declared
+    line ending fails the whole job (reference 3.11), so CRLF, CR and LF all become the job's
+    ending. The CSV writer and the "unchanged" comparison both use this one function.
+    """
+    return _LINE_BREAKS.sub(line_break, text.replace("\x00", ""))
+
+
+def number_text(value: int | float | Decimal) -> str:
+    """A number as plain text, as a person would type it: ``0.75``, ``7``, ``-0.000125``.
+
+    singer-sdk hands JSON fractions over as ``Decimal``. No quotes, no trailing zeros
+    (``1.50`` -> ``1.5``), no exponent (``1e21`` -> ``1000000000000000000000``) unless the
+    number has more than 30 digits before or after the point (``1E+300``). Non-finite values
+    are written as JSON spells them (``NaN``, ``Infinity``, ``-Infinity``).
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    number = Decimal(repr(value)) if isinstance(value, float) else value
+    if number.is_nan():
+        return "NaN"
+    if number.is_infinite():
+        return "-Infinity" if number < 0 else "Infinity"
+    if number.is_zero():
+        return "0"
+    if not -_PLAIN_DIGITS <= number.adjusted() < _PLAIN_DIGITS:
+        return str(number)
+    text = format(number, "f")  # exact: no context rounding, unlike normalize()
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every ``Decimal`` as an int or float, so JSON writes it as a number."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, Decimal) and value.is_finite():
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def json_text(value: Any) -> str:
+    """An object or array as JSON text: keys sorted, numbers as JSON numbers (never quoted)."""
+    try:
+        return json.dumps(_json_ready(value), sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _unique(items: list[Any]) -> list[str]:
-    return list(dict.fromkeys(str(item) for item in items))
+    return list(dict.fromkeys(_scalar_text(item) for item in items))
 
 
 def _scalar_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    if isinstance(value, (bool, int, float, Decimal)):
+        return number_text(value)
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, default=str)
+        return json_text(value)
     return str(value)
+
+
+def _is_empty_selection(value: Any) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset)) and not value
 
 
 def _datetime_cell(value: datetime | str, ftype: str) -> str | None:
@@ -513,9 +579,14 @@ def to_csv_cell(value: Any, field: FieldType) -> str:
     field a timestamp becomes ``2024-06-18T16:40:03.512Z``; into a date field its UTC date
     ``2024-06-18``; a ``datetime`` into a text field is written like a datetime. Strings pass
     through (a string that is not a timestamp passes through into date/datetime fields too, for
-    Salesforce to judge); numbers are written plainly.
+    Salesforce to judge); numbers are plain text (:func:`number_text`). The cell is the text as
+    sent (:func:`as_sent`: no NUL, line breaks as LF). A cell that is ``#N/A`` but not an empty
+    list's clear must not be sent: :func:`cell_problem` says so.
     """
-    ftype = field.type.lower()
+    return as_sent(_cell_text(value, field.type.lower()))
+
+
+def _cell_text(value: Any, ftype: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -537,15 +608,44 @@ def to_csv_cell(value: Any, field: FieldType) -> str:
 def to_report_value(value: Any, field: FieldType) -> Any:
     """The JSON form of a written value for the run report: ``True``/``False`` for checkbox
     fields, ``None`` for a cleared field (empty list), otherwise the text written (``"A;B"``,
-    ``"2024-06-18T16:40:03.512Z"``, ``"true"`` into a text field)."""
+    ``"2024-06-18T16:40:03.512Z"``, ``"true"`` into a text field, ``"#N/A"`` for a text that
+    :func:`cell_problem` refuses)."""
     if value is None:
         return None
     cell = to_csv_cell(value, field)
-    if cell == CLEAR:
+    if cell == CLEAR and _is_empty_selection(value):
         return None
     if field.type.lower() == "boolean" and cell in ("true", "false"):
         return cell == "true"
     return cell
+
+
+def cell_problem(field_name: str, cell: str, value: Any) -> str | None:
+    """Why ``cell`` must not be sent to ``field_name`` ("CODE: message"), or ``None``.
+
+    Bulk API 2.0 reads a cell of exactly ``#N/A`` as "set this field to null" and has no escape
+    for it (reference 3.11). Values are not trimmed there, so `` #N/A`` or ``#n/a`` are plain
+    text; only the exact marker, after :func:`as_sent`, is refused. The target sends it only as
+    its own clear for an empty selection: ``value`` is what the cell was built from, or its
+    report form (``None`` for that clear); for anything else (a text, a number, a selection
+    whose ids are ``#N/A``) the cell would clear the field instead of writing it.
+    """
+    if as_sent(cell) != CLEAR or value is None or _is_empty_selection(value):
+        return None
+    return (
+        f'INVALID_FIELD: {field_name}: the value "{CLEAR}" cannot be written through Bulk API '
+        '2.0, which reads it as "clear this field"; the record is not written'
+    )
+
+
+def cells_problem(cells: Mapping[str, str], values: Mapping[str, Any]) -> str | None:
+    """The first :func:`cell_problem` among ``cells`` (field -> cell); ``values`` holds, per
+    field, the value each cell was built from or its report form."""
+    for field_name, cell in cells.items():
+        problem = cell_problem(field_name, cell, values.get(field_name))
+        if problem is not None:
+            return problem
+    return None
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -565,6 +665,9 @@ def _split_multi(value: str) -> set[str]:
 def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = False) -> bool:
     """Whether Salesforce's ``current`` value (REST SOQL JSON) already equals ``cell``.
 
+    Compares what would be sent: both sides as :func:`as_sent` makes them (no NUL, line breaks
+    as LF), so a text holding CRLF or NUL is not rewritten on every run.
+
     * ``""`` (no choice, nothing written) is always "the same".
     * ``#N/A`` equals ``None`` and ``""``.
     * checkbox: compared as booleans (``None`` is never equal: Salesforce returns true/false).
@@ -572,10 +675,12 @@ def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = Fals
       ``;``-separated values, since a Didomi selection has no order.
     * datetime: compared as instants at millisecond precision (Salesforce returns
       ``2024-06-18T16:40:03.512+0000``); date: as dates; number fields: as numbers.
-    * email: case-insensitively; every other type: exact text (``True`` reads as ``"true"``).
+    * email: case-insensitively; every other type: exact text (``True`` reads as ``"true"``,
+      numbers as :func:`number_text` writes them).
     """
     if cell == "":
         return True
+    cell = as_sent(cell)
     if cell == CLEAR:
         return current is None or current == "" or current == []
     if current is None:
@@ -587,7 +692,7 @@ def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = Fals
     if ftype == "multipicklist" or as_set:
         if not isinstance(current, str):
             return False
-        return _split_multi(cell) == _split_multi(current)
+        return _split_multi(cell) == _split_multi(as_sent(current))
     if ftype in ("datetime", "date"):
         if not isinstance(current, (str, datetime, date)):
             return False
@@ -604,10 +709,10 @@ def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = Fals
         )
     if ftype in _NUMBER:
         try:
-            return float(cell) == float(current)
-        except (TypeError, ValueError):
+            return Decimal(cell) == Decimal(_scalar_text(current))
+        except (ArithmeticError, TypeError, ValueError):
             return False
-    theirs_text = _scalar_text(current)
+    theirs_text = as_sent(_scalar_text(current))
     if ftype == "email":
         return cell.casefold() == theirs_text.casefold()
     return cell == theirs_text

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from target_salesforce_consent.mapping import (
+    CLEAR,
     FieldMapping,
     FieldType,
     MappingError,
@@ -26,6 +28,25 @@ from target_salesforce_consent.salesforce.describe import FieldInfo, ObjectInfo
 SALESFORCE_OBJECTS = ("Lead", "Contact")
 MULTIPLE_MATCH_POLICIES = ("update_all", "skip")
 TEXT_TYPES = {"string", "textarea", "email", "phone", "url", "picklist", "combobox", "id"}
+BOOLEAN_SETTINGS = ("upsert_mode", "dry_run", "fail_on_record_errors", "validate_records")
+TEXT_SETTINGS = (
+    "instance_url",
+    "salesforce_object",
+    "match_field",
+    "on_multiple_matches",
+    "consent_timestamp_field",
+    "report_path",
+    "api_version",
+)
+#: Top-level settings whose type and value read_settings checks itself, naming what to write;
+#: the schema check leaves them to it, so each wrong setting is named once.
+CHECKED_SETTINGS = (
+    *BOOLEAN_SETTINGS,
+    *TEXT_SETTINGS,
+    "mappings",
+    "insert_defaults",
+    "regulations",
+)
 
 
 class ConfigurationError(Exception):
@@ -60,37 +81,97 @@ class Settings:
     fail_on_record_errors: bool = False
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in the words of a configuration file."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _wrong_type(name: str, value: Any, expected: str) -> str:
+    return f"{name} is {value!r} ({_json_kind(value)}): it must be {expected}"
+
+
+def _read_typed(
+    config: Mapping[str, Any], problems: list[str]
+) -> tuple[dict[str, bool], dict[str, str | None], set[str]]:
+    """The boolean and text settings, and the names of those of the wrong type.
+
+    A value of the wrong type is named as such and read as unset, so nothing else is derived
+    from it (``"false"`` is not read as true). ``null`` counts as unset.
+    """
+    misread: set[str] = set()
+    booleans: dict[str, bool] = {}
+    for name in BOOLEAN_SETTINGS:
+        value = config.get(name)
+        if value is not None and not isinstance(value, bool):
+            problems.append(
+                _wrong_type(name, value, "true or false (a JSON boolean, without quotes)")
+            )
+            misread.add(name)
+            value = None
+        booleans[name] = bool(value)
+    texts: dict[str, str | None] = {}
+    for name in TEXT_SETTINGS:
+        value = config.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(_wrong_type(name, value, "text (a JSON string, in quotes)"))
+            misread.add(name)
+            value = None
+        texts[name] = value
+    return booleans, texts, misread
+
+
 def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
     """Parse the config; returns the settings and every problem found.
 
     The settings are None when the org cannot even be reached (URL, credentials or object
     unusable); otherwise they hold what is usable, so the org check can run and add its own
-    problems to the list.
+    problems to the list. A setting of the wrong type is named as such and read as unset: no
+    other problem is derived from a misread value.
     """
     problems: list[str] = []
+    booleans, texts, misread = _read_typed(config, problems)
 
-    instance_url = str(config.get("instance_url") or "").rstrip("/")
-    url_problem = (
-        instance_url_problem(instance_url)
-        if instance_url
-        else (
+    instance_url = (texts["instance_url"] or "").strip().rstrip("/")
+    url_unusable = True
+    if "instance_url" in misread:
+        pass  # named as a wrong type
+    elif not instance_url:
+        problems.append(
             "instance_url is missing: set it to your org's My Domain URL, "
             "e.g. https://acme.my.salesforce.com"
         )
-    )
-    if url_problem:
-        problems.append(url_problem)
+    else:
+        url_problem = instance_url_problem(instance_url)
+        if url_problem:
+            problems.append(url_problem)
+        url_unusable = url_problem is not None
 
+    secrets: dict[str, str] = {}
     for secret in ("client_id", "client_secret"):
-        if not str(config.get(secret) or "").strip():
+        value = config.get(secret)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{secret} must be a non-empty string")  # never echo a secret
+        elif not (value or "").strip():
             problems.append(
                 f"{secret} is missing: copy the consumer "
                 f"{'key' if secret == 'client_id' else 'secret'} of the connected app or "
                 "external client app that has the client credentials flow enabled"
             )
+        else:
+            secrets[secret] = str(value).strip()
 
-    sobject = config.get("salesforce_object")
-    if sobject not in SALESFORCE_OBJECTS:
+    sobject = texts["salesforce_object"]
+    if sobject not in SALESFORCE_OBJECTS and "salesforce_object" not in misread:
         problems.append(
             f"salesforce_object is {sobject!r}: it must be 'Lead' or 'Contact' "
             "(use a second configuration to sync the other object)"
@@ -106,15 +187,27 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
     else:
         for index, item in enumerate(raw_mappings):
             try:
-                mappings.append(FieldMapping.from_config(item, index))
+                mapping = FieldMapping.from_config(item, index)
             except MappingError as exc:
                 problems.append(str(exc))
+                continue
+            if CLEAR in mapping.value_map.values():
+                # Bulk API 2.0 reads "#N/A" as "clear this field" (see mapping.cell_problem).
+                problems.append(
+                    f'{mapping.label} ({mapping.field}): "value_map" writes "{CLEAR}", which '
+                    'Bulk API 2.0 reads as "clear this field"; map to another text'
+                )
+                continue
+            mappings.append(mapping)
 
-    policy = config.get("on_multiple_matches", "update_all")
+    policy = texts["on_multiple_matches"] or "update_all"
     if policy not in MULTIPLE_MATCH_POLICIES:
         problems.append(f"on_multiple_matches is {policy!r}: it must be 'update_all' or 'skip'")
+        policy = "update_all"
 
-    regulations = config.get("regulations", ["gdpr"])
+    regulations = config.get("regulations")
+    if regulations is None:
+        regulations = ["gdpr"]
     if (
         not isinstance(regulations, list)
         or not regulations
@@ -126,49 +219,53 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
         )
         regulations = ["gdpr"]
 
-    insert_defaults = config.get("insert_defaults") or {}
+    insert_defaults = config.get("insert_defaults")
+    if insert_defaults is None:
+        insert_defaults = {}
     if not isinstance(insert_defaults, dict):
         problems.append(
-            'insert_defaults must be an object of field to value, e.g. {"Company": "Unknown"}'
+            f"insert_defaults is {_json_kind(insert_defaults)}: it must be an object of field "
+            'to value, e.g. {"Company": "Unknown"}'
         )
         insert_defaults = {}
 
-    api_version = str(config.get("api_version") or "62.0")
+    api_version = texts["api_version"] or "62.0"
     if not _is_api_version(api_version):
         problems.append(
             f"api_version is {api_version!r}: use a Salesforce API version such as '62.0' "
             "(47.0 or newer)"
         )
 
-    match_field = str(config.get("match_field") or "Email").strip()
-    timestamp_field = config.get("consent_timestamp_field") or None
+    match_field = (texts["match_field"] or "").strip() or "Email"
+    timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
+    report_path = texts["report_path"] or None
 
     # Without a URL, credentials and object nothing can be checked against the org; otherwise
     # go on with the usable mappings so the org check can add its problems to these.
     if (
-        url_problem
+        url_unusable
         or sobject not in SALESFORCE_OBJECTS
+        or len(secrets) < 2
         or not _is_api_version(api_version)
-        or any(not str(config.get(s) or "").strip() for s in ("client_id", "client_secret"))
     ):
         return None, problems
     return (
         Settings(
             instance_url=instance_url,
-            client_id=str(config["client_id"]).strip(),
-            client_secret=str(config["client_secret"]).strip(),
+            client_id=secrets["client_id"],
+            client_secret=secrets["client_secret"],
             salesforce_object=str(sobject),
             mappings=tuple(mappings),
-            upsert_mode=bool(config.get("upsert_mode", False)),
+            upsert_mode=booleans["upsert_mode"],
             match_field=match_field,
             insert_defaults=dict(insert_defaults),
-            on_multiple_matches=str(policy),
+            on_multiple_matches=policy,
             regulations=frozenset(r.strip().lower() for r in regulations),
-            consent_timestamp_field=str(timestamp_field).strip() if timestamp_field else None,
-            dry_run=bool(config.get("dry_run", False)),
-            report_path=str(config["report_path"]) if config.get("report_path") else None,
+            consent_timestamp_field=timestamp_field,
+            dry_run=booleans["dry_run"],
+            report_path=report_path,
             api_version=api_version,
-            fail_on_record_errors=bool(config.get("fail_on_record_errors", False)),
+            fail_on_record_errors=booleans["fail_on_record_errors"],
         ),
         problems,
     )

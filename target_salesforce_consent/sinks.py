@@ -28,7 +28,7 @@ from target_salesforce_consent.didomi import (
     format_timestamp,
     parse_record,
 )
-from target_salesforce_consent.extract import FieldChoice, choices_of
+from target_salesforce_consent.extract import CellError, FieldChoice, choices_of
 from target_salesforce_consent.plan import GroupPlan, csv_columns, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
@@ -107,6 +107,7 @@ class BufferedRecord:
     choices: dict[str, FieldChoice] | None = None
     outcome: Outcome | None = None
     error: str | None = None
+    fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
@@ -229,6 +230,8 @@ class BatchProcessor:
     def _with_choices(self, item: BufferedRecord, rec: ConsentRecord) -> BufferedRecord:
         try:
             choices = choices_of(rec, self.rs.mappings, self.rs.field_types)
+        except CellError as exc:
+            return replace(item, outcome=Outcome.FAILED, error=str(exc), fields=exc.fields)
         except Exception as exc:  # a defect in the mapping: report the record, never drop it
             self.logger.exception("Could not map a record of %s", item.stream)
             return replace(
@@ -320,7 +323,9 @@ class BatchProcessor:
         batch: dict[str, PersonBatch] = {}
         for seq, item in enumerate(buffer):
             if item.choices is None or item.ouid is None:
-                lines[seq] = self._line(item, item.outcome or Outcome.FAILED, error=item.error)
+                lines[seq] = self._line(
+                    item, item.outcome or Outcome.FAILED, fields=item.fields, error=item.error
+                )
                 continue
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".

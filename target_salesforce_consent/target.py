@@ -17,8 +17,13 @@ from target_salesforce_consent.report import RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
-from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
+from target_salesforce_consent.salesforce.errors import (
+    ApiLimitExceededError,
+    AuthenticationError,
+    SalesforceError,
+)
 from target_salesforce_consent.settings import (
+    CHECKED_SETTINGS,
     ConfigurationError,
     check_against_object,
     read_settings,
@@ -198,6 +203,10 @@ class TargetSalesforceConsent(Target):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._schema_problems: list[str] = []
         super().__init__(*args, **kwargs)
+        # singer-sdk reads config.get("validate_records", True), and a schema default never
+        # reaches the config: make "off unless set" (SPEC 3) explicit in the effective config.
+        if self._config.get("validate_records") is None:
+            self._config = {**self._config, "validate_records": False}
         # One Salesforce writer at a time: jobs of two sinks must never race on a record.
         self.max_parallelism = 1
         self._buffer: list[BufferedRecord] = []
@@ -224,6 +233,8 @@ class TargetSalesforceConsent(Target):
         for error in Draft7Validator(schema).iter_errors(dict(self._config)):
             if error.validator == "required" and not error.absolute_path:
                 continue  # the settings check names missing settings, with what to set
+            if len(error.absolute_path) == 1 and error.absolute_path[0] in CHECKED_SETTINGS:
+                continue  # the settings check names its type or value, with what to write
             if len(error.absolute_path) > 1 and error.absolute_path[0] == "mappings":
                 continue  # the mapping check names each bad mapping, with what to write
             where = ".".join(str(p) for p in error.absolute_path) or "config"
@@ -256,7 +267,15 @@ class TargetSalesforceConsent(Target):
             raise ConfigurationError(
                 [*problems, f"Salesforce refused the credentials: {exc}"]
             ) from None
+        except ApiLimitExceededError as exc:
+            raise RunError(
+                f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
+                "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
+                "dropped (Setup > Company Information shows it)."
+            ) from None
         except SalesforceError as exc:
+            if is_outage(exc, authenticated=client.authenticated):
+                raise RunError(unavailable_message(exc)) from None
             raise ConfigurationError(
                 [*problems, f"Salesforce call failed during the check: {exc}"]
             ) from None
@@ -375,6 +394,24 @@ class TargetSalesforceConsent(Target):
         super()._write_state_message(state)
 
 
+def is_outage(exc: SalesforceError, *, authenticated: bool) -> bool:
+    """Whether a failure of the start-up check means Salesforce is down, not misconfigured.
+
+    A transient failure that outlived the client's retries (5xx, a maintenance page) is an
+    outage. A network error before any token was issued is not: a wrong instance_url, DNS,
+    proxy or TLS fail the same way, and those are for the user to fix.
+    """
+    return exc.transient and (authenticated or exc.code != "CONNECTION_ERROR")
+
+
+def unavailable_message(exc: SalesforceError) -> str:
+    return (
+        f"Salesforce is unavailable ({exc}). This is not a configuration problem: nothing was "
+        "read or written and no STATE was emitted, so run again later and the tap sends the "
+        "same records (https://status.salesforce.com shows maintenance windows and incidents)."
+    )
+
+
 def report_file_path(report_path: str | None) -> str | None:
     """`{timestamp}` in report_path becomes the run's start (UTC), so runs keep their reports."""
     if report_path is None:
@@ -383,10 +420,14 @@ def report_file_path(report_path: str | None) -> str | None:
     return report_path.replace("{timestamp}", stamp)
 
 
-def cli() -> None:
-    """Console entry point: clean messages and a non-zero exit for what a user must fix."""
+def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -> None:
+    """Console entry point: clean messages and a non-zero exit for what a user must fix.
+
+    Exit status 2: the configuration or the credentials must be fixed. 1: the run left
+    something unresolved (Salesforce unavailable included) and can be retried.
+    """
     try:
-        TargetSalesforceConsent.cli()
+        target_class.cli()
     except (ConfigurationError, RunError) as exc:
         sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
         sys.exit(2 if isinstance(exc, ConfigurationError) else 1)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from target_salesforce_consent.didomi import MergedConsent, merge, parse_record
 from target_salesforce_consent.mapping import (
+    CLEAR,
     FieldMapping,
     FieldType,
     MappingError,
+    as_sent,
+    cell_problem,
+    cells_problem,
     compatibility_problem,
+    json_text,
+    number_text,
     parse_source_path,
     same_value,
     to_csv_cell,
@@ -610,3 +617,183 @@ def test_round_trip_written_value_is_same(consent: MergedConsent) -> None:
     for mapping, field, current in cases:
         cell = to_csv_cell(mapping.value_for(consent), field)
         assert same_value(cell, current, field), (mapping, cell)
+
+
+# -- numbers as plain text (issue 7, item 5) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (Decimal("0.75"), "0.75"),
+        (0.75, "0.75"),
+        (Decimal("1.50"), "1.5"),
+        (Decimal("100"), "100"),
+        (Decimal("1E+2"), "100"),
+        (7, "7"),
+        (7.0, "7"),
+        (-3, "-3"),
+        (Decimal("-0.0"), "0"),
+        (0.0, "0"),
+        (Decimal("1e21"), "1000000000000000000000"),
+        (1e21, "1000000000000000000000"),
+        (1e15, "1000000000000000"),
+        (Decimal("0.000001"), "0.000001"),
+        (1e-7, "0.0000001"),
+        (Decimal("1.2345678901234567890123456789012"), "1.2345678901234567890123456789012"),
+        (Decimal("1E+300"), "1E+300"),
+        (Decimal("-2.5E-40"), "-2.5E-40"),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (Decimal("-Infinity"), "-Infinity"),
+        (True, "true"),
+    ],
+)
+def test_number_text_is_plain(number: Any, text: str) -> None:
+    assert number_text(number) == text
+    assert '"' not in number_text(number)
+
+
+def test_json_text_writes_numbers_as_numbers() -> None:
+    assert json_text({"score": Decimal("0.75"), "n": Decimal("2"), "a": [Decimal("1.5")]}) == (
+        '{"a": [1.5], "n": 2, "score": 0.75}'
+    )
+    assert json_text(["x", 1, True, None]) == '["x", 1, true, null]'
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (Decimal("0.75"), "0.75"),
+        (Decimal("1e21"), "1000000000000000000000"),
+        (Decimal("3.0"), "3"),
+        ({"score": Decimal("0.75")}, '{"score": 0.75}'),
+        ([Decimal("1.5"), "a"], "1.5;a"),
+    ],
+)
+def test_to_csv_cell_numbers_into_text(value: Any, cell: str) -> None:
+    assert to_csv_cell(value, STRING) == cell
+    assert to_report_value(value, STRING) == cell
+    assert same_value(cell, cell, STRING)
+
+
+def test_metadata_decimal_resolves_to_a_number() -> None:
+    raw = {**RAW, "metadata": {"score": Decimal("0.75"), "nested": {"x": Decimal("2.50")}}}
+    consent = merge([parse_record(raw)])
+    assert fm("metadata.score").value_for(consent) == Decimal("0.75")
+    assert to_csv_cell(fm("metadata.score").value_for(consent), STRING) == "0.75"
+    assert to_csv_cell(fm("metadata.nested").value_for(consent), STRING) == '{"x": 2.5}'
+
+
+@pytest.mark.parametrize(
+    ("cell", "current", "field", "same"),
+    [
+        ("0.75", "0.75", STRING, True),
+        ("0.75", Decimal("0.75"), STRING, True),
+        ("0.75", 0.75, STRING, True),
+        ("0.75", '"0.75"', STRING, False),  # what older runs wrote is rewritten once
+        ("1.5", 1.50, NUMBER, True),
+        ("0.1", 0.1, NUMBER, True),
+        ("abc", 1, NUMBER, False),
+    ],
+)
+def test_same_value_numbers(cell: str, current: Any, field: FieldType, same: bool) -> None:
+    assert same_value(cell, current, field) is same
+
+
+# -- what is sent, and "unchanged" (issue 7, item 6) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("a\r\nb", "a\nb"),
+        ("a\rb", "a\nb"),
+        ("a\nb", "a\nb"),
+        ("a\r\n\r\nb", "a\n\nb"),
+        ("a\x00b", "ab"),
+        ("\x00", ""),
+        ("plain", "plain"),
+    ],
+)
+def test_as_sent(text: str, sent: str) -> None:
+    assert as_sent(text) == sent
+    assert as_sent(text, "\r\n") == sent.replace("\n", "\r\n")
+    assert as_sent(as_sent(text)) == as_sent(text)  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("line one\r\nline two", "line one\nline two"),
+        ("line one\rline two", "line one\nline two"),
+        ("nul\x00here", "nulhere"),
+        (["a\r\nb", "c"], "a\nb;c"),
+    ],
+)
+def test_to_csv_cell_is_the_text_as_sent(value: Any, cell: str) -> None:
+    assert to_csv_cell(value, STRING) == cell
+
+
+@pytest.mark.parametrize(
+    ("cell", "current", "field", "same"),
+    [
+        ("a\r\nb", "a\nb", STRING, True),  # Salesforce holds what was sent
+        ("a\rb", "a\nb", STRING, True),
+        ("a\nb", "a\r\nb", STRING, True),  # line-break style is not consent content
+        ("a\x00b", "ab", STRING, True),
+        ("a\nb", "a b", STRING, False),
+        ("a\r\nb", "a\nb", EMAIL, True),
+        ("x\r\n;y", "y;x\n", MULTI, True),
+    ],
+)
+def test_same_value_compares_what_is_sent(
+    cell: str, current: Any, field: FieldType, same: bool
+) -> None:
+    assert same_value(cell, current, field) is same
+
+
+# -- "#N/A" is only ever our own clear (issue 7, item 4) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "value", "refused"),
+    [
+        (CLEAR, [], False),  # an empty selection: the clear we mean
+        (CLEAR, (), False),
+        (CLEAR, None, False),  # the report form of that clear
+        (CLEAR, "#N/A", True),  # a text that happens to be the marker
+        (CLEAR, ["#N/A"], True),  # a selection whose only id is the marker
+        ("#N/A\x00", "#N/A\x00", True),  # NUL is dropped when sent
+        (" #N/A", " #N/A", False),  # values are not trimmed: plain text
+        ("#n/a", "#n/a", False),
+        ("#N/A;x", ["#N/A", "x"], False),
+        ("", None, False),
+        ("b2b", "b2b", False),
+    ],
+)
+def test_cell_problem(cell: str, value: Any, refused: bool) -> None:
+    problem = cell_problem("Consent_Note__c", cell, value)
+    if not refused:
+        assert problem is None
+        return
+    assert problem is not None
+    assert problem.startswith("INVALID_FIELD: Consent_Note__c: ")
+    assert '"#N/A"' in problem and "clear this field" in problem
+
+
+def test_text_na_is_reported_as_text_and_refused() -> None:
+    cell = to_csv_cell("#N/A", STRING)
+    assert cell == CLEAR
+    assert to_report_value("#N/A", STRING) == "#N/A"
+    assert to_report_value([], MULTI) is None
+    assert cell_problem("F", cell, to_report_value("#N/A", STRING)) is not None
+    assert cell_problem("F", to_csv_cell([], MULTI), to_report_value([], MULTI)) is None
+
+
+def test_cells_problem_names_the_first_refused_field() -> None:
+    cells = {"A": "x", "B": CLEAR, "C": CLEAR}
+    values = {"A": "x", "B": None, "C": "#N/A"}
+    problem = cells_problem(cells, values)
+    assert problem is not None and problem.startswith("INVALID_FIELD: C: ")
+    assert cells_problem({"A": "x", "B": CLEAR}, {"A": "x", "B": None}) is None

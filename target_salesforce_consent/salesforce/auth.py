@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,6 +129,43 @@ def _auth_error(status: int, body: dict[str, Any]) -> AuthenticationError:
     return AuthenticationError(code, description, hint, status=status)
 
 
+_UNAVAILABLE_PAGE = re.compile(
+    r"maintenance|unavailable|temporarily|try again later|outage", re.IGNORECASE
+)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _html_title(response: requests.Response) -> str | None:
+    """The title of an HTML answer ("" when it has none); None when the answer is not HTML."""
+    text = response.text or ""
+    if "html" not in response.headers.get("Content-Type", "").lower() and not (
+        text.lstrip().startswith("<")
+    ):
+        return None
+    match = _TITLE.search(text)
+    return " ".join(match.group(1).split())[:200] if match else ""
+
+
+def _unavailable_error(url: str, response: requests.Response) -> SalesforceError | None:
+    """A transient error when the answer says Salesforce is down: any 5xx, or an HTML page
+    about maintenance or unavailability (whatever its status, e.g. after a redirect)."""
+    status = response.status_code
+    title = _html_title(response)
+    looks_down = title is not None and _UNAVAILABLE_PAGE.search(response.text or "") is not None
+    if status < 500 and not looks_down:
+        return None
+    page = ""
+    if title is not None:
+        page = f" with an HTML page ({title})" if title else " with an HTML page"
+    return SalesforceError(
+        f"HTTP_{status}",
+        f"the token endpoint {url} answered HTTP {status}{page}; Salesforce may be "
+        "unavailable (maintenance or an incident), try again later",
+        status=status,
+        transient=True,
+    )
+
+
 def _scrub(text: str, *secrets: str) -> str:
     for secret in secrets:
         if secret:
@@ -183,16 +221,11 @@ def fetch_token(
             instance_url=normalise_instance_url(returned_url),
             issued_at=str(body.get("issued_at") or ""),
         )
-    if isinstance(body, dict) and "error" in body:
+    if isinstance(body, dict) and "error" in body and status < 500:
         raise _auth_error(status, body)
-    if status >= 500:
-        raise SalesforceError(
-            f"HTTP_{status}",
-            f"the token endpoint {url} answered HTTP {status}; Salesforce may be unavailable, "
-            "try again later",
-            status=status,
-            transient=True,
-        )
+    unavailable = _unavailable_error(url, response)
+    if unavailable is not None:
+        raise unavailable
     raise AuthenticationError(
         f"HTTP_{status}",
         f"unexpected answer from the token endpoint {url} (HTTP {status}, "

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from target_salesforce_consent.mapping import as_sent
+
 from .client import SalesforceClient
 from .errors import JobFailedError, SalesforceError
 from .soql import check_name
@@ -22,7 +24,6 @@ Operation = Literal["update", "insert"]
 RowStatus = Literal["succeeded", "failed", "unresolved"]
 
 _TERMINATORS: dict[str, str] = {"LF": "\n", "CRLF": "\r\n"}
-_NEWLINES = re.compile(r"\r\n|\r|\n")
 _FIELDS_SUFFIX = re.compile(r":[^:]*--\s*$")
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 #: Row error codes that are worth resubmitting in a new job.
@@ -65,8 +66,7 @@ def build_csv(
     def cell(value: Any) -> str:
         if value is None:
             return ""
-        text = value if isinstance(value, str) else str(value)
-        return _NEWLINES.sub(terminator, text.replace("\x00", ""))
+        return as_sent(value if isinstance(value, str) else str(value), terminator)
 
     for row in rows:
         writer.writerow([cell(row.get(column)) for column in columns])
@@ -75,7 +75,7 @@ def build_csv(
 
 def _as_uploaded(value: str | None) -> str:
     """A cell's text as build_csv uploads it (NUL removed, line breaks as LF)."""
-    return _NEWLINES.sub("\n", (value or "").replace("\x00", ""))
+    return as_sent(value or "")
 
 
 def parse_result_csv(body: bytes) -> list[dict[str, str]]:

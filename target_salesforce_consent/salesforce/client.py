@@ -177,6 +177,11 @@ class SalesforceClient:
         """The instance_url returned by the token response (authenticates if needed)."""
         return self._current_token().instance_url
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether a token was issued (the credentials and instance_url work)."""
+        return self._token is not None
+
     def authenticate(self) -> None:
         """Fetch a fresh token now (transient failures are retried; OAuth errors are not)."""
         self._renew_token(None)
@@ -203,7 +208,11 @@ class SalesforceClient:
                         timeout=self.timeout,
                     )
                 except SalesforceError as exc:
-                    if not exc.transient or attempt >= self.retry.max_attempts:
+                    if not exc.transient:
+                        raise
+                    if attempt >= self.retry.max_attempts:
+                        if attempt > 1:
+                            exc.message += f" (after {attempt} attempts)"
                         raise
                     delay = self.retry.delay(attempt)
                     logger.warning(

@@ -2,13 +2,24 @@
 
 It follows ``reference/salesforce-api.md``: section 10 is its blueprint, sections 1-8 the
 behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
-:mod:`.ingest`, :mod:`.query_jobs`) is kept apart from the HTTP layer (:mod:`.http`).
+:mod:`.ingest`, :mod:`.query_jobs`, :mod:`.sobjects`) is kept apart from the HTTP layer
+(:mod:`.http`).
+
+Beyond the target's calls it serves everyday clients' (:mod:`.sobjects`): sObject rows
+(``GET/PATCH/DELETE /sobjects/{Object}/{Id}``, ``POST /sobjects/{Object}``), rows by external
+id (GET, upsert by PATCH, DELETE), ``/sobjects/{Object}/deleted|updated``, and sObject
+Collections (create, update, upsert, retrieve, delete; at most 200; ``allOrNone``). Deletes are
+soft: a deleted record leaves ``query`` but ``queryAll`` (REST and Bulk) still returns it with
+``IsDeleted`` true, and writes to it fail ``ENTITY_IS_DELETED``. Ids are 18 characters with the
+case-safe checksum and never reused: no generated Id takes one the org holds (seeded, created,
+deleted). A seed with a malformed, mistyped or repeated Id is refused (ValueError).
 
 Python API::
 
     with Sandbox(seed, token_ttl=7200.0, job_polls_to_complete=0) as sb:
         sb.url, sb.client_id, sb.client_secret
-        sb.records("Lead"); sb.record("Lead", id); sb.add_records("Lead", [...])
+        sb.records("Lead", include_deleted=False); sb.record("Lead", id, include_deleted=False)
+        sb.add_records("Lead", [...])
         sb.convert_lead(id)
         sb.requests            # list[LoggedRequest] (Authorization and client secrets redacted)
         sb.api_calls()         # {"kind": count}
@@ -26,7 +37,10 @@ and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``, ``inge
 ``ingest_abort``, ``ingest_patch`` (a PATCH with another state), ``ingest_info``,
 ``ingest_results``, ``ingest_delete``, ``ingest_list``, ``query_job_create``,
 ``query_job_info``, ``query_job_results``, ``query_job_abort``, ``query_job_delete``,
-``query_job_list``, ``unknown``.
+``query_job_list``, ``sobject_info``, ``sobject_get``, ``sobject_create``, ``sobject_update``,
+``sobject_delete``, ``sobject_changed``, ``sobject_get_by_external_id``, ``sobject_upsert``,
+``sobject_delete_by_external_id``, ``collection_create``, ``collection_update``,
+``collection_upsert``, ``collection_delete``, ``collection_retrieve``, ``unknown``.
 
 ``fail_next`` answers the next ``count`` requests matching ``method`` and the ``path`` regex with
 ``status``/``body`` instead of handling them; ``status`` 0 (or None) closes the connection
@@ -35,7 +49,7 @@ lost: the PUT's data lands, the job is created or closed, and then the client ge
 status/body, or (status 0/None) the connection drops after the body was read (reference 10.3).
 
 Admin HTTP API (no token, not logged, not counted), under ``/__sandbox/``:
-``GET|POST records/{Object}``, ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
+``GET|POST records/{Object}`` (GET ``?include_deleted=true`` adds the Recycle Bin), ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
 ``GET jobs``, ``GET health``, ``POST expire-tokens``, ``POST reset``, ``POST faults`` with one
 object or a list of objects ``{"type": "fail_next", "status", "body", "count", "method", "path",
 "content_type", "after"}`` (``"status": 0`` or ``null`` drops the connection),

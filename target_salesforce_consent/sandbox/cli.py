@@ -30,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sandbox = Sandbox(args.seed, token_ttl=args.token_ttl, job_polls_to_complete=args.job_polls,
-                      certfile=args.certfile, keyfile=args.keyfile)
+    try:
+        sandbox = Sandbox(args.seed, token_ttl=args.token_ttl,
+                          job_polls_to_complete=args.job_polls, certfile=args.certfile,
+                          keyfile=args.keyfile)
+    except (OSError, ValueError) as exc:  # an unreadable or invalid seed: say why, no traceback
+        print(f"target-salesforce-consent-sandbox: cannot start: {exc}", file=sys.stderr)
+        return 2
     sandbox.start(args.host, args.port)
     stop = threading.Event()
 

@@ -27,6 +27,7 @@ from .errors import NOT_FOUND_MESSAGE, ApiError, OAuthError
 from .ingest import IngestJobs
 from .org import HttpFault, LoggedRequest, Org
 from .query_jobs import QueryJobs
+from .sobjects import MAX_COLLECTION, MAX_RETRIEVE_POST, Answer, SObjects, parse_json_body
 
 JSON_TYPE = "application/json;charset=UTF-8"
 CSV_TYPE = "text/csv; charset=UTF-8"
@@ -133,6 +134,7 @@ class App:
         self.org = org
         self.ingest = ingest
         self.queries = queries
+        self.sobjects = SObjects(org)
 
     # ------------------------------------------------------------------ handlers
 
@@ -191,7 +193,8 @@ class App:
         if text is None or not text.strip():
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
         body = query_jobs.rest_query(self.org, req.params["version"], text,
-                                     self._batch_size(req))
+                                     self._batch_size(req),
+                                     include_deleted=req.params.get("all") is not None)
         return json_response(200, body)
 
     def query_more(self, req: Request) -> Response:
@@ -264,11 +267,92 @@ class App:
         max_records = req.arg("maxRecords")
         text, locator, count = self.queries.results(
             req.params["job"], req.arg("locator"),
-            int(max_records) if max_records and max_records.isdigit() else None)
+            int(max_records) if max_records and max_records.isdigit() else None,
+            req.params["version"])
         resp = csv_response(req, text)
         resp.headers["Sforce-Locator"] = locator
         resp.headers["Sforce-NumberOfRecords"] = str(count)
         return resp
+
+
+    # sObject rows and collections: the rules live in :mod:`.sobjects`.
+
+    def sobject_info(self, req: Request) -> Response:
+        return answer(self.sobjects.info(req.params["object"], req.params["version"]))
+
+    def sobject_create(self, req: Request) -> Response:
+        return answer(self.sobjects.create_row(req.params["object"], req.body,
+                                               req.params["version"],
+                                               via_id="id_post" in req.params))
+
+    def sobject_changed(self, req: Request) -> Response:
+        return answer(self.sobjects.changed(req.params["object"], req.params["which"],
+                                            req.arg("start"), req.arg("end")))
+
+    def sobject_get(self, req: Request) -> Response:
+        return answer(self.sobjects.get_row(req.params["object"], req.params["row"],
+                                            req.params["version"], req.arg("fields")))
+
+    def sobject_update(self, req: Request) -> Response:
+        return answer(self.sobjects.update_row(req.params["object"], req.params["row"],
+                                               req.body))
+
+    def sobject_delete(self, req: Request) -> Response:
+        return answer(self.sobjects.delete_row(req.params["object"], req.params["row"]))
+
+    def sobject_get_by_external_id(self, req: Request) -> Response:
+        return answer(self.sobjects.get_by_external(
+            req.params["object"], req.params["field"], req.params["value"],
+            req.params["version"], req.arg("fields")))
+
+    def sobject_upsert(self, req: Request) -> Response:
+        return answer(self.sobjects.upsert_by_external(
+            req.params["object"], req.params["field"], req.params["value"], req.body,
+            req.params["version"], (req.arg("updateOnly") or "").lower() == "true"))
+
+    def sobject_delete_by_external_id(self, req: Request) -> Response:
+        return answer(self.sobjects.delete_by_external(
+            req.params["object"], req.params["field"], req.params["value"],
+            req.params["version"]))
+
+    def collection_create(self, req: Request) -> Response:
+        return answer(self.sobjects.collection_create(req.params["version"], req.body))
+
+    def collection_update(self, req: Request) -> Response:
+        return answer(self.sobjects.collection_update(req.params["version"], req.body))
+
+    def collection_upsert(self, req: Request) -> Response:
+        return answer(self.sobjects.collection_upsert(req.params["object"],
+                                                      req.params["field"],
+                                                      req.params["version"], req.body))
+
+    def collection_delete(self, req: Request) -> Response:
+        return answer(self.sobjects.collection_delete(req.params["version"], req.arg("ids"),
+                                                      req.arg("allOrNone")))
+
+    def collection_retrieve(self, req: Request) -> Response:
+        if req.method == "POST":
+            spec = parse_json_body(req.body)
+            if not isinstance(spec, dict):
+                spec = {}
+            id_list = spec.get("ids")
+            names = spec.get("fields")
+            return answer(self.sobjects.collection_retrieve(
+                req.params["object"], req.params["version"],
+                [str(i) for i in id_list] if isinstance(id_list, list) else None,
+                [str(n) for n in names] if isinstance(names, list) else None,
+                MAX_RETRIEVE_POST))
+        raw_ids, raw_fields = req.arg("ids"), req.arg("fields")
+        return answer(self.sobjects.collection_retrieve(
+            req.params["object"], req.params["version"],
+            [i for i in raw_ids.split(",") if i.strip()] if raw_ids else None,
+            raw_fields.split(",") if raw_fields else None, MAX_COLLECTION))
+
+
+def answer(result: Answer) -> Response:
+    if result.body is None:
+        return Response(result.status)
+    return json_response(result.status, result.body)
 
 
 def csv_response(req: Request, text: str) -> Response:
@@ -286,15 +370,41 @@ def _r(method: str, pattern: str, kind: str, handler: Handler, *, data: bool = T
 
 
 _JOB = r"(?P<job>[A-Za-z0-9]{15,18})"
+# /sobjects/{Object}/{Id} (not .../describe) and /sobjects/{Object}/{Field}/{value}
+_ROW = r"/sobjects/(?P<object>\w+)/(?P<row>(?!describe/?$)[^/]+)"
+_BY_FIELD = r"/sobjects/(?P<object>\w+)/(?P<field>(?!describe/)\w+)/(?P<value>[^/]+)"
 ROUTES: list[Route] = [
     _r("POST", r"^/services/oauth2/token", "token", App.token, data=False),
     _r("GET", r"^/services/data", "versions", App.versions, data=False),
     _r("GET", r"/limits", "limits", App.limits),
     _r("GET", r"/sobjects", "describe_global", App.describe_global),
+    _r("GET", r"/sobjects/(?P<object>\w+)", "sobject_info", App.sobject_info),
+    _r("POST", r"/sobjects/(?P<object>\w+)", "sobject_create", App.sobject_create),
     _r("GET", r"/sobjects/(?P<object>\w+)/describe", "describe", App.describe),
+    _r("POST", r"/sobjects/(?P<object>\w+)/(?P<id_post>Id)", "sobject_create",
+       App.sobject_create),
+    _r("GET", r"/sobjects/(?P<object>\w+)/(?P<which>deleted|updated)", "sobject_changed",
+       App.sobject_changed),
+    _r("GET", _ROW, "sobject_get", App.sobject_get),
+    _r("PATCH", _ROW, "sobject_update", App.sobject_update),
+    _r("DELETE", _ROW, "sobject_delete", App.sobject_delete),
+    _r("GET", _BY_FIELD, "sobject_get_by_external_id", App.sobject_get_by_external_id),
+    _r("PATCH", _BY_FIELD, "sobject_upsert", App.sobject_upsert),
+    _r("DELETE", _BY_FIELD, "sobject_delete_by_external_id",
+       App.sobject_delete_by_external_id),
+    _r("POST", r"/composite/sobjects", "collection_create", App.collection_create),
+    _r("PATCH", r"/composite/sobjects", "collection_update", App.collection_update),
+    _r("DELETE", r"/composite/sobjects", "collection_delete", App.collection_delete),
+    _r("GET", r"/composite/sobjects/(?P<object>\w+)", "collection_retrieve",
+       App.collection_retrieve),
+    _r("POST", r"/composite/sobjects/(?P<object>\w+)", "collection_retrieve",
+       App.collection_retrieve),
+    _r("PATCH", r"/composite/sobjects/(?P<object>\w+)/(?P<field>\w+)", "collection_upsert",
+       App.collection_upsert),
     _r("GET", r"/query", "query", App.query),
-    _r("GET", r"/queryAll", "query", App.query),
+    _r("GET", r"/(?P<all>queryAll)", "query", App.query),
     _r("GET", r"/query/(?P<locator>[A-Za-z0-9]+-\d+)", "query_more", App.query_more),
+    _r("GET", r"/queryAll/(?P<locator>[A-Za-z0-9]+-\d+)", "query_more", App.query_more),
     _r("POST", r"/jobs/ingest", "ingest_create", App.ingest_create),
     _r("GET", r"/jobs/ingest", "ingest_list", App.ingest_list),
     _r("PUT", r"/jobs/ingest/" + _JOB + r"/batches", "ingest_upload", App.ingest_upload),
@@ -373,12 +483,25 @@ def dispatch(app: App, req: Request, raw_uri_len: int, headers_len: int) -> Resp
         resp = _answer(app, req, route, allowed, raw_uri_len, headers_len)
     except Exception:  # any bug answers 500 rather than dropping the connection
         resp = unknown_exception()
+    if _carries_limit_info(req.path, resp):
+        resp.headers.setdefault("Sforce-Limit-Info", org.limit_info())
     org.record_request(LoggedRequest(
         method=req.method, path=req.path, query=req.query,
         headers=redact_headers(req.headers), body=redact_body(kind, req.body),
         status=resp.status, kind=kind, time=time.time(),
     ))
     return resp
+
+
+def _carries_limit_info(path: str, resp: Response) -> bool:
+    """Every response under ``/services/data`` but the versions list carries the usage header
+    (reference 1.3 [D]): errors (401, 403, 404, 405...) included. [I] An HTML page (414/431,
+    or an injected gateway fault) comes from Salesforce's edge, not the API, so it does not."""
+    if resp.status == 0 or not path.startswith("/services/data/"):
+        return False
+    if path.rstrip("/") == "/services/data":
+        return False
+    return "html" not in resp.headers.get("Content-Type", "").lower()
 
 
 def _answer(app: App, req: Request, route: Route | None, allowed: list[str],

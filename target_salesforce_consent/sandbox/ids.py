@@ -64,12 +64,24 @@ def normalize(record_id: str) -> str | None:
     return candidate + suffix
 
 
+_ID_SHAPE_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def id_shaped(text: str) -> bool:
+    """True for 15 or 18 letters and digits: what a URL segment must be to be read as an Id."""
+    return _ID_SHAPE_RE.match(text) is not None
+
+
 def key_prefix(record_id: str) -> str:
     return record_id[:3]
 
 
 class IdFactory:
-    """Hands out valid, unique, 18-character ids: prefix + zero padding + base62 counter."""
+    """Hands out valid 18-character ids: prefix + zero padding + base62 counter.
+
+    The counter never repeats, but a seed may hold any Id: :meth:`Org.new_id` skips the ones
+    the org holds, so use that, not this, for an Id that must be new to the org.
+    """
 
     def __init__(self, pod: str = "5g") -> None:
         self._pod = pod

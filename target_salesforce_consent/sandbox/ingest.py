@@ -281,7 +281,7 @@ class IngestJobs(JobStore[IngestJob]):
         else:
             external_id = None
         job = IngestJob(
-            id=self.org.ids.new(ids.KEY_PREFIXES["Job"]),
+            id=self.org.new_id(ids.KEY_PREFIXES["Job"]),
             object=schema.name,
             operation=str(operation),
             api_version=version,
@@ -543,7 +543,10 @@ class IngestJobs(JobStore[IngestJob]):
         self._check_lock(target, touched_locks)
         if job.object == "Lead" and self.org.records["Lead"][target]["IsConverted"]:
             raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
-        del self.org.records[job.object][target]
+        if op == "hardDelete":
+            self.org.hard_delete(job.object, target)
+        else:  # to the Recycle Bin: IsDeleted, still seen by queryAll (reference 4)
+            self.org.soft_delete(job.object, target)
         return target, False
 
     def _resolve_id(self, object_name: str, raw: str) -> str:
@@ -554,6 +557,8 @@ class IngestJobs(JobStore[IngestJob]):
                 "MALFORMED_ID", f"{object_name} ID: id value of incorrect type: {raw}", ["Id"]
             )
         if normalized not in self.org.records[object_name]:
+            if self.org.is_deleted(object_name, normalized):
+                raise RowError("ENTITY_IS_DELETED", "entity is deleted")
             raise RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
         return normalized
 

@@ -139,7 +139,13 @@ class Org:
     # ------------------------------------------------------------------ state lifecycle
 
     def reset(self) -> None:
+        # Live records by object and Id; soft-deleted ones (the Recycle Bin) apart, so queries
+        # over live records never pay for them; hard-deleted Ids are remembered, never reused.
         self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
+        self.deleted: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
+        self.purged: dict[str, str] = {}
+        self.retired: set[str] = set()  # Ids of rolled-back inserts: never handed out again
+        self._reserved: set[str] = set()
         self.tokens: dict[str, float] = {}
         self.api_max = self.default_api_limit
         self.api_used = 0
@@ -153,8 +159,65 @@ class Org:
         self.ingest_jobs: dict[str, Any] = {}
         self.query_jobs: dict[str, Any] = {}
         self.query_cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
-        for name, spec in dict(self.seed.get("objects", {})).items():
-            self.add_records(name, list(spec.get("records", [])))
+        seeded = {name: list(dict(spec).get("records", []))
+                  for name, spec in dict(self.seed.get("objects", {})).items()}
+        # Explicit seed Ids first: a generated Id must never take one of them.
+        self._reserved = self._seed_ids(seeded)
+        try:
+            for name, records in seeded.items():
+                self.add_records(name, records)
+        finally:
+            self._reserved = set()
+
+    def _seed_ids(self, seeded: dict[str, list[Any]]) -> set[str]:
+        """Validate the seed's explicit Ids; refuse malformed, mistyped or repeated ones."""
+        taken: set[str] = set()
+        for name, records in seeded.items():
+            schema = self.schema(name)
+            if schema is None:
+                continue
+            for index, values in enumerate(records, start=1):
+                raw = values.get("Id") if isinstance(values, dict) else None
+                if not raw:
+                    continue
+                record_id = self._checked_id(schema, str(raw), f"seed record {index} of {name}")
+                if record_id in taken:
+                    raise ValueError(f"seed record {index} of {name}: Id {raw!r} is used by "
+                                     "another seed record; Ids must be unique")
+                taken.add(record_id)
+        return taken
+
+    @staticmethod
+    def _checked_id(schema: SObjectSchema, raw: str, where: str) -> str:
+        record_id = ids.normalize(raw)
+        if record_id is None:
+            raise ValueError(
+                f"{where}: malformed Id {raw!r}: a Salesforce Id is 15 letters and digits, or "
+                "18 whose last 3 are the case-safe checksum of the first 15 (e.g. "
+                f"{ids.to18(schema.key_prefix + '5g0000000001')!r}); omit Id to have one "
+                "generated")
+        if not record_id.startswith(schema.key_prefix):
+            raise ValueError(f"{where}: Id {raw!r} is not a {schema.name} Id (those start with "
+                             f"{schema.key_prefix!r})")
+        return record_id
+
+    # ------------------------------------------------------------------ ids
+
+    def holds(self, record_id: str) -> bool:
+        """True when the org holds (or held) this Id: live, deleted, purged, job or reserved."""
+        if record_id in self._reserved or record_id in self.purged or record_id in self.retired:
+            return True
+        if record_id in self.ingest_jobs or record_id in self.query_jobs:
+            return True
+        return any(record_id in store for store in self.records.values()) or any(
+            record_id in store for store in self.deleted.values())
+
+    def new_id(self, prefix: str) -> str:
+        """A fresh 18-character Id that the org has never held (seeded, created or deleted)."""
+        while True:  # ends: the counter only grows and the org holds finitely many Ids
+            candidate = self.ids.new(prefix)
+            if not self.holds(candidate):
+                return candidate
 
     # ------------------------------------------------------------------ schema helpers
 
@@ -188,10 +251,15 @@ class Org:
             if found is None:
                 raise ValueError(f"No such field {key} on {object_name}")
             record[found.name] = _coerce_seed_value(found, value)
-        record["Id"] = ids.normalize(str(record["Id"])) if record.get("Id") else self.ids.new(
-            schema.key_prefix)
-        if record["Id"] is None or not record["Id"].startswith(schema.key_prefix):
-            raise ValueError(f"invalid {object_name} Id: {values.get('Id')!r}")
+        if record.get("Id"):
+            record_id = self._checked_id(schema, str(record["Id"]), f"{object_name} record")
+            self._reserved.discard(record_id)
+            if self.holds(record_id):
+                raise ValueError(f"{object_name} record: Id {record_id} is already used in this "
+                                 "org; Ids are never reused")
+            record["Id"] = record_id
+        else:
+            record["Id"] = self.new_id(schema.key_prefix)
         record["CreatedDate"] = record.get("CreatedDate") or now
         record["LastModifiedDate"] = record.get("LastModifiedDate") or now
         record["SystemModstamp"] = record["LastModifiedDate"]
@@ -212,14 +280,53 @@ class Org:
         record["SystemModstamp"] = now
         _compute_name(record)
 
-    def find_record(self, record_id: str) -> tuple[str, dict[str, Any]] | None:
+    def find_record(self, record_id: str, *, include_deleted: bool = False
+                    ) -> tuple[str, dict[str, Any]] | None:
         normalized = ids.normalize(record_id)
         if normalized is None:
             return None
         for name, store in self.records.items():
             if normalized in store:
                 return name, store[normalized]
+        if include_deleted:
+            for name, store in self.deleted.items():
+                if normalized in store:
+                    return name, store[normalized]
         return None
+
+    def is_deleted(self, object_name: str, record_id: str) -> bool:
+        """True for a record in the Recycle Bin or hard-deleted (ENTITY_IS_DELETED on writes)."""
+        return record_id in self.deleted[object_name] or self.purged.get(record_id) == object_name
+
+    def all_records(self, object_name: str, *, include_deleted: bool) -> list[dict[str, Any]]:
+        live = list(self.records[object_name].values())
+        return live + list(self.deleted[object_name].values()) if include_deleted else live
+
+    def soft_delete(self, object_name: str, record_id: str) -> dict[str, Any]:
+        """Move a live record to the Recycle Bin: ``IsDeleted`` true, seen by queryAll only."""
+        record = self.records[object_name].pop(record_id)
+        record["IsDeleted"] = True
+        self.touch(record)
+        self.deleted[object_name][record_id] = record
+        return record
+
+    def hard_delete(self, object_name: str, record_id: str) -> None:
+        """Remove a live record for good (Bulk ``hardDelete``); its Id stays retired."""
+        del self.records[object_name][record_id]
+        self.purged[record_id] = object_name
+
+    def restore_record(self, object_name: str, record: dict[str, Any]) -> None:
+        """Put back a record as it was (a rolled-back write), live or deleted by its flag."""
+        record_id = str(record["Id"])
+        self.records[object_name].pop(record_id, None)
+        self.deleted[object_name].pop(record_id, None)
+        target = self.deleted if record.get("IsDeleted") else self.records
+        target[object_name][record_id] = record
+
+    def forget_record(self, object_name: str, record_id: str) -> None:
+        """Undo a creation (a rolled-back insert). The Id is not handed out again."""
+        self.records[object_name].pop(record_id, None)
+        self.retired.add(record_id)
 
     def convert_lead(self, lead_id: str) -> str:
         found = self.find_record(lead_id)

@@ -120,8 +120,14 @@ class QueryJobs(JobStore[QueryJob]):
             query = soql.parse(text, self.org.schemas)
         except ApiError as err:
             raise bulk_error(400, err.error_code, err.message) from None
+        if query.offset_given:
+            # OFFSET is not supported in Bulk API 2.0 queries (reference 4, [D]); the code and
+            # wording of the refusal are [I].
+            raise bulk_error(400, "INVALIDJOB",
+                             "InvalidJob : The OFFSET clause is not supported in Bulk API 2.0 "
+                             "queries; page through the results with the locator instead")
         job = QueryJob(
-            id=self.org.ids.new(ids.KEY_PREFIXES["Job"]),
+            id=self.org.new_id(ids.KEY_PREFIXES["Job"]),
             operation=str(operation),
             object=query.object_name,
             query=text,
@@ -139,7 +145,8 @@ class QueryJobs(JobStore[QueryJob]):
 
     def _run(self, job: QueryJob) -> None:
         query = soql.parse(job.query, self.org.schemas)
-        records = list(self.org.records[query.object_name].values())
+        records = self.org.all_records(query.object_name,
+                                       include_deleted=job.operation == "queryAll")
         matched = soql.execute(query, records)
         fdefs: list[FieldDef] = query.field_defs
         job.header = [f.name for f in fdefs]
@@ -161,9 +168,18 @@ class QueryJobs(JobStore[QueryJob]):
         return job
 
     def results(
-        self, job_id: str, locator: str | None, max_records: int | None
+        self, job_id: str, locator: str | None, max_records: int | None,
+        version: str | None = None,
     ) -> tuple[str, str, int]:
         job = self.get(job_id)
+        if version is not None and float(version) != float(job.api_version):
+            # Results must be read with the job's API version, else 409 (reference 4 and 8.2,
+            # [D]); the error code and wording are [I].
+            raise bulk_error(
+                409, "API_VERSION_MISMATCH",
+                f"The results of this job must be requested with API version "
+                f"{job.api_version}, the version it was created with (this request used "
+                f"{version})")
         if job.state == "UploadComplete" and job.polls == -1:
             job.state = "JobComplete"
         if job.state != "JobComplete":
@@ -201,9 +217,11 @@ def _json_value(fdef: FieldDef, value: Any) -> Any:
     return value
 
 
-def rest_query(org: Org, version: str, text: str, batch_size: int) -> dict[str, Any]:
+def rest_query(org: Org, version: str, text: str, batch_size: int,
+               include_deleted: bool = False) -> dict[str, Any]:
+    """``/query`` (live records) or ``/queryAll`` (``include_deleted``: the Recycle Bin too)."""
     query = soql.parse(text, org.schemas)
-    records = list(org.records[query.object_name].values())
+    records = org.all_records(query.object_name, include_deleted=include_deleted)
     matched = soql.execute(query, records)
     rows = []
     for rec in matched:
@@ -216,7 +234,7 @@ def rest_query(org: Org, version: str, text: str, batch_size: int) -> dict[str, 
         for fdef in query.field_defs:
             row[fdef.name] = _json_value(fdef, rec.get(fdef.name))
         rows.append(row)
-    cursor = org.ids.new(ids.KEY_PREFIXES["QueryLocator"])
+    cursor = org.new_id(ids.KEY_PREFIXES["QueryLocator"])
     org.query_cursors[cursor] = (rows, batch_size)
     return _rest_page(org, version, cursor, 0)
 

@@ -95,16 +95,21 @@ class Sandbox:
 
     # ------------------------------------------------------------------ records
 
-    def records(self, object_name: str) -> list[dict[str, Any]]:
+    def records(self, object_name: str, *, include_deleted: bool = False
+                ) -> list[dict[str, Any]]:
+        """The live records (with ``include_deleted``, the Recycle Bin's too)."""
         with self.org.lock:
             schema = self.org.schema(object_name)
             if schema is None:
                 raise KeyError(object_name)
-            return copy.deepcopy(list(self.org.records[schema.name].values()))
+            return copy.deepcopy(self.org.all_records(schema.name,
+                                                      include_deleted=include_deleted))
 
-    def record(self, object_name: str, record_id: str) -> dict[str, Any]:
+    def record(self, object_name: str, record_id: str, *, include_deleted: bool = False
+               ) -> dict[str, Any]:
+        """One live record (with ``include_deleted``, also a soft-deleted one); KeyError else."""
         with self.org.lock:
-            found = self.org.find_record(record_id)
+            found = self.org.find_record(record_id, include_deleted=include_deleted)
             if found is None or found[0].lower() != object_name.lower():
                 raise KeyError(record_id)
             return copy.deepcopy(found[1])
@@ -225,7 +230,8 @@ class Sandbox:
         try:
             m = re.fullmatch(r"/__sandbox/records/(\w+)", path)
             if m and req.method == "GET":
-                return json_response(200, self.records(m.group(1)))
+                deleted = (req.arg("include_deleted") or "").lower() in {"1", "true"}
+                return json_response(200, self.records(m.group(1), include_deleted=deleted))
             if m and req.method == "POST":
                 items = body if isinstance(body, list) else [body]
                 return json_response(201, {"ids": self.add_records(m.group(1), items)})

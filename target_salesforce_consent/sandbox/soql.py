@@ -109,6 +109,7 @@ class Query:
     limit: int | None
     offset: int
     schema: SObjectSchema | None = None
+    offset_given: bool = False  # an OFFSET clause was written (Bulk API 2.0 refuses it)
 
     @property
     def field_defs(self) -> list[FieldDef]:
@@ -123,6 +124,11 @@ def _caret_error(text: str, pos: int, code: str, message: str) -> ApiError:
     col = pos - line_start + 1
     full = f"\n{line}\n{' ' * (col - 1)}^\nERROR at Row:{row}:Column:{col}\n{message}"
     return ApiError(400, code, full)
+
+
+def caret_error(text: str, pos: int, code: str, message: str) -> ApiError:
+    """Salesforce's SOQL error: the statement line, a caret under ``pos``, then ``message``."""
+    return _caret_error(text, pos, code, message)
 
 
 def _malformed(text: str, token: Token) -> ApiError:
@@ -315,12 +321,15 @@ class _Parser:
         if self.is_kw("limit"):
             self.take()
             limit = self._int()
+        offset_given = False
         if self.is_kw("offset"):
             self.take()
             offset = self._int()
+            offset_given = True
         if self.peek().kind != "eof":
             raise _malformed(self.text, self.peek())
-        return Query(self.text, fields, obj, obj.text, where, order_by, limit, offset)
+        return Query(self.text, fields, obj, obj.text, where, order_by, limit, offset,
+                     offset_given=offset_given)
 
     def _int(self) -> int:
         tok = self.expect("number")

@@ -111,6 +111,67 @@ def test_oauth_error_hints(
     assert len(token_calls(sandbox)) == 1  # OAuth errors are not retried
 
 
+MAINTENANCE_PAGE = (
+    "<html><head><title>Salesforce is down for maintenance</title></head>"
+    "<body>We are performing scheduled maintenance.</body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (503, MAINTENANCE_PAGE, "text/html;charset=UTF-8"),
+        (200, MAINTENANCE_PAGE, "text/html"),  # a maintenance page behind a redirect
+        (502, BAD_GATEWAY_HTML, "text/html"),
+        (500, json.dumps({"error": "server_error", "error_description": "boom"}),
+         "application/json"),
+    ],
+)  # fmt: skip
+def test_token_endpoint_outage_is_retried_then_transient(
+    sandbox: Any, client: SalesforceClient, status: int, body: str, content_type: str
+) -> None:
+    attempts = client.retry.max_attempts
+    sandbox.fail_next(
+        status, body, count=attempts, path=r"/services/oauth2/token", content_type=content_type
+    )
+    with pytest.raises(SalesforceError) as info:
+        client.authenticate()
+    assert not isinstance(info.value, AuthenticationError)
+    assert info.value.transient
+    assert info.value.code == f"HTTP_{status}"
+    assert "unavailable" in info.value.message
+    assert f"after {attempts} attempts" in info.value.message
+    assert len(token_calls(sandbox)) == attempts
+    assert not client.authenticated
+    assert CLIENT_SECRET not in str(info.value)
+
+
+def test_token_endpoint_outage_that_ends_is_no_error(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    sandbox.fail_next(503, MAINTENANCE_PAGE, count=2, path=r"/services/oauth2/token",
+                      content_type="text/html")  # fmt: skip
+    client.authenticate()
+    assert client.authenticated
+    assert len(token_calls(sandbox)) == 3
+
+
+def test_html_page_that_is_not_an_outage_is_a_configuration_error(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    sandbox.fail_next(
+        404,
+        "<html><head><title>Page not found</title></head><body>Nope</body></html>",
+        path=r"/services/oauth2/token",
+        content_type="text/html",
+    )
+    with pytest.raises(AuthenticationError) as info:
+        client.authenticate()
+    assert not info.value.transient
+    assert "My Domain" in info.value.hint
+    assert len(token_calls(sandbox)) == 1
+
+
 def test_unreachable_host_is_connection_error() -> None:
     c = SalesforceClient(
         "http://127.0.0.1:9",

@@ -1,0 +1,250 @@
+"""Didomi batch exports on any fsspec filesystem: find them, list partitions, stream records.
+
+Didomi writes Hive-style partitions, ``export-id={id}/date={YYYY-MM-DD}/users/*.json.gz``
+(and, where the export holds them, ``events/``): newline-delimited JSON, gzip-compressed,
+a partition possibly split over several files whose names change over time, so files are
+selected by extension, never by name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+EXPORT_PREFIX = "export-id="
+DATE_PREFIX = "date="
+RECORD_SUFFIXES = (".json.gz", ".json")
+GZIP_MAGIC = b"\x1f\x8b"
+# How many folder levels below export_path are searched for export-id=… folders
+# (e.g. s3://bucket → data/ → export-id=…).
+SEARCH_DEPTH = 3
+EXTRA_BY_PROTOCOL = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure",
+                     "abfs": "azure", "abfss": "azure"}
+
+logger = logging.getLogger("tap-didomi")
+
+
+class ExportError(Exception):
+    """The export folder or one of its files cannot be read as a Didomi batch export."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """One ``export-id=…`` folder."""
+
+    export_id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One ``date=YYYY-MM-DD`` folder of an export."""
+
+    export: Export
+    date: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One data file of a partition's ``users/`` or ``events/`` folder."""
+
+    path: str
+    name: str  # the file name inside that folder: what the state remembers
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+class ExportStore:
+    """Read-only view of the folder or bucket prefix named by ``export_path``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/") or url
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        try:
+            # A fresh instance per run: fsspec caches instances and their directory listings
+            # per process, and a listing from an earlier run would hide files written since.
+            fs, root = url_to_fs(url, skip_instance_cache=True)
+        except ImportError as exc:
+            extra = EXTRA_BY_PROTOCOL.get(protocol)
+            hint = f"pip install 'tap-didomi[{extra}]'" if extra else "install its fsspec driver"
+            raise ExportError(
+                f"export_path {url!r} needs the storage driver for {protocol}:// ({exc}); "
+                f"{hint}"
+            ) from exc
+        except ValueError as exc:
+            raise ExportError(
+                f"export_path {url!r}: unknown storage protocol {protocol!r} ({exc}); use a "
+                "local folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            ) from exc
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.root: str = root.rstrip("/") or root
+
+    # -- names -------------------------------------------------------------------------------
+
+    def display(self, path: str) -> str:
+        """The path as the user would write it (with its protocol for cloud storage)."""
+        if "://" not in self.url:
+            return path
+        return str(self.fs.unstrip_protocol(path))
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def _ls(self, path: str) -> list[dict[str, Any]]:
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError as exc:
+            raise ExportError(
+                f"{self.display(path)} does not exist: check export_path (it names the folder "
+                f"at or above the {EXPORT_PREFIX}… folders)"
+            ) from exc
+        except PermissionError as exc:
+            raise ExportError(
+                f"not allowed to list {self.display(path)} ({exc}); check the credentials the "
+                "storage library finds (environment, profile or instance role)"
+            ) from exc
+        except OSError as exc:
+            raise ExportError(f"cannot list {self.display(path)}: {exc}") from exc
+        # Some stores list the folder itself among its children.
+        own = path.rstrip("/")
+        return [e for e in entries if str(e["name"]).rstrip("/") != own]
+
+    def _dirs(self, path: str) -> list[str]:
+        return sorted(str(e["name"]).rstrip("/") for e in self._ls(path)
+                      if e.get("type") == "directory")
+
+    def exports(self) -> list[Export]:
+        """The ``export-id=…`` folders at or below export_path, sorted by path."""
+        if _basename(self.root).startswith(EXPORT_PREFIX):
+            if not self.fs.isdir(self.root):
+                raise ExportError(f"{self.display(self.root)} is not a folder: check export_path")
+            return [Export(_basename(self.root)[len(EXPORT_PREFIX):], self.root)]
+        if _basename(self.root).startswith(DATE_PREFIX):
+            raise ExportError(
+                f"export_path {self.url!r} names a date partition: set it to the folder at or "
+                f"above the {EXPORT_PREFIX}… folders; the tap picks the dates itself"
+            )
+        found: list[Export] = []
+        level = [self.root]
+        for _ in range(SEARCH_DEPTH):
+            below: list[str] = []
+            for folder in level:
+                for child in self._dirs(folder):
+                    name = _basename(child)
+                    if name.startswith(EXPORT_PREFIX):
+                        found.append(Export(name[len(EXPORT_PREFIX):], child))
+                    else:
+                        below.append(child)
+            if found or not below:
+                break
+            level = below
+        if not found:
+            raise ExportError(
+                f"no {EXPORT_PREFIX}… folder found in {self.display(self.root)} (searched "
+                f"{SEARCH_DEPTH} levels down): set export_path to the folder Didomi exports "
+                f"into, which holds {EXPORT_PREFIX}{{id}}/{DATE_PREFIX}YYYY-MM-DD/users/"
+            )
+        return sorted(found, key=lambda e: e.path)
+
+    def partitions(self, export: Export) -> list[Partition]:
+        """The export's ``date=…`` partitions, oldest first."""
+        partitions = []
+        for entry in self._ls(export.path):
+            path = str(entry["name"]).rstrip("/")
+            name = _basename(path)
+            if entry.get("type") != "directory" or not name.startswith(DATE_PREFIX):
+                logger.warning("Ignoring %s: not a %sYYYY-MM-DD folder",
+                               self.display(path), DATE_PREFIX)
+                continue
+            date = name[len(DATE_PREFIX):]
+            try:
+                dt.date.fromisoformat(date)
+            except ValueError as exc:
+                raise ExportError(
+                    f"{self.display(path)}: {date!r} is not a YYYY-MM-DD date; Didomi names "
+                    f"partitions {DATE_PREFIX}YYYY-MM-DD, so this folder is not part of an "
+                    "export: move it out of the export folder"
+                ) from exc
+            partitions.append(Partition(export, date, path))
+        return sorted(partitions, key=lambda p: p.date)
+
+    def has_folder(self, partition: Partition, folder: str) -> bool:
+        return f"{partition.path}/{folder}" in self._dirs(partition.path)
+
+    def files(self, partition: Partition, folder: str) -> list[ExportFile]:
+        """The data files of ``{partition}/{folder}/`` (none when the folder is absent)."""
+        folder_path = f"{partition.path}/{folder}"
+        if folder_path not in self._dirs(partition.path):
+            return []
+        files = []
+        for entry in self._ls(folder_path):
+            path = str(entry["name"]).rstrip("/")
+            name = _basename(path)
+            if entry.get("type") == "file" and name.endswith(RECORD_SUFFIXES):
+                files.append(ExportFile(path, name))
+            elif entry.get("type") == "file" and int(entry.get("size") or 0) == 0:
+                continue  # empty marker files (e.g. _SUCCESS) hold no records
+            else:
+                logger.warning("Ignoring %s: not a .json or .json.gz file", self.display(path))
+        return sorted(files, key=lambda f: f.name)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, file: ExportFile) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(line number, record)`` for every line of the file, gunzipping as it goes.
+
+        A line that is not a JSON object, or gzip data that cannot be decompressed, raises
+        ExportError naming the file and the line: nothing is skipped.
+        """
+        where = self.display(file.path)
+        line_no = 0
+        try:
+            with self.fs.open(file.path, "rb") as raw:
+                lines = gzip.GzipFile(fileobj=raw) if file.name.endswith(".gz") else raw
+                try:
+                    for line_no, line in enumerate(lines, start=1):
+                        if not line.strip():
+                            continue
+                        yield line_no, _parse_line(line, where, line_no)
+                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                    raise ExportError(
+                        f"{where}: corrupt gzip data at line {line_no + 1} ({exc}); lines 1 to "
+                        f"{line_no} were read. Replace the file with a good copy from Didomi "
+                        "and run again"
+                    ) from exc
+        except FileNotFoundError as exc:
+            raise ExportError(f"{where} disappeared while the export was being read") from exc
+        except PermissionError as exc:
+            raise ExportError(f"not allowed to read {where} ({exc})") from exc
+
+
+def _parse_line(line: bytes, where: str, line_no: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        hint = (
+            " (the file is gzip-compressed: name it .json.gz)"
+            if line_no == 1 and line.startswith(GZIP_MAGIC)
+            else ""
+        )
+        raise ExportError(
+            f"{where}: line {line_no} is not valid JSON: {exc}{hint}. Didomi exports hold one "
+            "JSON object per line; fix or replace the file and run again"
+        ) from exc
+    if not isinstance(record, dict):
+        raise ExportError(
+            f"{where}: line {line_no} is a JSON {type(record).__name__}, not an object; "
+            "Didomi exports hold one JSON object per line"
+        )
+    return record
