@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -129,8 +129,7 @@ def format_timestamp(dt: datetime) -> str:
     """ISO 8601 in UTC with milliseconds, as Salesforce takes it: ``2024-06-18T16:40:03.512Z``."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,3 +716,174 @@ def merge(records: Sequence[ConsentRecord]) -> MergedConsent:
         metadata=metadata,
         didomi_ids=didomi_ids,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: read only what the mappings need
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The parts of ``consents`` that the mappings read (see :func:`read_needed`)."""
+
+    purposes: frozenset[str] = frozenset()
+    channels: bool = False
+    vendors: bool = False
+
+
+_PLAIN_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3}|\.\d{6})?(?:Z|[+-]\d\d:\d\d)")
+_UTC = timezone.utc
+
+
+class _Unusual(Exception):
+    """The record is not in the plain shape the fast path reads; the full reader takes it."""
+
+
+def _fast_timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if type(value) is str and _PLAIN_TS.fullmatch(value):
+        text = value[:-1] + "+00:00" if value[-1] == "Z" else value
+        try:
+            return datetime.fromisoformat(text).astimezone(_UTC)
+        except (ValueError, OverflowError):  # hour 25, year 9999 with a negative offset, ...
+            raise _Unusual from None
+    raise _Unusual
+
+
+def _fast_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str and value == value.strip():
+        return value or None
+    raise _Unusual
+
+
+def _fast_flag(value: Any) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    raise _Unusual
+
+
+def _fast_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if type(value) is list:
+        return value
+    raise _Unusual
+
+
+def _fast_items(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for item in _fast_list(value):
+        if item is None:
+            continue
+        if type(item) is not dict:
+            raise _Unusual
+        ident = _fast_text(item.get("id"))
+        if ident is not None:
+            yield ident, item
+
+
+def _fast_channels(value: Any) -> dict[str, bool | None]:
+    return {ident: _fast_flag(item.get("enabled")) for ident, item in _fast_items(value)}
+
+
+def _fast_purpose(item: dict[str, Any]) -> PurposeState:
+    values: dict[str, list[str]] = {}
+    raw_values = item.get("values")
+    if raw_values is not None:
+        if type(raw_values) is not dict:
+            raise _Unusual
+        for pref_id, entry in raw_values.items():
+            if entry is None:
+                continue
+            if type(entry) is not dict:
+                raise _Unusual
+            selected = entry.get("value")
+            if selected is None:
+                continue
+            if type(selected) is not str or selected.strip().startswith("["):
+                raise _Unusual
+            ids = [part.strip() for part in selected.split(",")]
+            values[pref_id] = list(dict.fromkeys(i for i in ids if i))
+    return PurposeState(
+        enabled=_fast_flag(item.get("enabled")),
+        enabled_li=_fast_flag(item.get("enabled_li")),
+        values=values,
+        preferences={
+            ident: PreferenceState(
+                enabled=_fast_flag(pref.get("enabled")),
+                channels=_fast_channels(pref.get("channels")),
+            )
+            for ident, pref in _fast_items(item.get("preferences"))
+        },
+    )
+
+
+def _fast_consents(value: Any, needs: Needs) -> ConsentState:
+    if value is None:
+        return ConsentState()
+    if type(value) is not dict:
+        raise _Unusual
+    purposes = {
+        ident: _fast_purpose(item)
+        for ident, item in _fast_items(value.get("purposes"))
+        if ident in needs.purposes
+    }
+    vendors = _empty_vendors()
+    if needs.vendors:
+        raw = value.get("vendors")
+        if raw is not None:
+            if type(raw) is not dict:
+                raise _Unusual
+            for name in VENDOR_LISTS:
+                vendors[name] = {
+                    ident
+                    for ident in map(_fast_text, _fast_list(raw.get(name)))
+                    if ident is not None
+                }
+    channels = _fast_channels(value.get("channels")) if needs.channels else {}
+    return ConsentState(purposes=purposes, channels=channels, vendors=vendors)
+
+
+def read_needed(raw: Any, needs: Needs) -> ConsentRecord | None:
+    """:func:`parse_record` for the common shapes, reading only what ``needs`` names.
+
+    Returns None for anything out of the ordinary (webhook envelopes, stringified or flattened
+    objects, arrays keyed by id, strings for booleans, unusual timestamps, ...): the caller
+    then uses :func:`parse_record`, which reads and checks the whole record. For the records
+    it reads, the result equals :func:`parse_record`'s restricted to ``needs``
+    (``tests/test_didomi.py`` checks this); a wrong type in a part no mapping reads does not
+    fail the record here.
+    """
+    if type(raw) is not dict or "type" in raw or "__" in "|".join(raw):
+        return None
+    try:
+        user = raw.get("user")
+        if user is not None and type(user) is not dict:
+            raise _Unusual
+        ouid = _fast_text(user.get("organization_user_id")) if user is not None else None
+        if ouid is None:
+            ouid = _fast_text(raw.get("organization_user_id"))
+        metadata = (user if user is not None else raw).get("metadata")
+        if metadata is not None and type(metadata) is not dict:
+            raise _Unusual
+        created_at = _fast_timestamp(raw.get("created_at"))
+        updated_at = _fast_timestamp(raw.get("updated_at"))
+        regulation = _fast_text(raw.get("regulation"))
+        status = _fast_text(raw.get("status"))
+        return ConsentRecord(
+            kind="event" if user is not None else "user",
+            ouid=ouid,
+            didomi_id=_fast_text(raw.get("id")),
+            regulation=regulation.lower() if regulation is not None else "gdpr",
+            status=status.lower() if status is not None else None,
+            timestamp=updated_at or created_at,
+            consents=_fast_consents(raw.get("consents"), needs),
+            metadata=metadata or {},
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+    except _Unusual:
+        return None

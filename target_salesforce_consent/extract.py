@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from target_salesforce_consent.didomi import ConsentRecord, format_timestamp
+from target_salesforce_consent.didomi import ConsentRecord, Needs, format_timestamp
 from target_salesforce_consent.mapping import (
     FieldMapping,
     FieldType,
@@ -37,7 +37,15 @@ from target_salesforce_consent.mapping import (
     to_report_value,
 )
 
-__all__ = ["NOT_CARRIED", "CellError", "FieldChoice", "choices_of", "path_value"]
+__all__ = [
+    "NOT_CARRIED",
+    "CellError",
+    "ChoiceReader",
+    "FieldChoice",
+    "choices_of",
+    "needs_of",
+    "path_value",
+]
 
 
 class CellError(Exception):
@@ -72,6 +80,16 @@ class FieldChoice:
 
     cell: str
     is_list: bool = False
+
+
+def needs_of(mappings: tuple[FieldMapping, ...]) -> Needs:
+    """The parts of ``consents`` the mappings read (the fast reader skips the rest)."""
+    heads = [m.source.segments for m in mappings]
+    return Needs(
+        purposes=frozenset(s[1] for s in heads if s[0] == "purposes"),
+        channels=any(s[0] == "channels" for s in heads),
+        vendors=any(s[0] == "vendors" for s in heads),
+    )
 
 
 def path_value(path: SourcePath, rec: ConsentRecord) -> Any:
@@ -156,3 +174,44 @@ def choices_of(
             problem, {f: to_report_value(v, field_types[f]) for f, v in values.items()}
         )
     return choices
+
+
+class ChoiceReader:
+    """:func:`choices_of` with the conversion of each mapping's raw value memoised.
+
+    Most mapped values are a handful of booleans or selections that recur on every record; the
+    cell each gives depends on nothing else. A cache per mapping, bounded, keyed by the value and
+    its type (``True`` and ``1`` give different cells).
+    """
+
+    MAX_CACHED = 4096  # per mapping
+
+    def __init__(
+        self, mappings: tuple[FieldMapping, ...], field_types: Mapping[str, FieldType]
+    ) -> None:
+        self.mappings = mappings
+        self.field_types = field_types
+        self._caches: list[dict[tuple[type, Any], FieldChoice]] = [{} for _ in mappings]
+
+    def choices(self, rec: ConsentRecord) -> dict[str, FieldChoice]:
+        """What :func:`choices_of` gives; raises :class:`CellError` the same way."""
+        choices: dict[str, FieldChoice] = {}
+        for mapping, cache in zip(self.mappings, self._caches, strict=True):
+            raw = path_value(mapping.source, rec)
+            if raw is NOT_CARRIED:
+                continue
+            key = (raw.__class__, tuple(raw) if raw.__class__ is list else raw)
+            choice = cache.get(key)
+            if choice is None:
+                value = mapping.convert(raw)
+                if value is None:
+                    choice = FieldChoice("")
+                else:
+                    cell = to_csv_cell(value, self.field_types[mapping.field])
+                    if cell_problem(mapping.field, cell, value) is not None:
+                        return choices_of(rec, self.mappings, self.field_types)  # raises
+                    choice = FieldChoice(cell, isinstance(value, list))
+                if len(cache) < self.MAX_CACHED:
+                    cache[key] = choice
+            choices[mapping.field] = choice
+        return choices

@@ -16,19 +16,19 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_salesforce_consent.didomi import (
-    ConsentRecord,
     RecordError,
     format_timestamp,
     parse_record,
+    read_needed,
 )
-from target_salesforce_consent.extract import CellError, FieldChoice, choices_of
+from target_salesforce_consent.extract import CellError, ChoiceReader, FieldChoice, needs_of
 from target_salesforce_consent.plan import GroupPlan, csv_columns, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
@@ -186,6 +186,8 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        self.needs = needs_of(rs.mappings)
+        self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
             logger.warning(
                 "consent_timestamp_field is not set: within this run the newest consent wins, "
@@ -205,43 +207,48 @@ class BatchProcessor:
         seq = self._arrivals
         self._arrivals += 1
         try:
-            rec = parse_record(raw)
+            rec = read_needed(raw, self.needs) or parse_record(raw)
         except RecordError as exc:
             return self._unreadable(stream, seq, raw, str(exc))
         except Exception as exc:  # a defect in the reader: report the record, never drop it
             self.logger.exception("Could not read a record of %s", stream)
             return self._unreadable(stream, seq, raw, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
-        settings = self.rs.settings
         stamp = format_timestamp(rec.timestamp) if rec.timestamp else None
-        item = BufferedRecord(stream, seq, rec.ouid, rec.didomi_id, stamp)
+        ouid = rec.ouid
+        outcome: Outcome | None = None
+        problem: str | None = None
         if (
             rec.kind == "deleted"
             or rec.status not in (None, "confirmed")
-            or rec.regulation not in settings.regulations
+            or rec.regulation not in self.rs.settings.regulations
         ):
-            return replace(item, outcome=Outcome.SKIPPED_FILTERED)
-        if rec.ouid is None:
-            return replace(item, outcome=Outcome.SKIPPED_NO_OUID)
-        problem = ouid_problem(rec.ouid, self.queries)
-        if problem is not None:
-            return replace(item, outcome=Outcome.FAILED, error=problem)
-        return self._with_choices(item, rec)
-
-    def _with_choices(self, item: BufferedRecord, rec: ConsentRecord) -> BufferedRecord:
+            outcome = Outcome.SKIPPED_FILTERED
+        elif ouid is None:
+            outcome = Outcome.SKIPPED_NO_OUID
+        else:
+            problem = ouid_problem(ouid, self.queries)
+        if outcome is not None or problem is not None:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp,
+                outcome=outcome or Outcome.FAILED, error=problem,
+            )  # fmt: skip
         try:
-            choices = choices_of(rec, self.rs.mappings, self.rs.field_types)
+            choices = self.choice_reader.choices(rec)
+            problem = choice_problem(choices)
         except CellError as exc:
-            return replace(item, outcome=Outcome.FAILED, error=str(exc), fields=exc.fields)
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp,
+                outcome=Outcome.FAILED, error=str(exc), fields=exc.fields,
+            )  # fmt: skip
         except Exception as exc:  # a defect in the mapping: report the record, never drop it
-            self.logger.exception("Could not map a record of %s", item.stream)
-            return replace(
-                item, outcome=Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
-            )
-        problem = choice_problem(choices)
+            self.logger.exception("Could not map a record of %s", stream)
+            problem = f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
         if problem is not None:
-            return replace(item, outcome=Outcome.FAILED, error=problem)
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.FAILED, error=problem
+            )
         ts = to_micros(rec.timestamp) if rec.timestamp else None
-        return replace(item, ts=ts, choices=choices)
+        return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
 
     @staticmethod
     def _unreadable(stream: str, seq: int, raw: Any, error: str) -> BufferedRecord:

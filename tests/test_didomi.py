@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,12 +14,14 @@ import pytest
 from target_salesforce_consent.didomi import (
     ConsentRecord,
     ConsentState,
+    Needs,
     PurposeState,
     RecordError,
     format_timestamp,
     merge,
     parse_record,
     parse_timestamp,
+    read_needed,
 )
 
 UTC = timezone.utc
@@ -833,3 +837,57 @@ def test_merge_deduplicates_ids_and_ignores_deleted() -> None:
 def test_merge_rejects_record_without_ouid() -> None:
     with pytest.raises(ValueError):
         merge([parse_record({"organization_user_id": " "})])
+
+
+# -- the fast path --------------------------------------------------------------------------
+
+
+def _restricted(rec: ConsentRecord, needs: Needs) -> ConsentRecord:
+    """`rec` with only the parts of consents that `needs` names."""
+    consents = ConsentState(
+        purposes={k: v for k, v in rec.consents.purposes.items() if k in needs.purposes},
+        channels=rec.consents.channels if needs.channels else {},
+        vendors=rec.consents.vendors if needs.vendors else ConsentState().vendors,
+    )
+    return dataclasses.replace(rec, consents=consents)
+
+
+NEEDS = [
+    Needs(frozenset({"news"})),
+    Needs(frozenset({"news", "sms"}), channels=True, vendors=True),
+    Needs(),
+]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_reading_only_the_needed_parts_equals_reading_everything(seed: int) -> None:
+    from tests.test_extract import _record
+
+    rng = random.Random(seed)
+    raw = _record(rng, seed)
+    for needs in NEEDS:
+        fast = read_needed(raw, needs)
+        assert fast is not None, raw
+        assert fast == _restricted(parse_record(raw), needs)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"organization_user_id": "a", "consents": '{"purposes": []}'},  # stringified
+        {"organization_user_id": "a", "consents": {"purposes": [{"id": "news", "enabled": "1"}]}},
+        {"organization_user_id": "a", "consents__purposes": "[]"},  # flattened
+        {"organization_user_id": 42},
+        {"organization_user_id": " a "},
+        {"organization_user_id": "a", "updated_at": "2024-06-18 16:40:03"},
+        {"organization_user_id": "a", "updated_at": "2024-06-18T25:40:03Z"},
+        {"organization_user_id": "a", "consents": {"purposes": {"news": {"enabled": True}}}},
+        {"type": "event.created", "parameters": {"new_entity": {}}},
+        {"user": '{"organization_user_id": "a"}'},
+        {"organization_user_id": "a",
+         "consents": {"purposes": [{"id": "news", "values": {"t": {"value": '["A"]'}}}]}},
+        ["not", "an", "object"],
+    ],
+)
+def test_unusual_records_are_left_to_the_full_reader(raw: Any) -> None:
+    assert read_needed(raw, Needs(frozenset({"news"}))) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote_plus
 
@@ -42,9 +43,15 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+# Characters quote_plus leaves as one byte (a space becomes "+"); every other ASCII one is %XX.
+_ONE_BYTE = str.maketrans("", "", string.ascii_letters + string.digits + "_.-~ ")
+
+
 def _encoded_len(text: str) -> int:
     # requests encodes params like urlencode (quote_plus); percent-encoding is per character,
-    # so encoded lengths add up.
+    # so encoded lengths add up. ASCII is counted without building the encoded text.
+    if text.isascii():
+        return len(text) + 2 * len(text.translate(_ONE_BYTE))
     return len(quote_plus(text))
 
 
@@ -88,10 +95,17 @@ class MatchQueryBuilder:
 
     def problem(self, value: str) -> str | None:
         """Why `value` cannot be matched even in a query of its own ("CODE: message")."""
-        literal = quote(value.strip())
+        value = value.strip()
+        # An escape doubles a character and percent-encoding takes at most 12 bytes for one
+        # (4 UTF-8 bytes); a value short enough to fit even then needs no encoding to check.
+        if 2 * len(value) <= MAX_LITERAL_CHARS and (
+            self.fixed + 12 * (2 * len(value) + 2) <= self.budget
+        ):
+            return None
+        literal = quote(value)
         if len(literal) - 2 > MAX_LITERAL_CHARS:
             return (
-                f"STRING_TOO_LONG: {self.match_field} value has {len(value.strip())} "
+                f"STRING_TOO_LONG: {self.match_field} value has {len(value)} "
                 f"characters; a Salesforce query value holds at most {MAX_LITERAL_CHARS} "
                 "(escapes included)"
             )
