@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
+
 from target_salesforce_consent.sandbox import Sandbox
 
 HERE = Path(__file__).resolve().parent
@@ -238,15 +240,12 @@ def write_input(path: Path, n: int, seed: int) -> Dataset:
         return json.dumps({"type": "RECORD", "stream": stream, "record": record}) + "\n"
 
     with path.open("w", encoding="utf-8") as out:
-        for stream in ("users", "events"):
+        # The SCHEMA messages tap-didomi sends: with singer-sdk's defaults a target validates
+        # every record against them (the no-op does; this target does not, see README).
+        for stream, schema in (("users", USER_SCHEMA), ("events", EVENT_SCHEMA)):
             out.write(
                 json.dumps(
-                    {
-                        "type": "SCHEMA",
-                        "stream": stream,
-                        "schema": {"type": "object", "properties": {}},
-                        "key_properties": ["id"],
-                    }
+                    {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["id"]}
                 )
                 + "\n"
             )

@@ -15,27 +15,21 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 __all__ = ["NO_TIMESTAMP", "PersonState", "RunStore", "StoredChoice", "WrittenRecord"]
 
 #: The sort key of a record without a timestamp: before every timestamped one (SPEC 3).
 NO_TIMESTAMP = -(2**62)
 
 _SCHEMA = """
-CREATE TABLE choice (
-    person TEXT NOT NULL,      -- organization_user_id, lower-cased
-    field TEXT NOT NULL,       -- Salesforce field
-    ts INTEGER NOT NULL,       -- the choosing record's timestamp, microseconds since the epoch
-    seq INTEGER NOT NULL,      -- its arrival order in the run (ties)
-    cell TEXT NOT NULL,        -- the CSV cell; '' is "no choice"
-    is_list INTEGER NOT NULL,
-    PRIMARY KEY (person, field)
-) WITHOUT ROWID;
 CREATE TABLE person (
-    person TEXT PRIMARY KEY,
+    person TEXT PRIMARY KEY,   -- organization_user_id, lower-cased
     ouid TEXT NOT NULL,        -- as the newest record spells it
-    ts INTEGER NOT NULL,       -- that record's sort key
-    seq INTEGER NOT NULL,
-    newest INTEGER             -- newest record timestamp of the run (NULL: none had one)
+    ts INTEGER NOT NULL,       -- that record's sort key: timestamp in microseconds since the
+    seq INTEGER NOT NULL,      --   epoch (NO_TIMESTAMP when none), then arrival order
+    newest INTEGER,            -- newest record timestamp of the run (NULL: none had one)
+    choices BLOB NOT NULL      -- per field, the newest choice: [[field, ts, seq, cell, is_list]]
 ) WITHOUT ROWID;
 CREATE TABLE written (
     sf_id TEXT PRIMARY KEY,
@@ -44,6 +38,9 @@ CREATE TABLE written (
 ) WITHOUT ROWID;
 CREATE TEMP TABLE batch_key (key TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[tuple[str, int, int, str, bool]]).decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +84,8 @@ class RunStore:
         self._db = sqlite3.connect("", isolation_level=None)
         self._db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         self._db.execute("PRAGMA temp_store = FILE")
+        self._db.execute("PRAGMA journal_mode = OFF")  # nothing to recover: the run owns it
+        self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -99,49 +98,45 @@ class RunStore:
     def merge_batch(self, batch: Mapping[str, PersonBatch]) -> dict[str, PersonState]:
         """Fold one batch into the run; returns the merged state of the batch's people."""
         db = self._db
-        db.execute("BEGIN")
-        db.executemany(
-            "INSERT INTO choice VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (person, field) DO UPDATE "
-            "SET ts = excluded.ts, seq = excluded.seq, cell = excluded.cell, "
-            "is_list = excluded.is_list "
-            "WHERE (excluded.ts, excluded.seq) > (choice.ts, choice.seq)",
-            (
-                (key, field, ts, seq, cell, is_list)
-                for key, people in batch.items()
-                for field, (ts, seq, cell, is_list) in people.choices.items()
-            ),
-        )
-        db.executemany(
-            "INSERT INTO person VALUES (?, ?, ?, ?, ?) ON CONFLICT (person) DO UPDATE SET "
-            "ouid = CASE WHEN (excluded.ts, excluded.seq) > (person.ts, person.seq) "
-            "THEN excluded.ouid ELSE person.ouid END, "
-            "ts = max(excluded.ts, person.ts), "
-            "seq = CASE WHEN (excluded.ts, excluded.seq) > (person.ts, person.seq) "
-            "THEN excluded.seq ELSE person.seq END, "
-            "newest = CASE WHEN person.newest IS NULL THEN excluded.newest "
-            "WHEN excluded.newest IS NULL THEN person.newest "
-            "ELSE max(excluded.newest, person.newest) END",
-            (
-                (key, p.ouid, p.ts, p.seq, p.newest)
-                for key, p in batch.items()
-            ),
-        )
         self._keys(batch)
-        choices: dict[str, dict[str, StoredChoice]] = {key: {} for key in batch}
-        for key, field, ts, cell, is_list in db.execute(
-            "SELECT c.person, c.field, c.ts, c.cell, c.is_list FROM choice c "
-            "JOIN batch_key k ON c.person = k.key"
-        ):
-            choices[key][field] = StoredChoice(
-                None if ts == NO_TIMESTAMP else ts, cell, bool(is_list)
-            )
-        states = {
-            key: PersonState(ouid, choices[key], newest)
-            for key, ouid, newest in db.execute(
-                "SELECT p.person, p.ouid, p.newest FROM person p JOIN batch_key k "
-                "ON p.person = k.key"
+        held = {
+            key: (ouid, ts, seq, newest, choices)
+            for key, ouid, ts, seq, newest, choices in db.execute(
+                "SELECT p.person, p.ouid, p.ts, p.seq, p.newest, p.choices FROM person p "
+                "JOIN batch_key k ON p.person = k.key"
             )
         }
+        rows = []
+        states = {}
+        for key, person in batch.items():
+            ouid, ts, seq, newest = person.ouid, person.ts, person.seq, person.newest
+            merged = person.choices
+            earlier = held.get(key)
+            if earlier is not None:
+                old_ouid, old_ts, old_seq, old_newest, old_choices = earlier
+                if (old_ts, old_seq) > (ts, seq):
+                    ouid, ts, seq = old_ouid, old_ts, old_seq
+                if old_newest is not None and (newest is None or old_newest > newest):
+                    newest = old_newest
+                merged = dict(merged)
+                for field, c_ts, c_seq, cell, is_list in _decode(old_choices):
+                    mine = merged.get(field)
+                    if mine is None or (c_ts, c_seq) > mine[:2]:
+                        merged[field] = (c_ts, c_seq, cell, is_list)
+            rows.append(
+                (key, ouid, ts, seq, newest,
+                 _encode([(f, *choice) for f, choice in merged.items()]))
+            )  # fmt: skip
+            states[key] = PersonState(
+                ouid,
+                {
+                    field: StoredChoice(None if c_ts == NO_TIMESTAMP else c_ts, cell, is_list)
+                    for field, (c_ts, _, cell, is_list) in merged.items()
+                },
+                newest,
+            )
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
         return states
 
