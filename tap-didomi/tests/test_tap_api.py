@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from didomi_tap_helpers import TapRun, TapRunner, user
-
 from tap_didomi.emulator import DidomiEmulator
 
 
