@@ -692,6 +692,15 @@ class SObjects:
             items.append(item)
         return self._finish(items, all_or_none, journal, touched)
 
+    def collection_retrieve_post(self, object_name: str, version: str, body: bytes) -> Answer:
+        """POST ``/composite/sobjects/{Object}`` ``{"ids": [...], "fields": [...]}``."""
+        spec = _json_object(body)
+        id_list, names = spec.get("ids"), spec.get("fields")
+        return self.collection_retrieve(
+            object_name, version,
+            [str(i) for i in id_list] if isinstance(id_list, list) else None,
+            [str(n) for n in names] if isinstance(names, list) else None, MAX_RETRIEVE_POST)
+
     def collection_retrieve(self, object_name: str, version: str, id_list: list[str] | None,
                             field_names: list[str] | None, limit: int) -> Answer:
         """GET ``?ids=&fields=`` (<= 200) or POST ``{"ids", "fields"}`` (<= 2,000): the
