@@ -103,6 +103,12 @@ class ExportStream(_SelfBookmarkedStream):
         # Incremental by partition date; there is no replication key inside the records.
         self.forced_replication_method = "INCREMENTAL"
 
+    @property
+    def partitions(self) -> list[dict[str, Any]] | None:
+        # One pass over all exports; never the SDK's partitions found in a state (an API
+        # run's per-regulation ones would add `regulation` to every exported record).
+        return None
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         start_date: str | None = self.config.get("start_date")
         bookmarks: dict[str, Any] = self.stream_state.setdefault("exports", {})

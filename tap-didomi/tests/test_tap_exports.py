@@ -221,3 +221,15 @@ def test_other_files_and_folders_are_logged_not_read(tmp_path: Path, run_tap: Ta
     assert "notes.txt: not a .json or .json.gz file" in run.stderr
     assert "Ignoring proofs/ folders" in run.stderr
     assert "_SUCCESS" not in run.stderr
+
+
+def test_state_of_an_api_run_does_not_leak_into_exports(
+    tmp_path: Path, run_tap: TapRunner
+) -> None:
+    expected = build_export(tmp_path / "exports")
+    api_state = {"bookmarks": {"users": {"partitions": [
+        {"context": {"regulation": "gdpr"}, "replication_key": "updated_at",
+         "replication_key_value": "2025-03-05T10:00:00.000Z"}]}}}
+    run = run_tap({"export_path": str(tmp_path / "exports")}, api_state)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.records("users") == expected["users"]  # unchanged: no `regulation` added
