@@ -281,7 +281,13 @@ class SObjects:
                     if isinstance(rec.get(fdef.name), (int, float))
                     and float(rec[fdef.name]) == number]
         folded = value.casefold()
-        return [rid for rid, rec in self.org.records[schema.name].items()
+        if soql.indexable(fdef) and fdef.type not in {"id", "reference"}:
+            # The index compares these types by casefold too: a lookup instead of a scan.
+            candidates = self.org.records_with_keys(schema.name, fdef, [folded],
+                                                    include_deleted=False)
+        else:
+            candidates = self.org.all_records(schema.name, include_deleted=False)
+        return [str(rec["Id"]) for rec in candidates
                 if isinstance(rec.get(fdef.name), str) and rec[fdef.name].casefold() == folded]
 
     def _urls(self, schema: SObjectSchema, version: str, record_ids: list[str]) -> list[str]:
