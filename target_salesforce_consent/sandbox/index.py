@@ -45,6 +45,18 @@ class FieldIndex:
         self.key_of[record_id] = key
         self.buckets.setdefault(key, set()).add(record_id)
 
+    def build(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Index records not indexed yet (the first build: no old keys to move)."""
+        buckets, key_of, key = self.buckets, self.key_of, self._key
+        for record_id, record in records:
+            k = key(record)
+            key_of[record_id] = k
+            bucket = buckets.get(k)
+            if bucket is None:
+                buckets[k] = {record_id}
+            else:
+                bucket.add(record_id)
+
     def remove(self, record_id: str) -> None:
         old = self.key_of.pop(record_id, _ABSENT)
         if old is not _ABSENT:

@@ -370,9 +370,8 @@ class Org:
         index = self._indexes[object_name].get(fdef.name)
         if index is None:
             index = FieldIndex(fdef.name, lambda value: soql.index_key(fdef, value))
-            for store in (self.records[object_name], self.deleted[object_name]):
-                for record_id, record in store.items():
-                    index.put(record_id, record)
+            index.build(itertools.chain(self.records[object_name].items(),
+                                        self.deleted[object_name].items()))
             self._indexes[object_name][fdef.name] = index
         return index
 
