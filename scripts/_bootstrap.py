@@ -1,9 +1,10 @@
 """Shared set-up for `scripts/demo.py` and `scripts/test.py` (standard library only).
 
 `ensure_venv()` creates or reuses `.venv` in the repository root, installs the package with
-its `test` and `meltano` extras when `pyproject.toml` changed since the last install, and then
+its `test` and `meltano` extras and the tap in `tap-didomi/` with its `test` and `s3` extras
+(both editable) when either `pyproject.toml` changed since the last install, and then
 re-executes the calling script under `.venv`'s Python. `ensure_meltano_plugins()` runs
-`meltano install` when `meltano.yml` or `pyproject.toml` changed since the last one.
+`meltano install` when `meltano.yml` or either `pyproject.toml` changed since the last one.
 Both are idempotent: a second run with nothing changed installs nothing.
 """
 
@@ -21,13 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 EXTRAS = "test,meltano"
+TAP_DIR = ROOT / "tap-didomi"
+TAP_EXTRAS = "test,s3"
 _MARKER = VENV / ".target-salesforce-consent-install"
 _MELTANO_MARKER = ROOT / ".meltano" / ".target-salesforce-consent-install"
 _REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
 
 # Plugin virtualenvs that `meltano install` must have produced.
 _MELTANO_VENVS = (
-    ROOT / ".meltano" / "extractors" / "tap-jsonl" / "venv",
+    ROOT / ".meltano" / "extractors" / "tap-didomi" / "venv",
     ROOT / ".meltano" / "loaders" / "target-salesforce-consent" / "venv",
 )
 
@@ -70,7 +73,8 @@ def ensure_venv(script: str, argv: list[str]) -> None:
     if sys.version_info < (3, 10):  # noqa: UP036 (this may run under an old python3)
         sys.exit(f"Python 3.10 or newer is required (this is {sys.version.split()[0]}).")
 
-    want = _digest(ROOT / "pyproject.toml", extra=EXTRAS)
+    want = _digest(ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
+                   extra=f"{EXTRAS};{TAP_EXTRAS}")
     py = venv_python()
     if not py.exists():
         say(f"[setup] creating virtualenv {VENV.relative_to(ROOT)}/ ...")
@@ -83,9 +87,10 @@ def ensure_venv(script: str, argv: list[str]) -> None:
             )
     have = _MARKER.read_text().strip() if _MARKER.exists() else ""
     if have != want:
-        say(f'[setup] pip install -e ".[{EXTRAS}]" into .venv (first run: a minute or two) ...')
+        say(f'[setup] pip install -e ".[{EXTRAS}]" -e "./tap-didomi[{TAP_EXTRAS}]" into .venv '
+            "(first run: a minute or two) ...")
         cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-               "-e", f".[{EXTRAS}]"]
+               "-e", f".[{EXTRAS}]", "-e", f"./tap-didomi[{TAP_EXTRAS}]"]
         rc = subprocess.call(cmd, cwd=ROOT)
         if rc != 0:
             sys.exit(f"[setup] pip install failed (exit {rc})")
@@ -153,12 +158,12 @@ def ensure_meltano_plugins(meltano: Path, quiet: bool = False) -> float:
 def _ensure_meltano_plugins(meltano: Path, quiet: bool) -> float:
     import time
 
-    want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml")
+    want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml")
     have = _MELTANO_MARKER.read_text().strip() if _MELTANO_MARKER.exists() else ""
     if have == want and all(v.exists() for v in _MELTANO_VENVS):
         return 0.0
     if not quiet:
-        say("[setup] meltano install (tap-jsonl, target-salesforce-consent) ...")
+        say("[setup] meltano install (tap-didomi, target-salesforce-consent) ...")
     start = time.monotonic()
     proc = subprocess.run(
         [str(meltano), "--log-level=warning", "install"],

@@ -8,7 +8,9 @@ starts the sandbox seeded with sample Leads and Contacts, runs
 
     meltano run tap-didomi target-salesforce-consent tap-didomi target-salesforce-consent-contacts
 
-on the bundled sample Didomi data, and prints which Salesforce records changed (field: old -> new),
+on the bundled sample Didomi batch export (tap-didomi/tap_didomi/sample_export: gzipped
+daily partitions with users/ and events/, read by tap-didomi), and prints which Salesforce
+records changed (field: old -> new),
 the records created, and the count per outcome from each loader's report. Safe to run again: the
 sandbox starts from its seed every time and the run ignores and keeps no Meltano state.
 """
@@ -26,6 +28,7 @@ if __name__ == "__main__":
 
 # --- from here on we run inside .venv ------------------------------------------------------------
 import argparse
+import gzip
 import json
 import os
 import subprocess
@@ -36,7 +39,7 @@ from typing import Any
 ROOT = _bootstrap.ROOT
 SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
 SEED = SAMPLE_DIR / "sandbox_seed.json"
-INPUT = SAMPLE_DIR / "didomi_users.jsonl"
+INPUT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 OUTPUT = ROOT / "output"
 LOG = OUTPUT / "demo-meltano.log"
 
@@ -169,14 +172,18 @@ def main() -> int:
     for _, _, report in PIPELINES:
         report.unlink(missing_ok=True)
 
-    n_input = sum(1 for line in INPUT.read_text(encoding="utf-8").splitlines() if line.strip())
+    parts = sorted(INPUT.glob("export-id=*/date=*/*/*.json.gz"))
+    n_input = sum(1 for part in parts
+                  for line in gzip.decompress(part.read_bytes()).splitlines() if line.strip())
+    n_partitions = len({part.parent.parent for part in parts})
     sb = Sandbox(seed=str(SEED)).start(host="127.0.0.1", port=0)
     try:
         before = {obj: sb.records(obj) for _, obj, _ in PIPELINES}
         print("target-salesforce-consent demo")
         print(f"  sandbox  {sb.url}  ({len(before['Lead'])} Leads, {len(before['Contact'])} "
               f"Contacts from {SEED.relative_to(ROOT)})")
-        print(f"  input    {INPUT.relative_to(ROOT)}  ({n_input} Didomi records)")
+        print(f"  input    {INPUT.relative_to(ROOT)}  (Didomi batch export: {n_input} "
+              f"records in {len(parts)} gzipped files, {n_partitions} daily partitions)")
         cmd = [str(meltano), "--log-level=info", "run", "--full-refresh", "--no-state-update"]
         for loader, _, _ in PIPELINES:
             cmd += ["tap-didomi", loader]

@@ -1,12 +1,15 @@
 """End to end: the real `meltano run tap-didomi target-salesforce-consent` against the sandbox.
 
-Runs in the repository's own Meltano project (meltano.yml), on the bundled sample Didomi data
-(target_salesforce_consent/sample_data/didomi_users.jsonl) and the bundled sandbox seed, and
-checks the Leads the sandbox holds afterwards and the report the target wrote.
+Runs in the repository's own Meltano project (meltano.yml): tap-didomi (tap-didomi/) reads the
+bundled gzipped sample export (tap-didomi/tap_didomi/sample_export: the sample data of
+target_salesforce_consent/sample_data/didomi_users.jsonl in daily partitions, users/ and
+events/), the target writes to the sandbox seeded with the bundled seed, and the test checks
+the Leads the sandbox holds afterwards and the report the target wrote.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import re
@@ -21,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
+SAMPLE_EXPORT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 
 pytestmark = pytest.mark.meltano
 
@@ -189,7 +193,15 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
             assert new.get(field) == old.get(field), (email, field, old.get(field), new.get(field))
 
     # The report: one line per input record, with the outcome the sample data implies.
-    n_input = sum(1 for line in (SAMPLE_DIR / "didomi_users.jsonl").open() if line.strip())
+    exported = [
+        json.loads(line)
+        for part in sorted(SAMPLE_EXPORT.glob("export-id=*/date=*/*/*.json.gz"))
+        for line in gzip.decompress(part.read_bytes()).decode().splitlines()
+        if line.strip()
+    ]
+    n_input = len(exported)
+    assert n_input == sum(1 for line in (SAMPLE_DIR / "didomi_users.jsonl").open() if line.strip())
+    event_ids = {r["id"] for r in exported if isinstance(r.get("user"), dict)}
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
     assert len(rows) == n_input
     outcomes: dict[str | None, list[str]] = {}
@@ -205,7 +217,8 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
             "error",
             "job_id",
         }, row
-        assert row["stream"] == "didomi_consents"
+        # tap-didomi's streams: user objects in `users`, consent events in `events`.
+        assert row["stream"] == ("events" if row["didomi_id"] in event_ids else "users"), row
         ouid = row["organization_user_id"]
         outcomes.setdefault(ouid.strip().lower() if ouid else None, []).append(row["outcome"])
 

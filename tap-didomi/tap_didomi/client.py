@@ -13,7 +13,6 @@ import email.utils
 import json
 import logging
 import time
-from typing import Any
 
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase

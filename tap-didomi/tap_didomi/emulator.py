@@ -80,6 +80,7 @@ class DidomiEmulator:
         self.calls: list[Call] = []
         self.tokens_minted = 0
         self._server: ThreadingHTTPServer | None = None
+        self._host = "127.0.0.1"
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class DidomiEmulator:
             pass
 
         Handler.emulator = emulator
+        self._host = host
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -112,8 +114,7 @@ class DidomiEmulator:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the emulator first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PREFIX}"
+        return f"http://{self._host}:{self._server.server_port}{PREFIX}"
 
     # -- steering ----------------------------------------------------------------------------
 

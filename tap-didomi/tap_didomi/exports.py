@@ -23,6 +23,7 @@ from fsspec.core import url_to_fs
 EXPORT_PREFIX = "export-id="
 DATE_PREFIX = "date="
 RECORD_SUFFIXES = (".json.gz", ".json")
+KNOWN_FOLDERS = ("users", "events")
 GZIP_MAGIC = b"\x1f\x8b"
 # How many folder levels below export_path are searched for export-id=… folders
 # (e.g. s3://bucket → data/ → export-id=…).
@@ -89,6 +90,7 @@ class ExportStore:
                 "local folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
             ) from exc
         self.fs: fsspec.AbstractFileSystem = fs
+        self._reported: set[str] = set()
         self.root: str = root.rstrip("/") or root
 
     # -- names -------------------------------------------------------------------------------
@@ -185,7 +187,14 @@ class ExportStore:
     def files(self, partition: Partition, folder: str) -> list[ExportFile]:
         """The data files of ``{partition}/{folder}/`` (none when the folder is absent)."""
         folder_path = f"{partition.path}/{folder}"
-        if folder_path not in self._dirs(partition.path):
+        present = self._dirs(partition.path)
+        for other in present:
+            name = _basename(other)
+            if name not in KNOWN_FOLDERS and name not in self._reported:
+                self._reported.add(name)  # once per run: the same folders recur every day
+                logger.info("Ignoring %s/ folders (e.g. %s): the tap reads %s", name,
+                            self.display(other), " and ".join(f"{k}/" for k in KNOWN_FOLDERS))
+        if folder_path not in present:
             return []
         files = []
         for entry in self._ls(folder_path):

@@ -25,9 +25,13 @@ import backoff
 import requests
 from singer_sdk import Stream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers._typing import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator, JSONPathPaginator
 from singer_sdk.streams import RESTStream
+
+try:  # the public home of TypeConformanceLevel in recent singer-sdk releases
+    from singer_sdk.helpers.conform import TypeConformanceLevel
+except ImportError:  # pragma: no cover
+    from singer_sdk.helpers._typing import TypeConformanceLevel
 
 from tap_didomi.client import DidomiAPIError, DidomiSession, describe_error, retry_after_seconds
 from tap_didomi.exports import ExportError, ExportStore
@@ -99,6 +103,12 @@ class ExportStream(_SelfBookmarkedStream):
         # Incremental by partition date; there is no replication key inside the records.
         self.forced_replication_method = "INCREMENTAL"
 
+    @property
+    def partitions(self) -> list[dict[str, Any]] | None:
+        # One pass over all exports; never the SDK's partitions found in a state (an API
+        # run's per-regulation ones would add `regulation` to every exported record).
+        return None
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         start_date: str | None = self.config.get("start_date")
         bookmarks: dict[str, Any] = self.stream_state.setdefault("exports", {})
@@ -110,8 +120,9 @@ class ExportStream(_SelfBookmarkedStream):
                     continue
                 if saved_date and partition.date < saved_date:
                     continue
-                already_read = set(saved.get("files") or []) if partition.date == saved_date \
-                    else set()
+                already_read: set[str] = set()
+                if partition.date == saved_date:
+                    already_read = set(saved.get("files") or [])
                 files = self._store.files(partition, self.folder)
                 to_read = [f for f in files if f.name not in already_read]
                 count = 0

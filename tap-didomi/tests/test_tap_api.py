@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from didomi_tap_helpers import TapRun, TapRunner, user
-
 from tap_didomi.emulator import DidomiEmulator
 
 
@@ -165,3 +164,20 @@ def test_api_mode_has_no_events_stream(emulator: DidomiEmulator, run_tap: TapRun
     catalog = json.loads(run.stdout)
     assert [s["tap_stream_id"] for s in catalog["streams"]] == ["users"]
     assert emulator.calls == []  # discovery needs no API call
+
+
+def test_bookmark_never_passes_the_listing_start(
+    emulator: DidomiEmulator, run_tap: TapRunner
+) -> None:
+    # An updated_at later than the server's clock when the listing began (here: far in the
+    # future) is emitted, but the bookmark stops at the listing's start, so a user updated
+    # on an already-read page during the listing is not lost; that record comes again.
+    emulator.upsert_user(user(3, "2099-01-01T00:00:00.000Z"))
+    first = run_tap(_config(emulator))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(first.records()) == 5
+    bookmark = first.state["bookmarks"]["users"]["partitions"][0]["replication_key_value"]
+    assert "2025-03-05T10:00:00.004Z" < bookmark < "2099"
+    second = run_tap(_config(emulator), first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [r["id"] for r in second.records()] == ["user-0003"]

@@ -205,3 +205,31 @@ def test_unusable_export_paths_are_named(tmp_path: Path, run_tap: TapRunner) -> 
     run = run_tap({"export_path": str(tmp_path / "exports")})
     assert run.returncode == 1
     assert "'2025-3-1' is not a YYYY-MM-DD date" in run.stderr
+
+
+def test_other_files_and_folders_are_logged_not_read(tmp_path: Path, run_tap: TapRunner) -> None:
+    root = tmp_path / "exports"
+    records = [user(1, "2025-03-01T00:00:00.000Z")]
+    write_file(partition_dir(root, "2025-03-01") / "a.json.gz", records)
+    (partition_dir(root, "2025-03-01") / "_SUCCESS").write_bytes(b"")
+    (partition_dir(root, "2025-03-01") / "notes.txt").write_text("not data\n")
+    write_file(partition_dir(root, "2025-03-01", "proofs") / "p.json.gz", [{"id": "proof"}])
+
+    run = run_tap({"export_path": str(root)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.records() == records
+    assert "notes.txt: not a .json or .json.gz file" in run.stderr
+    assert "Ignoring proofs/ folders" in run.stderr
+    assert "_SUCCESS" not in run.stderr
+
+
+def test_state_of_an_api_run_does_not_leak_into_exports(
+    tmp_path: Path, run_tap: TapRunner
+) -> None:
+    expected = build_export(tmp_path / "exports")
+    api_state = {"bookmarks": {"users": {"partitions": [
+        {"context": {"regulation": "gdpr"}, "replication_key": "updated_at",
+         "replication_key_value": "2025-03-05T10:00:00.000Z"}]}}}
+    run = run_tap({"export_path": str(tmp_path / "exports")}, api_state)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.records("users") == expected["users"]  # unchanged: no `regulation` added

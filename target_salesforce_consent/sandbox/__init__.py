@@ -49,7 +49,8 @@ lost: the PUT's data lands, the job is created or closed, and then the client ge
 status/body, or (status 0/None) the connection drops after the body was read (reference 10.3).
 
 Admin HTTP API (no token, not logged, not counted), under ``/__sandbox/``:
-``GET|POST records/{Object}`` (GET ``?include_deleted=true`` adds the Recycle Bin), ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
+``GET|POST records/{Object}`` (GET ``?include_deleted=true`` adds the Recycle Bin),
+``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
 ``GET jobs``, ``GET health``, ``POST expire-tokens``, ``POST reset``, ``POST faults`` with one
 object or a list of objects ``{"type": "fail_next", "status", "body", "count", "method", "path",
 "content_type", "after"}`` (``"status": 0`` or ``null`` drops the connection),

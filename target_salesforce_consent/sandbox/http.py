@@ -27,7 +27,7 @@ from .errors import NOT_FOUND_MESSAGE, ApiError, OAuthError
 from .ingest import IngestJobs
 from .org import HttpFault, LoggedRequest, Org
 from .query_jobs import QueryJobs
-from .sobjects import MAX_COLLECTION, MAX_RETRIEVE_POST, Answer, SObjects, parse_json_body
+from .sobjects import MAX_COLLECTION, Answer, SObjects
 
 JSON_TYPE = "application/json;charset=UTF-8"
 CSV_TYPE = "text/csv; charset=UTF-8"
@@ -274,7 +274,6 @@ class App:
         resp.headers["Sforce-NumberOfRecords"] = str(count)
         return resp
 
-
     # sObject rows and collections: the rules live in :mod:`.sobjects`.
 
     def sobject_info(self, req: Request) -> Response:
@@ -332,16 +331,8 @@ class App:
 
     def collection_retrieve(self, req: Request) -> Response:
         if req.method == "POST":
-            spec = parse_json_body(req.body)
-            if not isinstance(spec, dict):
-                spec = {}
-            id_list = spec.get("ids")
-            names = spec.get("fields")
-            return answer(self.sobjects.collection_retrieve(
-                req.params["object"], req.params["version"],
-                [str(i) for i in id_list] if isinstance(id_list, list) else None,
-                [str(n) for n in names] if isinstance(names, list) else None,
-                MAX_RETRIEVE_POST))
+            return answer(self.sobjects.collection_retrieve_post(
+                req.params["object"], req.params["version"], req.body))
         raw_ids, raw_fields = req.arg("ids"), req.arg("fields")
         return answer(self.sobjects.collection_retrieve(
             req.params["object"], req.params["version"],

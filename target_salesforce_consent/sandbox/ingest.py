@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from . import ids
+from . import ids, soql
 from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
 from .org import Org
 from .schema import NULL_MARKER, REQUIRED_ON_INSERT, FieldDef, csv_echo, now_datetime, parse_value
@@ -571,9 +571,17 @@ class IngestJobs(JobStore[IngestJob]):
                     return []
                 raise
         folded = key.casefold()
+        fdef = self.org.schemas[object_name].field(ext)
+        if fdef is not None and fdef.name == ext and soql.indexable(fdef) and (
+                fdef.type not in {"id", "reference"}):
+            # The index compares these types by casefold too: one lookup, not a scan per row.
+            candidates = self.org.records_with_keys(object_name, fdef, [folded],
+                                                    include_deleted=False)
+        else:
+            candidates = self.org.all_records(object_name, include_deleted=False)
         return [
-            rid
-            for rid, rec in self.org.records[object_name].items()
+            str(rec["Id"])
+            for rec in candidates
             if isinstance(rec.get(ext), str) and rec[ext].casefold() == folded
         ]
 

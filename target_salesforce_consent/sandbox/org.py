@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import secrets
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ids
+from . import ids, soql
 from .errors import ApiError, OAuthError
+from .index import FieldIndex
 from .schema import (
     LEAD_STATUSES,
     SUPPORTED_OBJECTS,
@@ -131,6 +133,7 @@ class Org:
             self.schemas[name] = SObjectSchema(
                 name, [custom_field(f) for f in spec.get("custom_fields", [])]
             )
+        self._object_by_prefix = {s.key_prefix: n for n, s in reversed(self.schemas.items())}
         unknown = set(objects) - set(SUPPORTED_OBJECTS)
         if unknown:
             raise ValueError(f"unsupported objects in seed: {sorted(unknown)}")
@@ -144,6 +147,12 @@ class Org:
         self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
         self.deleted: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
         self.purged: dict[str, str] = {}
+        # Where each stored record sits in its store's insertion order (a record moved between
+        # stores goes to the end), so an index hit sorts into the order a scan would give.
+        self._positions: dict[str, int] = {}
+        self._next_position = itertools.count()
+        # Equality indexes by object and field name, built on first use (see .index).
+        self._indexes: dict[str, dict[str, FieldIndex]] = {n: {} for n in self.schemas}
         self.retired: set[str] = set()  # Ids of rolled-back inserts: never handed out again
         self._reserved: set[str] = set()
         self.tokens: dict[str, float] = {}
@@ -228,10 +237,7 @@ class Org:
         return None
 
     def object_of_id(self, record_id: str) -> str | None:
-        for name, schema in self.schemas.items():
-            if record_id.startswith(schema.key_prefix):
-                return name
-        return None
+        return self._object_by_prefix.get(record_id[:3])
 
     # ------------------------------------------------------------------ records
 
@@ -265,7 +271,7 @@ class Org:
         record["SystemModstamp"] = record["LastModifiedDate"]
         record["IsDeleted"] = False
         _compute_name(record)
-        self.records[object_name][record["Id"]] = record
+        self._place(self.records, object_name, record)
         return record
 
     def add_records(self, object_name: str, values: list[dict[str, Any]]) -> list[str]:
@@ -275,10 +281,15 @@ class Org:
         return [self.new_record(schema.name, dict(v))["Id"] for v in values]
 
     def touch(self, record: dict[str, Any]) -> None:
+        """Stamp a stored record just changed in place; every such change must end here, as
+        this re-indexes it."""
         now = now_datetime()
         record["LastModifiedDate"] = now
         record["SystemModstamp"] = now
         _compute_name(record)
+        object_name = self.object_of_id(str(record["Id"]))
+        if object_name is not None:
+            self._reindex(object_name, record)
 
     def find_record(self, record_id: str, *, include_deleted: bool = False
                     ) -> tuple[str, dict[str, Any]] | None:
@@ -307,12 +318,13 @@ class Org:
         record = self.records[object_name].pop(record_id)
         record["IsDeleted"] = True
         self.touch(record)
-        self.deleted[object_name][record_id] = record
+        self._place(self.deleted, object_name, record)
         return record
 
     def hard_delete(self, object_name: str, record_id: str) -> None:
         """Remove a live record for good (Bulk ``hardDelete``); its Id stays retired."""
         del self.records[object_name][record_id]
+        self._unindex(object_name, record_id)
         self.purged[record_id] = object_name
 
     def restore_record(self, object_name: str, record: dict[str, Any]) -> None:
@@ -320,13 +332,72 @@ class Org:
         record_id = str(record["Id"])
         self.records[object_name].pop(record_id, None)
         self.deleted[object_name].pop(record_id, None)
-        target = self.deleted if record.get("IsDeleted") else self.records
-        target[object_name][record_id] = record
+        self._place(self.deleted if record.get("IsDeleted") else self.records, object_name,
+                    record)
 
     def forget_record(self, object_name: str, record_id: str) -> None:
         """Undo a creation (a rolled-back insert). The Id is not handed out again."""
-        self.records[object_name].pop(record_id, None)
+        if self.records[object_name].pop(record_id, None) is not None:
+            self._unindex(object_name, record_id)
         self.retired.add(record_id)
+
+    # ------------------------------------------------------------------ indexes
+
+    def _place(self, stores: dict[str, dict[str, dict[str, Any]]], object_name: str,
+               record: dict[str, Any]) -> None:
+        """Store a record at the end of ``stores[object_name]`` (it is not in it) and index it.
+
+        Every insertion into :attr:`records` or :attr:`deleted` goes through here.
+        """
+        record_id = str(record["Id"])
+        stores[object_name][record_id] = record
+        self._positions[record_id] = next(self._next_position)
+        self._reindex(object_name, record)
+
+    def _reindex(self, object_name: str, record: dict[str, Any]) -> None:
+        record_id = str(record["Id"])
+        for index in self._indexes[object_name].values():
+            index.put(record_id, record)
+
+    def _unindex(self, object_name: str, record_id: str) -> None:
+        self._positions.pop(record_id, None)
+        for index in self._indexes[object_name].values():
+            index.remove(record_id)
+
+    def _index(self, object_name: str, fdef: FieldDef) -> FieldIndex:
+        """The equality index of ``fdef`` (an :func:`.soql.indexable` field), built on first
+        use from the live and soft-deleted records."""
+        index = self._indexes[object_name].get(fdef.name)
+        if index is None:
+            index = FieldIndex(fdef.name, lambda value: soql.index_key(fdef, value))
+            index.build(itertools.chain(self.records[object_name].items(),
+                                        self.deleted[object_name].items()))
+            self._indexes[object_name][fdef.name] = index
+        return index
+
+    def records_with_keys(self, object_name: str, fdef: FieldDef, keys: list[Any], *,
+                          include_deleted: bool) -> list[dict[str, Any]]:
+        """The records whose ``fdef`` has one of these :func:`.soql.index_key` keys (None:
+        NULL), in :meth:`all_records` order; costs the keys and the matches, not the org."""
+        found = self._index(object_name, fdef).ids_for(keys)
+        position = self._positions.__getitem__
+        live = self.records[object_name]
+        out = [live[rid] for rid in sorted((r for r in found if r in live), key=position)]
+        if include_deleted:
+            gone = self.deleted[object_name]
+            out += [gone[rid] for rid in sorted((r for r in found if r in gone), key=position)]
+        return out
+
+    def query_candidates(self, query: soql.Query, *, include_deleted: bool
+                         ) -> list[dict[str, Any]]:
+        """A superset of the records ``query`` matches, in :meth:`all_records` order: from an
+        index when its WHERE requires a text ``=``/``IN``, else every record."""
+        lookup = soql.equality_lookup(query.where)
+        if lookup is None:
+            return self.all_records(query.object_name, include_deleted=include_deleted)
+        fdef, keys = lookup
+        return self.records_with_keys(query.object_name, fdef, keys,
+                                      include_deleted=include_deleted)
 
     def convert_lead(self, lead_id: str) -> str:
         found = self.find_record(lead_id)

@@ -145,8 +145,7 @@ class QueryJobs(JobStore[QueryJob]):
 
     def _run(self, job: QueryJob) -> None:
         query = soql.parse(job.query, self.org.schemas)
-        records = self.org.all_records(query.object_name,
-                                       include_deleted=job.operation == "queryAll")
+        records = self.org.query_candidates(query, include_deleted=job.operation == "queryAll")
         matched = soql.execute(query, records)
         fdefs: list[FieldDef] = query.field_defs
         job.header = [f.name for f in fdefs]
@@ -221,7 +220,7 @@ def rest_query(org: Org, version: str, text: str, batch_size: int,
                include_deleted: bool = False) -> dict[str, Any]:
     """``/query`` (live records) or ``/queryAll`` (``include_deleted``: the Recycle Bin too)."""
     query = soql.parse(text, org.schemas)
-    records = org.all_records(query.object_name, include_deleted=include_deleted)
+    records = org.query_candidates(query, include_deleted=include_deleted)
     matched = soql.execute(query, records)
     rows = []
     for rec in matched:

@@ -281,7 +281,13 @@ class SObjects:
                     if isinstance(rec.get(fdef.name), (int, float))
                     and float(rec[fdef.name]) == number]
         folded = value.casefold()
-        return [rid for rid, rec in self.org.records[schema.name].items()
+        if soql.indexable(fdef) and fdef.type not in {"id", "reference"}:
+            # The index compares these types by casefold too: a lookup instead of a scan.
+            candidates = self.org.records_with_keys(schema.name, fdef, [folded],
+                                                    include_deleted=False)
+        else:
+            candidates = self.org.all_records(schema.name, include_deleted=False)
+        return [str(rec["Id"]) for rec in candidates
                 if isinstance(rec.get(fdef.name), str) and rec[fdef.name].casefold() == folded]
 
     def _urls(self, schema: SObjectSchema, version: str, record_ids: list[str]) -> list[str]:
@@ -691,6 +697,15 @@ class SObjects:
                 item.error = err
             items.append(item)
         return self._finish(items, all_or_none, journal, touched)
+
+    def collection_retrieve_post(self, object_name: str, version: str, body: bytes) -> Answer:
+        """POST ``/composite/sobjects/{Object}`` ``{"ids": [...], "fields": [...]}``."""
+        spec = _json_object(body)
+        id_list, names = spec.get("ids"), spec.get("fields")
+        return self.collection_retrieve(
+            object_name, version,
+            [str(i) for i in id_list] if isinstance(id_list, list) else None,
+            [str(n) for n in names] if isinstance(names, list) else None, MAX_RETRIEVE_POST)
 
     def collection_retrieve(self, object_name: str, version: str, id_list: list[str] | None,
                             field_names: list[str] | None, limit: int) -> Answer:

@@ -552,11 +552,55 @@ def _compare(fdef: FieldDef, stored: Any, op: str, lit: Literal) -> bool:
 
 def _text_keys(node: Comparison, fdef: FieldDef) -> frozenset[Any] | None:
     """The normalised literals of a text `IN (...)` without nulls, computed once per node."""
+    if node.text_keys is not None:  # checked first: the null scan below is O(literals)
+        return node.text_keys
     if fdef.type not in _TEXT_FIELD_TYPES or any(lit.kind == "null" for lit in node.values):
         return None
-    if node.text_keys is None:
-        node.text_keys = frozenset(_norm_text(fdef, lit.value) for lit in node.values)
+    node.text_keys = frozenset(_norm_text(fdef, lit.value) for lit in node.values)
     return node.text_keys
+
+
+def indexable(fdef: FieldDef) -> bool:
+    """True for the fields whose ``=``/``IN`` an equality index can answer: the text ones."""
+    return fdef.type in _TEXT_FIELD_TYPES
+
+
+def index_key(fdef: FieldDef, value: Any) -> Any:
+    """The key a stored value of an :func:`indexable` field is compared by in ``=``/``IN``.
+
+    Two values match exactly when their keys are equal (and the stored one is not None), as
+    :func:`_compare` decides; a None key stands for NULL, which only ``= null`` matches.
+    """
+    return _norm_text(fdef, value)
+
+
+def equality_lookup(where: Any) -> tuple[FieldDef, list[Any]] | None:
+    """A text ``field = '...'``/``field IN (...)`` every match must satisfy, as its field and
+    the :func:`index_key` of its literals (None for ``null``); None when the WHERE has none.
+
+    Looks at the WHERE itself and the items of its (nested) ANDs; of several, the one with
+    fewest literals. Every candidate still goes through the whole WHERE (:func:`execute`).
+    """
+    best: tuple[FieldDef, list[Any]] | None = None
+    pending = [where]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, BoolOp):
+            if node.op == "and":
+                pending.extend(node.items)
+            continue
+        if not isinstance(node, Comparison) or node.op not in {"=", "in"}:
+            continue
+        fdef = node.field.fdef
+        if fdef is None or not indexable(fdef):
+            continue
+        if any(lit.kind not in {"string", "null"} for lit in node.values):
+            continue  # parse() refuses these on text fields; the scan decides if one slips by
+        keys = [None if lit.kind == "null" else _norm_text(fdef, lit.value)
+                for lit in node.values]
+        if best is None or len(keys) < len(best[1]):
+            best = (fdef, keys)
+    return best
 
 
 def _matches(node: Any, record: dict[str, Any]) -> bool:

@@ -1,0 +1,77 @@
+"""tap-didomi's settings: one source per configuration, --about, --version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from didomi_tap_helpers import TapRunner, build_export
+
+
+def test_no_source_is_a_configuration_error(run_tap: TapRunner) -> None:
+    run = run_tap({})
+    assert run.returncode == 2 and run.stdout == ""
+    assert "no source configured: set export_path" in run.stderr
+    assert "api_key, api_secret and organization_id" in run.stderr
+
+
+def test_both_sources_is_a_configuration_error(tmp_path: Path, run_tap: TapRunner) -> None:
+    build_export(tmp_path / "exports")
+    secret = "super-secret-value-123"
+    run = run_tap({"export_path": str(tmp_path / "exports"), "api_key": "k",
+                   "api_secret": secret, "organization_id": "acme"})
+    assert run.returncode == 2 and run.stdout == ""
+    assert "both export_path and the Consents API settings" in run.stderr
+    assert "Unset export_path to read the API" in run.stderr
+    assert secret not in run.stderr
+    # The same in discovery mode: nothing on stdout.
+    run = run_tap({"export_path": str(tmp_path / "exports"), "api_key": "k"}, None, "--discover")
+    assert run.returncode == 2 and run.stdout == ""
+
+
+def test_incomplete_or_unsafe_api_settings(run_tap: TapRunner) -> None:
+    run = run_tap({"api_key": "k", "organization_id": "acme"})
+    assert run.returncode == 2 and run.stdout == ""
+    assert "set api_secret" in run.stderr
+
+    run = run_tap({"api_key": "k", "api_secret": "s", "organization_id": "acme",
+                   "api_url": "http://api.didomi.io/v1"})
+    assert run.returncode == 2
+    assert "must use https" in run.stderr
+
+    run = run_tap({"api_key": "k", "api_secret": "s", "organization_id": "acme",
+                   "regulations": []})
+    assert run.returncode == 2
+    assert "regulations must be a non-empty list" in run.stderr
+
+
+def test_bad_start_date(tmp_path: Path, run_tap: TapRunner) -> None:
+    build_export(tmp_path / "exports")
+    run = run_tap({"export_path": str(tmp_path / "exports"), "start_date": "03/01/2025"})
+    assert run.returncode == 2 and run.stdout == ""
+    assert "start_date" in run.stderr
+
+
+def test_about_lists_the_settings_and_marks_the_secret() -> None:
+    proc = subprocess.run([sys.executable, "-m", "tap_didomi", "--about", "--format=json"],
+                          capture_output=True, text=True, check=True)
+    about = json.loads(proc.stdout)
+    settings = about["settings"]["properties"]
+    for name in ("export_path", "api_key", "api_secret", "organization_id", "api_url",
+                 "include_full_tree", "regulations", "start_date"):
+        assert settings[name].get("description"), name
+    assert settings["api_secret"].get("secret") is True
+    assert settings["api_url"]["default"] == "https://api.didomi.io/v1"
+    assert settings["regulations"]["default"] == ["gdpr"]
+    assert settings["include_full_tree"]["default"] is False
+    assert "batch" not in about["capabilities"]
+    assert "state" in about["capabilities"]
+
+
+def test_version_is_the_distribution_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "tap_didomi", "--version"],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith(f"tap-didomi v{version('tap-didomi')},")
