@@ -42,11 +42,10 @@ from target_salesforce_consent.sandbox import Sandbox
 
 HERE = Path(__file__).resolve().parent
 NOOP_TARGET = HERE / "noop_target.py"
+PEAK_RSS = HERE / "peak_rss.py"
 DEFAULT_RESULTS = HERE / "results.md"
-# The sandbox answers a match query by comparing every Lead with every literal of the IN list,
-# so its time grows with N squared (N=50,000 takes about 5 minutes of wall time by itself);
-# the default sizes stay within a few minutes on 2 cores. The target's CPU is not affected.
-DEFAULT_SIZES = (1_000, 10_000, 25_000)
+# The sandbox indexes the match field, so large sizes run in minutes on 2 cores.
+DEFAULT_SIZES = (1_000, 10_000, 100_000)
 PACKAGE = "target_salesforce_consent"
 
 MARKETING = "marketing-9HmMn6Vt"
@@ -224,7 +223,7 @@ class Dataset:
     kinds: Counter[str]
 
 
-def write_input(path: Path, n: int, seed: int) -> Dataset:
+def write_input(path: Path, n: int, seed: int, schema: str = "tap") -> Dataset:
     """Write N Didomi records as Singer messages on two streams; return the Leads to seed."""
     rng = random.Random(seed)
     leads: list[dict[str, Any]] = [
@@ -242,13 +241,11 @@ def write_input(path: Path, n: int, seed: int) -> Dataset:
     with path.open("w", encoding="utf-8") as out:
         # The SCHEMA messages tap-didomi sends: with singer-sdk's defaults a target validates
         # every record against them (the no-op does; this target does not, see README).
-        for stream, schema in (("users", USER_SCHEMA), ("events", EVENT_SCHEMA)):
-            out.write(
-                json.dumps(
-                    {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["id"]}
-                )
-                + "\n"
-            )
+        empty = {"type": "object", "properties": {}}
+        for stream, tap_schema in (("users", USER_SCHEMA), ("events", EVENT_SCHEMA)):
+            declared = {"type": "SCHEMA", "stream": stream, "key_properties": ["id"],
+                        "schema": tap_schema if schema == "tap" else empty}  # fmt: skip
+            out.write(json.dumps(declared) + "\n")
         for seq in range(n):
             roll = rng.random()
             if roll < 0.50 or not recent:
@@ -323,17 +320,21 @@ def run_child(
         stdout_path.open("wb") as fout,
         stderr_path.open("wb") as ferr,
     ):
+        # peak_rss.py runs the program and records its own peak RSS (see its docstring)
+        peak_file = stderr_path.with_suffix(".peak")
+        wrapped = [argv[0], str(PEAK_RSS), str(peak_file), *argv[1:]]
         started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=fin, stdout=fout, stderr=ferr, cwd=cwd)
+        proc = subprocess.Popen(wrapped, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # reaped by wait4; keep Popen from waiting again
+    peak_kib = float(peak_file.read_text()) if peak_file.exists() else usage.ru_maxrss
     return ChildRun(
         cpu=usage.ru_utime + usage.ru_stime,
         user=usage.ru_utime,
         system=usage.ru_stime,
-        max_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        max_rss_mib=peak_kib / 1024,  # KiB on Linux
         wall=wall,
         exit_code=code,
         stderr_path=stderr_path,
@@ -347,13 +348,21 @@ def fail(what: str, run: ChildRun, lines: int = 40) -> None:
     sys.exit(1)
 
 
-def start_sandbox(dataset: Dataset) -> Sandbox:
+def start_sandbox(dataset: Dataset, org_leads: int = 0) -> Sandbox:
     seed = {
         "org": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
         "objects": {"Lead": {"custom_fields": CUSTOM_FIELDS, "records": []}},
     }
     sandbox = Sandbox(seed=seed, job_polls_to_complete=0).start()
     sandbox.add_records("Lead", dataset.leads)
+    rng = random.Random(org_leads)
+    for start in range(0, org_leads, 50_000):  # the rest of the org: nobody in the input
+        count = min(50_000, org_leads - start)
+        sandbox.add_records(
+            "Lead",
+            [lead_for(rng, f"other{start + i:07d}@example.org", i, f"Other{start + i}")
+             for i in range(count)],
+        )  # fmt: skip
     return sandbox
 
 
@@ -409,7 +418,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> Result:
     size_dir = work / f"n{n}"
     size_dir.mkdir()
     input_path = size_dir / "input.singer"
-    dataset = write_input(input_path, n, args.seed)
+    dataset = write_input(input_path, n, args.seed, args.schema)
 
     noop_cfg = size_dir / "noop.json"
     noop_cfg.write_text(
@@ -423,7 +432,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> Result:
     if noop.exit_code != 0:
         fail(f"no-op target (N={n})", noop)
 
-    sandbox = start_sandbox(dataset)
+    sandbox = start_sandbox(dataset, args.org_leads)
     try:
         report = None if args.no_report else size_dir / "report.jsonl"
         cfg = size_dir / "target.json"
@@ -450,7 +459,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> Result:
             sys.stderr.write(
                 f"warning: N={n}: the report has {sum(outcomes.values())} line(s), expected {n}\n"
             )
-    return Result(n, target, noop, calls, outcomes, dataset.kinds, len(dataset.leads))
+    leads = len(dataset.leads) + args.org_leads
+    return Result(n, target, noop, calls, outcomes, dataset.kinds, leads)
 
 
 def profile_size(n: int, args: argparse.Namespace, work: Path, out: Path) -> list[str]:
@@ -458,8 +468,8 @@ def profile_size(n: int, args: argparse.Namespace, work: Path, out: Path) -> lis
     size_dir = work / f"profile-n{n}"
     size_dir.mkdir()
     input_path = size_dir / "input.singer"
-    dataset = write_input(input_path, n, args.seed)
-    sandbox = start_sandbox(dataset)
+    dataset = write_input(input_path, n, args.seed, args.schema)
+    sandbox = start_sandbox(dataset, args.org_leads)
     try:
         cfg = size_dir / "target.json"
         report = None if args.no_report else size_dir / "report.jsonl"
@@ -593,17 +603,21 @@ def render(results: Sequence[Result], args: argparse.Namespace,
         + f" --batch-size-rows {args.batch_size_rows}"
         + (" --upsert-mode" if args.upsert_mode else "")
         + (" --no-report" if args.no_report else "")
+        + (f" --schema {args.schema}" if args.schema != "tap" else "")
+        + (f" --org-leads {args.org_leads}" if args.org_leads else "")
         + (f" --profile {args.profile.name}" if args.profile else "")
         + "` (SPEC section 9).",
         "",
         *machine_lines(),
         f"- batch_size_rows: {args.batch_size_rows}; upsert_mode: {args.upsert_mode}; "
-        f"report_path: {'off' if args.no_report else 'on'}; input seed: {args.seed}",
+        f"report_path: {'off' if args.no_report else 'on'}; input seed: {args.seed}; "
+        f"SCHEMA messages: {'tap-didomi' if args.schema == 'tap' else 'empty'}",
         "",
         "CPU is user+system seconds of the child process (`os.wait4`), including interpreter "
         "start-up and imports; the ratio is target / no-op singer-sdk target on the same input. "
-        "Peak RSS is the child's `ru_maxrss`. API calls are the sandbox's data calls during the "
-        "target's run, by kind (token requests excluded; `describe` is the start-up check). "
+        "Peak RSS is the child's own high-water mark (`VmHWM`, see `peak_rss.py`). API calls "
+        "are the sandbox's data calls during the target's run, by kind (token requests "
+        "excluded; `describe` is the start-up check). "
         "The sandbox runs in the benchmark process: its CPU is not in the target's.",
         "",
         *table(results),
@@ -648,8 +662,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, nargs="+", action="extend", metavar="N",
                         help=f"input sizes (default: {' '.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--batch-size-rows", type=int, default=5000, metavar="B",
-                        help="batch_size_rows of both targets (default: 5000)")
+    parser.add_argument("--batch-size-rows", type=int, default=10_000, metavar="B",
+                        help="batch_size_rows of both targets (default: 10000, the target's)")
+    parser.add_argument("--schema", choices=("tap", "empty"), default="tap",
+                        help="SCHEMA messages of the input: tap-didomi's (default), which a "
+                        "target validates against under singer-sdk's defaults, or an empty one")
+    parser.add_argument("--org-leads", type=int, default=0, metavar="L",
+                        help="also seed L Leads that no record matches (a bigger org)")
     parser.add_argument("--seed", type=int, default=20250314, help="input generator seed")
     parser.add_argument("--upsert-mode", action="store_true",
                         help="create Leads for unmatched people (default: report them)")
