@@ -26,6 +26,11 @@ def parse_salesforce_datetime(text: Any) -> datetime | None:
     """A datetime Salesforce returned (`2024-06-18T16:40:03.000+0000`); None if it is none."""
     if not isinstance(text, str):
         return None
+    if len(text) == 28 and text.endswith("+0000") and text[10] == "T":
+        try:  # the form Salesforce returns, without the general parser
+            return datetime.fromisoformat(text[:23]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
     try:
         return parse_timestamp(text)
     except (ValueError, OverflowError):

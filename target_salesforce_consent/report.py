@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
 
 class Outcome(str, enum.Enum):
     """What happened to one input record."""
@@ -52,21 +56,21 @@ class OutcomeLine:
     job_id: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "stream": self.stream,
-                "organization_user_id": self.organization_user_id,
-                "didomi_id": self.didomi_id,
-                "timestamp": self.timestamp,
-                "outcome": self.outcome.value,
-                "salesforce_ids": list(self.salesforce_ids),
-                "fields": self.fields,
-                "error": self.error,
-                "job_id": self.job_id,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        line = {
+            "stream": self.stream,
+            "organization_user_id": self.organization_user_id,
+            "didomi_id": self.didomi_id,
+            "timestamp": self.timestamp,
+            "outcome": self.outcome.value,
+            "salesforce_ids": list(self.salesforce_ids),
+            "fields": self.fields,
+            "error": self.error,
+            "job_id": self.job_id,
+        }
+        try:
+            return _encode(line).decode()
+        except (TypeError, UnicodeEncodeError):  # a lone surrogate, or a value msgspec lacks
+            return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def format_counts(counts: Counter[Outcome]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import requests
 
 from .auth import Token, fetch_token, instance_url_problem, normalise_instance_url
@@ -108,7 +109,11 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _strip_attributes(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_attributes(v) for k, v in value.items() if k != "attributes"}
+        return {
+            k: _strip_attributes(v) if isinstance(v, (dict, list)) else v
+            for k, v in value.items()
+            if k != "attributes"
+        }
     if isinstance(value, list):
         return [_strip_attributes(v) for v in value]
     return value
@@ -364,8 +369,8 @@ class SalesforceClient:
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", path, params=params)
         try:
-            return response.json()
-        except ValueError:
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
             raise SalesforceError(
                 "INVALID_RESPONSE",
                 f"GET {path} returned a non-JSON body",
