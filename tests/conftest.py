@@ -6,6 +6,7 @@ Every test of the write path goes through the sandbox over real HTTP on loopback
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -105,6 +107,16 @@ SEED: dict[str, Any] = {
         },
     },
 }
+
+
+def bootstrap_module() -> ModuleType:
+    """scripts/_bootstrap.py (not a package): the venv and Meltano helpers of the scripts."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "_bootstrap.py"
+    spec = importlib.util.spec_from_file_location("_bootstrap", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 class FastTarget(TargetSalesforceConsent):

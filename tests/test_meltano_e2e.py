@@ -10,17 +10,17 @@ the Leads the sandbox holds afterwards and the report the target wrote.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.conftest import bootstrap_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
@@ -29,17 +29,9 @@ SAMPLE_EXPORT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 pytestmark = pytest.mark.meltano
 
 
-def _bootstrap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bootstrap", ROOT / "scripts" / "_bootstrap.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def meltano() -> Path:
-    boot = _bootstrap()
+    boot = bootstrap_module()
     exe = boot.meltano_executable()
     if exe is None:
         pytest.skip("meltano is not installed next to this Python: run `python3 scripts/test.py`")
@@ -111,7 +103,7 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
 ) -> None:
     report = tmp_path / "report.jsonl"
     contacts_report = tmp_path / "report-contacts.jsonl"
-    env = _bootstrap().meltano_env()
+    env = bootstrap_module().meltano_env()
     for key in list(env):  # nothing from the caller's shell may redirect or reconfigure the run
         if key.startswith(("TAP_DIDOMI", "TAP_JSONL", "TARGET_SALESFORCE_CONSENT", "SALESFORCE_")):
             del env[key]
@@ -126,7 +118,7 @@ def test_meltano_run_tap_didomi_into_leads_and_contacts(
     )
     before = _by_email(sandbox.records("Lead"))
 
-    with _bootstrap().meltano_project_lock():
+    with bootstrap_module().meltano_project_lock():
         proc = _run_meltano(meltano, env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
