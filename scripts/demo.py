@@ -43,7 +43,8 @@ INPUT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 OUTPUT = ROOT / "output"
 LOG = OUTPUT / "demo-meltano.log"
 
-# (loader, Salesforce object, report file) -- report paths as configured in meltano.yml
+# (loader, Salesforce object, report file): the demo names its reports (meltano.yml's default
+# keeps one report per run, report-{timestamp}.jsonl)
 PIPELINES = [
     ("target-salesforce-consent", "Lead", OUTPUT / "report.jsonl"),
     ("target-salesforce-consent-contacts", "Contact", OUTPUT / "report-contacts.jsonl"),
@@ -197,6 +198,8 @@ def main() -> int:
             "SALESFORCE_INSTANCE_URL": sb.url,
             "SALESFORCE_CLIENT_ID": sb.client_id,
             "SALESFORCE_CLIENT_SECRET": sb.client_secret,
+            "TARGET_SALESFORCE_CONSENT_REPORT_PATH": str(PIPELINES[0][2]),
+            "TARGET_SALESFORCE_CONSENT_CONTACTS_REPORT_PATH": str(PIPELINES[1][2]),
         })
         start = time.monotonic()
         with _bootstrap.meltano_project_lock(), LOG.open("w", encoding="utf-8") as log:

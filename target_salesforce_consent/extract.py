@@ -39,6 +39,7 @@ from target_salesforce_consent.mapping import (
 
 __all__ = [
     "NOT_CARRIED",
+    "NO_CHOICE",
     "CellError",
     "ChoiceReader",
     "FieldChoice",
@@ -80,6 +81,10 @@ class FieldChoice:
 
     cell: str
     is_list: bool = False
+
+
+#: "No choice": replaces older choices for the field, writes nothing.
+NO_CHOICE = FieldChoice("")
 
 
 def needs_of(mappings: tuple[FieldMapping, ...]) -> Needs:
@@ -163,7 +168,7 @@ def choices_of(
             continue
         value = mapping.convert(raw)
         if value is None:
-            choices[mapping.field] = FieldChoice("")
+            choices[mapping.field] = NO_CHOICE
             continue
         cell = to_csv_cell(value, field_types[mapping.field])
         problem = problem or cell_problem(mapping.field, cell, value)
@@ -174,6 +179,9 @@ def choices_of(
             problem, {f: to_report_value(v, field_types[f]) for f, v in values.items()}
         )
     return choices
+
+
+_CACHED = frozenset({bool, str, list, type(None)})
 
 
 class ChoiceReader:
@@ -200,18 +208,20 @@ class ChoiceReader:
             raw = path_value(mapping.source, rec)
             if raw is NOT_CARRIED:
                 continue
-            key = (raw.__class__, tuple(raw) if raw.__class__ is list else raw)
-            choice = cache.get(key)
+            # Only values equal exactly when they read the same: not Decimal("1.5") and "1.50"
+            kind = raw.__class__
+            key = (kind, tuple(raw) if kind is list else raw) if kind in _CACHED else None
+            choice = cache.get(key) if key is not None else None
             if choice is None:
                 value = mapping.convert(raw)
                 if value is None:
-                    choice = FieldChoice("")
+                    choice = NO_CHOICE
                 else:
                     cell = to_csv_cell(value, self.field_types[mapping.field])
                     if cell_problem(mapping.field, cell, value) is not None:
                         return choices_of(rec, self.mappings, self.field_types)  # raises
                     choice = FieldChoice(cell, isinstance(value, list))
-                if len(cache) < self.MAX_CACHED:
+                if key is not None and len(cache) < self.MAX_CACHED:
                     cache[key] = choice
             choices[mapping.field] = choice
         return choices

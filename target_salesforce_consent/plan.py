@@ -38,8 +38,13 @@ def parse_salesforce_datetime(text: Any) -> datetime | None:
 
 
 def to_micros(value: datetime) -> int:
-    """Microseconds since the epoch, truncated to milliseconds (what Salesforce keeps)."""
-    return (value - _EPOCH) // _MILLISECOND * 1000
+    """Microseconds since the epoch: records merge in this order, to the microsecond."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _millis(micros: int) -> int:
+    """Truncated to the millisecond, as Salesforce keeps a datetime."""
+    return micros // 1000 * 1000
 
 
 def from_micros(value: int) -> datetime:
@@ -47,7 +52,7 @@ def from_micros(value: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MILLISECOND = timedelta(milliseconds=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def report_value(cell: str, field: FieldType) -> Any:
@@ -78,20 +83,29 @@ def baseline_of(
 
 def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
     current = parse_salesforce_datetime(record.get(ts_field))
-    return to_micros(current) if current is not None else None
+    return _millis(to_micros(current)) if current is not None else None
 
 
 def _is_newer(ts: int | None, baseline: int | None) -> bool:
-    """A choice newer than the record's consent timestamp (no timestamp on either: newer)."""
-    return baseline is None or ts is None or ts > baseline
+    """Whether a consent at `ts` is newer than a record stamped `baseline`, to the millisecond
+    Salesforce keeps. Anything is newer than no stamp; a consent without a timestamp cannot be
+    shown newer than a stamp, so it never overwrites one."""
+    if baseline is None:
+        return True
+    return ts is not None and _millis(ts) > baseline
+
+
+def is_stale(ts: int | None, stale_at: int | None) -> bool:
+    """Whether an input record at `ts` contributed to no match of a plan (see GroupPlan)."""
+    return stale_at is not None and not _is_newer(ts, stale_at)
 
 
 @dataclass
 class GroupPlan:
     """The decision for one organization_user_id (all its input records share it).
 
-    ``stale_at``: a record of the batch timestamped at or before it contributed to no match
-    and is ``skipped_stale`` (SPEC 6), whatever the others' outcome.
+    ``stale_at``: a record of the batch timestamped at or before it (or without a timestamp)
+    contributed to no match and is ``skipped_stale`` (SPEC 6), whatever the others' outcome.
     """
 
     outcome: Outcome | None  # None while a write is pending
@@ -142,7 +156,7 @@ def plan_group(
         row[rs.match_field] = person.ouid
         if ts_cell and ts_field:
             row[ts_field] = ts_cell
-        return GroupPlan(None, (), fields, insert_row=row, stamp=newest)
+        return GroupPlan(None, (), fields, insert_row=row, stamp=_stamp(newest))
 
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
@@ -173,10 +187,14 @@ def plan_group(
 
     if rows:
         return GroupPlan(None, ids, fields, update_rows=rows, stale_at=stale_at,
-                         baselines=baselines, stamp=newest)  # fmt: skip
+                         baselines=baselines, stamp=_stamp(newest))  # fmt: skip
     if stale:
         return GroupPlan(Outcome.SKIPPED_STALE, ids, fields, stale_at=stale_at)
     return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields, stale_at=stale_at)
+
+
+def _stamp(newest: int | None) -> int | None:
+    return _millis(newest) if newest is not None else None
 
 
 def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

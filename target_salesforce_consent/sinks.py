@@ -28,8 +28,14 @@ from target_salesforce_consent.didomi import (
     parse_record,
     read_needed,
 )
-from target_salesforce_consent.extract import CellError, ChoiceReader, FieldChoice, needs_of
-from target_salesforce_consent.plan import GroupPlan, csv_columns, plan_group, to_micros
+from target_salesforce_consent.extract import (
+    NO_CHOICE,
+    CellError,
+    ChoiceReader,
+    FieldChoice,
+    needs_of,
+)
+from target_salesforce_consent.plan import GroupPlan, csv_columns, is_stale, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
     BulkIngest,
@@ -93,9 +99,11 @@ class RunError(Exception):
 class BufferedRecord:
     """A record as the batch keeps it: reduced on arrival to what the report and the merge need.
 
-    ``choices`` is None for a record whose outcome was decided on arrival (``outcome``: filtered,
-    no organization_user_id, or failed with ``error`` "CODE: message"). ``seq`` is the record's
-    arrival order in the run; ``ts`` its timestamp in milliseconds-truncated microseconds.
+    ``outcome`` is set for a record decided on arrival: filtered, no organization_user_id, or
+    failed with ``error`` ("CODE: message"). Such a record has no ``choices``, except one whose
+    values cannot be written: it keeps "no choice" for the fields it speaks to, so that it
+    still outranks older records there. ``seq`` is the record's arrival order in the run; ``ts``
+    its timestamp in microseconds since the epoch.
     """
 
     stream: str
@@ -232,23 +240,28 @@ class BatchProcessor:
                 stream, seq, ouid, rec.didomi_id, stamp,
                 outcome=outcome or Outcome.FAILED, error=problem,
             )  # fmt: skip
+        ts = to_micros(rec.timestamp) if rec.timestamp else None
+        fields: dict[str, Any] | None = None
         try:
             choices = self.choice_reader.choices(rec)
             problem = choice_problem(choices)
         except CellError as exc:
-            return BufferedRecord(
-                stream, seq, ouid, rec.didomi_id, stamp,
-                outcome=Outcome.FAILED, error=str(exc), fields=exc.fields,
-            )  # fmt: skip
+            choices, problem, fields = dict.fromkeys(exc.fields, NO_CHOICE), str(exc), exc.fields
         except Exception as exc:  # a defect in the mapping: report the record, never drop it
             self.logger.exception("Could not map a record of %s", stream)
-            problem = f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
-        if problem is not None:
             return BufferedRecord(
-                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.FAILED, error=problem
-            )
-        ts = to_micros(rec.timestamp) if rec.timestamp else None
-        return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
+                stream, seq, ouid, rec.didomi_id, stamp,
+                outcome=Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}",
+            )  # fmt: skip
+        if problem is None:
+            return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
+        # A record that cannot be written still outranks older records for the fields it
+        # speaks to: it takes part in the merge with "no choice" for each of them, so an older
+        # choice it overrides is not written in its place (its own values are not written).
+        return BufferedRecord(
+            stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
+            outcome=Outcome.FAILED, error=problem, fields=fields,
+        )  # fmt: skip
 
     @staticmethod
     def _unreadable(stream: str, seq: int, raw: Any, error: str) -> BufferedRecord:
@@ -329,23 +342,23 @@ class BatchProcessor:
         members: dict[str, list[tuple[int, BufferedRecord]]] = {}
         batch: dict[str, PersonBatch] = {}
         for seq, item in enumerate(buffer):
+            if item.outcome is not None:
+                lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
             if item.choices is None or item.ouid is None:
-                lines[seq] = self._line(
-                    item, item.outcome or Outcome.FAILED, fields=item.fields, error=item.error
-                )
                 continue
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
             key = item.ouid.lower()
-            members.setdefault(key, []).append((seq, item))
             order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
             person = batch.get(key)
             if person is None:
-                person = batch[key] = PersonBatch(item.ouid, *order, item.ts, {})
-            elif order > (person.ts, person.seq):
-                person.ouid, person.ts, person.seq = item.ouid, *order
-            if item.ts is not None and (person.newest is None or item.ts > person.newest):
-                person.newest = item.ts
+                person = batch[key] = PersonBatch(item.ouid, *order, None, {})
+            if item.outcome is None:  # a failed record only blocks older choices (see read)
+                members.setdefault(key, []).append((seq, item))
+                if order > (person.ts, person.seq):
+                    person.ouid, person.ts, person.seq = item.ouid, *order
+                if item.ts is not None and (person.newest is None or item.ts > person.newest):
+                    person.newest = item.ts
             for field_name, choice in item.choices.items():
                 held = person.choices.get(field_name)
                 if held is None or order > held[:2]:
@@ -436,9 +449,7 @@ class BatchProcessor:
                 ]
             assert outcome is not None
             for seq, item in group.members:
-                stale = (
-                    plan.stale_at is not None and item.ts is not None and item.ts <= plan.stale_at
-                )
+                stale = is_stale(item.ts, plan.stale_at)
                 lines[seq] = self._line(
                     item,
                     Outcome.SKIPPED_STALE if stale else outcome,

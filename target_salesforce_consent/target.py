@@ -359,6 +359,7 @@ class TargetSalesforceConsent(Target):
         sink.record_counter_metric.increment()
         if self.buffered >= sink.max_size:
             self.drain_one(sink)
+        self._handle_max_record_age()
 
     def _plain_sink(self, stream: Any) -> ConsentSink | None:
         """The stream's sink when nothing between the message and the sink would change the

@@ -96,18 +96,21 @@ class MatchQueryBuilder:
     def problem(self, value: str) -> str | None:
         """Why `value` cannot be matched even in a query of its own ("CODE: message")."""
         value = value.strip()
-        # An escape doubles a character and percent-encoding takes at most 12 bytes for one
-        # (4 UTF-8 bytes); a value short enough to fit even then needs no encoding to check.
-        if 2 * len(value) <= MAX_LITERAL_CHARS and (
+        # An escape doubles a character, a character is at most 2 UTF-16 units, and
+        # percent-encoding takes at most 12 bytes for one (4 UTF-8 bytes): a value short enough
+        # to fit even then needs no encoding to check.
+        if 4 * len(value) <= MAX_LITERAL_CHARS and (
             self.fixed + 12 * (2 * len(value) + 2) <= self.budget
         ):
             return None
         literal = quote(value)
-        if len(literal) - 2 > MAX_LITERAL_CHARS:
+        # Salesforce counts characters as Java does, in UTF-16 units (an emoji counts twice).
+        units = len(literal.encode("utf-16-le")) // 2 - 2
+        if units > MAX_LITERAL_CHARS:
             return (
-                f"STRING_TOO_LONG: {self.match_field} value has {len(value)} "
-                f"characters; a Salesforce query value holds at most {MAX_LITERAL_CHARS} "
-                "(escapes included)"
+                f"STRING_TOO_LONG: {self.match_field} value has {units} characters (escapes "
+                f"included, counted as Salesforce does); a Salesforce query value holds at "
+                f"most {MAX_LITERAL_CHARS}"
             )
         if self.fixed + _encoded_len(literal) > self.budget or len(literal) > self.char_budget:
             return (
