@@ -1,8 +1,8 @@
 """The Meltano Hub definitions in `plugins/` say what each plugin's `--about` says.
 
-`meltano add loader target-salesforce-consent --from-ref plugins/loaders/...yml` (and the same
-for the extractor) copies a definition into a project, so every setting the plugin reads must
-be there, with the kind Meltano parses it as, its description, default and options, and
+`meltano add --plugin-type loader target-salesforce-consent --from-ref plugins/loaders/...yml`
+(and the same for the extractor) copies a definition into a project, so every setting the
+plugin reads must be there, with the kind Meltano parses it as, its description, default and options, and
 `sensitive: true` exactly for secrets (Meltano then keeps it out of meltano.yml and masks it).
 
 After changing a plugin's settings, regenerate the settings part of its definition with
@@ -222,5 +222,6 @@ def test_readme_adds_both_plugins_from_their_definitions() -> None:
     readme = (ROOT / "README.md").read_text()
     for p in PLUGIN_LIST:
         kind = p.plugin_type.rstrip("s")
-        line = f"meltano add {kind} {p.name} --from-ref {p.definition_path.relative_to(ROOT)}"
+        definition = p.definition_path.relative_to(ROOT)
+        line = f"meltano add --plugin-type {kind} {p.name} --from-ref {definition}"
         assert line in readme, line

@@ -140,12 +140,14 @@ def project(meltano: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _meltano(meltano, ["init", "project", "--no_usage_stats"], base, env)
     project = base / "project"
     loader = _local_definition(TARGET_DEFINITION, ROOT, base / "loader.yml")
-    _meltano(meltano, ["add", "loader", "target-salesforce-consent", "--from-ref", str(loader)],
-             project, env)
+    _meltano(meltano, ["add", "--plugin-type", "loader", "target-salesforce-consent",
+                       "--from-ref", str(loader)], project, env)
     assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ (issue 8) does not exist yet"
     extractor = _local_definition(TAP_DEFINITION, TAP_PROJECT, base / "extractor.yml")
-    _meltano(meltano, ["add", "extractor", "tap-didomi", "--from-ref", str(extractor)],
-             project, env)
+    _meltano(meltano, ["add", "--plugin-type", "extractor", "tap-didomi",
+                       "--from-ref", str(extractor)], project, env)
+    added = yaml.safe_load((project / "meltano.yml").read_text())["plugins"]
+    assert set(added) == {"loaders", "extractors"}, added  # each once, of its own type
     return project
 
 
