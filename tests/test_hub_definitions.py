@@ -2,8 +2,9 @@
 
 `meltano add --plugin-type loader target-salesforce-consent --from-ref plugins/loaders/...yml`
 (and the same for the extractor) copies a definition into a project, so every setting the
-plugin reads must be there, with the kind Meltano parses it as, its description, default and options, and
-`sensitive: true` exactly for secrets (Meltano then keeps it out of meltano.yml and masks it).
+plugin reads must be there, with the kind Meltano parses it as, its description, default and
+options, and `sensitive: true` exactly for secrets (Meltano then keeps it out of meltano.yml
+and masks it).
 
 After changing a plugin's settings, regenerate the settings part of its definition with
 `python -c 'from tests.test_hub_definitions import regenerate; regenerate()'` (the hand-written
