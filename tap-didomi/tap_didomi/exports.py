@@ -12,6 +12,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,44 @@ logger = logging.getLogger("tap-didomi")
 
 class ExportError(Exception):
     """The export folder or one of its files cannot be read as a Didomi batch export."""
+
+
+class ExportPathError(ExportError):
+    """export_path names nothing that exists: a configuration problem, found before any read."""
+
+
+class ExportDataError(ExportError):
+    """A data file is malformed, truncated or corrupt: raised while records are being read."""
+
+
+# Where the storage library looks for what a connection needs; said in every storage error.
+STORAGE_HINT = (
+    "check the credentials the storage library finds (environment variables, profile or "
+    "instance role), the endpoint (e.g. AWS_ENDPOINT_URL, host and port in the URL) and the "
+    "network"
+)
+
+
+def redact(url: str) -> str:
+    """The URL without a password in it (ftp://user:secret@host → ftp://user:***@host)."""
+    match = _USERINFO.match(url)
+    if not match or ":" not in match.group(2):
+        return url
+    user = match.group(2).split(":", 1)[0]
+    return f"{match.group(1)}{user}:***@{url[match.end():]}"
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@")
+
+
+def _secret_free(text: str, url: str) -> str:
+    """``text`` with the URL's password, if any, replaced (library messages may echo it)."""
+    match = _USERINFO.match(url)
+    if match and ":" in match.group(2):
+        password = match.group(2).split(":", 1)[1]
+        if password:
+            text = text.replace(password, "***")
+    return text
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,7 @@ class ExportStore:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/") or url
+        self.shown_url = redact(self.url)
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         try:
             # A fresh instance per run: fsspec caches instances and their directory listings
@@ -80,15 +120,20 @@ class ExportStore:
         except ImportError as exc:
             extra = EXTRA_BY_PROTOCOL.get(protocol)
             hint = f"pip install 'tap-didomi[{extra}]'" if extra else "install its fsspec driver"
-            raise ExportError(
-                f"export_path {url!r} needs the storage driver for {protocol}:// ({exc}); "
+            raise ExportPathError(
+                f"export_path {redact(url)!r} needs the storage driver for {protocol}:// ({exc}); "
                 f"{hint}"
             ) from exc
         except ValueError as exc:
-            raise ExportError(
-                f"export_path {url!r}: unknown storage protocol {protocol!r} ({exc}); use a "
-                "local folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            raise ExportPathError(
+                f"export_path {redact(url)!r}: unknown storage protocol {protocol!r} ({exc}); "
+                "use a local folder, s3://bucket/prefix, gs://bucket/prefix or "
+                "az://container/prefix"
             ) from exc
+        except Exception as exc:
+            # Some filesystems connect when created (ftp, sftp): a refused connection or bad
+            # login surfaces here, as the library's own exception type.
+            raise self._storage_error("connect to", url, exc) from exc
         self.fs: fsspec.AbstractFileSystem = fs
         self._reported: set[str] = set()
         self.root: str = root.rstrip("/") or root
@@ -99,7 +144,13 @@ class ExportStore:
         """The path as the user would write it (with its protocol for cloud storage)."""
         if "://" not in self.url:
             return path
-        return str(self.fs.unstrip_protocol(path))
+        return redact(str(self.fs.unstrip_protocol(path)))
+
+    def _storage_error(self, action: str, where: str, exc: BaseException) -> ExportError:
+        """One clear message for whatever the storage library raised (botocore, aiohttp,
+        google-auth, azure-core and socket errors share no base class)."""
+        detail = _secret_free(f"{type(exc).__name__}: {exc}", self.url)
+        return ExportError(f"cannot {action} {redact(where)} ({detail}); {STORAGE_HINT}")
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -107,17 +158,25 @@ class ExportStore:
         try:
             entries = self.fs.ls(path, detail=True)
         except FileNotFoundError as exc:
+            if path == self.root:
+                # Nothing was read yet and nothing is there: the setting is wrong.
+                raise ExportPathError(
+                    f"export_path {self.display(path)} does not exist: set it to the folder or "
+                    f"bucket prefix Didomi exports into (at or above the {EXPORT_PREFIX}… "
+                    "folders)"
+                ) from exc
             raise ExportError(
                 f"{self.display(path)} does not exist: check export_path (it names the folder "
                 f"at or above the {EXPORT_PREFIX}… folders)"
             ) from exc
         except PermissionError as exc:
             raise ExportError(
-                f"not allowed to list {self.display(path)} ({exc}); check the credentials the "
-                "storage library finds (environment, profile or instance role)"
+                f"not allowed to list {self.display(path)} "
+                f"({_secret_free(str(exc), self.url)}); check the credentials the storage "
+                "library finds (environment, profile or instance role)"
             ) from exc
-        except OSError as exc:
-            raise ExportError(f"cannot list {self.display(path)}: {exc}") from exc
+        except Exception as exc:
+            raise self._storage_error("list", self.display(path), exc) from exc
         # Some stores list the folder itself among its children.
         own = path.rstrip("/")
         return [e for e in entries if str(e["name"]).rstrip("/") != own]
@@ -129,13 +188,14 @@ class ExportStore:
     def exports(self) -> list[Export]:
         """The ``export-id=…`` folders at or below export_path, sorted by path."""
         if _basename(self.root).startswith(EXPORT_PREFIX):
+            self._ls(self.root)  # a clear message when it is missing or unreachable
             if not self.fs.isdir(self.root):
                 raise ExportError(f"{self.display(self.root)} is not a folder: check export_path")
             return [Export(_basename(self.root)[len(EXPORT_PREFIX):], self.root)]
         if _basename(self.root).startswith(DATE_PREFIX):
             raise ExportError(
-                f"export_path {self.url!r} names a date partition: set it to the folder at or "
-                f"above the {EXPORT_PREFIX}… folders; the tap picks the dates itself"
+                f"export_path {self.shown_url!r} names a date partition: set it to the folder "
+                f"at or above the {EXPORT_PREFIX}… folders; the tap picks the dates itself"
             )
         found: list[Export] = []
         level = [self.root]
@@ -217,25 +277,45 @@ class ExportStore:
         ExportError naming the file and the line: nothing is skipped.
         """
         where = self.display(file.path)
+        gzipped = file.name.endswith(".gz")
         line_no = 0
         try:
             with self.fs.open(file.path, "rb") as raw:
-                lines = gzip.GzipFile(fileobj=raw) if file.name.endswith(".gz") else raw
+                lines = gzip.GzipFile(fileobj=raw) if gzipped else raw
                 try:
                     for line_no, line in enumerate(lines, start=1):
                         if not line.strip():
                             continue
                         yield line_no, _parse_line(line, where, line_no)
                 except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                    raise ExportError(
-                        f"{where}: corrupt gzip data at line {line_no + 1} ({exc}); lines 1 to "
-                        f"{line_no} were read. Replace the file with a good copy from Didomi "
+                    read = (f"lines 1 to {line_no} were read" if line_no
+                            else "no line of it could be read")
+                    raise ExportDataError(
+                        f"{where}: corrupt gzip data at line {line_no + 1} ({exc}); {read}. The "
+                        "file is damaged or cut short: replace it with a good copy from Didomi "
                         "and run again"
                     ) from exc
+                # GzipFile reads a 0-byte file as an empty stream, without an error: such a
+                # file is one still being written or a failed upload, and bookmarking it as
+                # read would hide the data that lands in it later.
+                if line_no == 0 and (not gzipped or raw.tell() == 0):
+                    raise ExportDataError(
+                        f"{where}: the file is empty (0 bytes), so it is not a complete "
+                        f"{'gzip' if gzipped else 'JSON'} file: Didomi may still have been "
+                        "writing it, or its upload failed. Replace it with a good copy from "
+                        "Didomi (or delete it if it has no data) and run again"
+                    )
+        except ExportError:
+            raise
         except FileNotFoundError as exc:
-            raise ExportError(f"{where} disappeared while the export was being read") from exc
+            raise ExportDataError(
+                f"{where} disappeared while the export was being read") from exc
         except PermissionError as exc:
-            raise ExportError(f"not allowed to read {where} ({exc})") from exc
+            raise ExportError(
+                f"not allowed to read {where} ({_secret_free(str(exc), self.url)}); "
+                f"{STORAGE_HINT}") from exc
+        except Exception as exc:
+            raise self._storage_error("read", where, exc) from exc
 
 
 def _parse_line(line: bytes, where: str, line_no: int) -> dict[str, Any]:
@@ -247,12 +327,12 @@ def _parse_line(line: bytes, where: str, line_no: int) -> dict[str, Any]:
             if line_no == 1 and line.startswith(GZIP_MAGIC)
             else ""
         )
-        raise ExportError(
+        raise ExportDataError(
             f"{where}: line {line_no} is not valid JSON: {exc}{hint}. Didomi exports hold one "
             "JSON object per line; fix or replace the file and run again"
         ) from exc
     if not isinstance(record, dict):
-        raise ExportError(
+        raise ExportDataError(
             f"{where}: line {line_no} is a JSON {type(record).__name__}, not an object; "
             "Didomi exports hold one JSON object per line"
         )

@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover
     from singer_sdk.helpers._typing import TypeConformanceLevel
 
 from tap_didomi.client import DidomiAPIError, DidomiSession, describe_error, retry_after_seconds
-from tap_didomi.exports import ExportError, ExportStore
+from tap_didomi.exports import ExportDataError, ExportStore
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class ExportStream(_SelfBookmarkedStream):
                 for file in to_read:
                     for line_no, record in self._store.read(file):
                         if not isinstance(record.get("id"), str) or not record["id"]:
-                            raise ExportError(
+                            raise ExportDataError(
                                 f"{self._store.display(file.path)}: line {line_no} has no "
                                 f"string `id`; every Didomi {self.folder[:-1]} record has one"
                             )
@@ -308,7 +308,7 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         regulation = (context or {}).get("regulation", "gdpr")
-        bookmark = self.get_starting_timestamp(context)
+        bookmark, inclusive = self._lower_bound(context)
         self._listing_began = None
         newest: tuple[dt.datetime, str] | None = None
         listed = emitted = 0
@@ -320,14 +320,15 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
                     f"user {user['id']} ({regulation}) has no valid updated_at "
                     f"({user.get('updated_at')!r}): the tap cannot tell whether it changed"
                 )
-            if bookmark is not None and updated <= bookmark:
+            if bookmark is not None and (updated < bookmark if inclusive else updated <= bookmark):
                 continue
             if newest is None or updated > newest[0]:
                 newest = (updated, str(user["updated_at"]))
             emitted += 1
             yield user
-        self.logger.info("users (%s): listed %d, emitted %d updated after %s", regulation,
-                         listed, emitted, format_timestamp(bookmark) if bookmark else "the start")
+        self.logger.info("users (%s): listed %d, emitted %d updated %s %s", regulation,
+                         listed, emitted, "on or after" if inclusive else "after",
+                         format_timestamp(bookmark) if bookmark else "the start")
         if newest is None:
             return
         value = newest[1]
@@ -340,6 +341,24 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = value
         self._emit_state()
+
+    def _lower_bound(self, context: Context | None) -> tuple[dt.datetime | None, bool]:
+        """Where the listing starts, and whether a user updated exactly then is emitted.
+
+        start_date is a day to start *on* (users updated at its midnight included); a
+        bookmark is the newest ``updated_at`` already emitted, so only later ones are new.
+        """
+        bookmark = self.get_starting_timestamp(context)
+        start_date = self.config.get("start_date")
+        if bookmark is None or not start_date:
+            return bookmark, False
+        start = dt.datetime.combine(dt.date.fromisoformat(str(start_date)), dt.time(),
+                                    dt.timezone.utc)
+        saved = parse_timestamp(self.get_context_state(context).get("replication_key_value"))
+        # The SDK starts from the later of the two; start_date wins when no bookmark is newer.
+        if saved is None or saved < start:
+            return start, True
+        return bookmark, False
 
 
 def _server_time(response: requests.Response) -> dt.datetime | None:

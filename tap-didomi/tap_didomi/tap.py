@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
+import json
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -16,11 +18,15 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, Retriabl
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 
 from tap_didomi.client import DidomiAPIError
-from tap_didomi.exports import ExportError, ExportStore
+from tap_didomi.exports import ExportDataError, ExportError, ExportPathError, ExportStore
 from tap_didomi.streams import ApiUsersStream, ExportEventsStream, ExportUsersStream
 
 DEFAULT_API_URL = "https://api.didomi.io/v1"
 API_SETTINGS = ("api_key", "api_secret", "organization_id")
+# Settings that only the Consents API reads: set with export_path, they do nothing.
+API_ONLY_SETTINGS = ("regulations", "include_full_tree", "api_url")
+
+logger = logging.getLogger("tap-didomi")
 
 
 class ConfigError(Exception):
@@ -37,8 +43,51 @@ class ApiSource:
     api_url: str
 
 
+# What to write for each setting whose JSON type is wrong (the SDK's jsonschema message,
+# "'yes' is not of type 'boolean', 'null'", names neither the fix nor the CLI's exit code 2).
+SETTING_TYPES: dict[str, tuple[type, str]] = {
+    "export_path": (str, 'a folder path or URL in quotes, e.g. "s3://bucket/prefix"'),
+    "api_key": (str, "a string: the API key, in quotes"),
+    "api_secret": (str, "a string: the API secret, in quotes"),
+    "organization_id": (str, 'a string in quotes, e.g. "acme-corp"'),
+    "api_url": (str, f'a URL in quotes, e.g. "{DEFAULT_API_URL}"'),
+    "include_full_tree": (bool, "true or false, without quotes"),
+    "regulations": (list, 'a list of regulation ids, e.g. ["gdpr"] or ["gdpr", "ccpa"]'),
+    "start_date": (str, 'a date in quotes, "YYYY-MM-DD", e.g. "2025-03-19"'),
+}
+SECRET_SETTINGS = ("api_secret",)
+
+
+def check_setting_types(config: dict[str, Any] | Any) -> None:
+    """ConfigError naming the first setting whose value has the wrong JSON type."""
+    for name, (kind, what) in SETTING_TYPES.items():
+        value = config.get(name)
+        if value is None:
+            continue
+        # bool is an int in Python, and JSON true is no string: check the exact kind.
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            continue
+        shown = "" if name in SECRET_SETTINGS else " " + json.dumps(value)
+        raise ConfigError(f"{name} must be {what} (it is {_json_type(value)}{shown})")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def resolve_source(config: dict[str, Any] | Any) -> ExportSource | ApiSource:
     """The one source the configuration names, or ConfigError saying what to set."""
+    check_setting_types(config)
     export_path = config.get("export_path")
     api_given = [name for name in API_SETTINGS if config.get(name)]
     if export_path and api_given:
@@ -183,9 +232,27 @@ class TapDidomi(Tap):
         ),
     ).to_dict()
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # Before the SDK's check: its own messages end in "Config validation failed" and exit 1,
+        # where a wrong setting is a configuration error (exit 2) saying what to write.
+        check_setting_types(self._config)
+        # Only the settings the user wrote: validation fills in the schema's defaults.
+        self._settings_given = {k for k, v in self._config.items() if v is not None}
+        try:
+            return super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigError("; ".join(exc.errors) or str(exc)) from exc
+
     @functools.cached_property
     def source(self) -> ExportSource | ApiSource:
-        return resolve_source(self.config)
+        source = resolve_source(self.config)
+        given = getattr(self, "_settings_given", set(self.config))
+        ignored = [name for name in API_ONLY_SETTINGS if name in given]
+        if isinstance(source, ExportSource) and ignored:
+            logger.warning("%s %s to the Consents API only: ignored when reading exports "
+                           "(export_path)", " and ".join(ignored),
+                           "applies" if len(ignored) == 1 else "apply")
+        return source
 
     def discover_streams(self) -> list[Stream]:
         source = self.source
@@ -220,11 +287,20 @@ def cli() -> None:
         details = "; ".join(str(e) for e in exc.errors) or str(exc)
         sys.stderr.write(f"tap-didomi: configuration error: {details}\n")
         sys.exit(2)
-    except (ExportError, DidomiAPIError, FatalAPIError, RetriableAPIError) as exc:
+    except ExportPathError as exc:
+        # Nothing exists at export_path: nothing was read, so nothing to resume.
+        sys.stderr.write(f"tap-didomi: configuration error: {exc}\n")
+        sys.exit(2)
+    except (ExportDataError, DidomiAPIError, FatalAPIError, RetriableAPIError) as exc:
         sys.stderr.write(
             f"tap-didomi: error: {exc}\nNo STATE was emitted past the last partition (exports) "
             "or listing (API) read completely: the next run starts from there.\n"
         )
+        sys.exit(1)
+    except ExportError as exc:
+        # Listing and storage problems: the note about resuming would only mislead when the
+        # tap could not even list the export.
+        sys.stderr.write(f"tap-didomi: error: {exc}\n")
         sys.exit(1)
 
 

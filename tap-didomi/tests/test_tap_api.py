@@ -80,6 +80,23 @@ def test_start_date_limits_the_first_run(emulator: DidomiEmulator, run_tap: TapR
     assert [r["id"] for r in run.records()] == ["user-0003", "user-0004"]
 
 
+def test_start_date_includes_its_midnight_bookmark_does_not(run_tap: TapRunner) -> None:
+    emu = DidomiEmulator(users=[user(1, "2025-03-18T23:59:59.999Z"),
+                                user(2, "2025-03-19T00:00:00.000Z")], page_size=10).start()
+    try:
+        config = _config(emu, start_date="2025-03-19")
+        first = run_tap(config)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert [r["id"] for r in first.records()] == ["user-0002"]  # on or after start_date
+        partition = first.state["bookmarks"]["users"]["partitions"][0]
+        assert partition["replication_key_value"] == "2025-03-19T00:00:00.000Z"
+        # Later runs: strictly after the bookmark, even though it equals start_date.
+        second = run_tap(config, first.state)
+        assert second.returncode == 0 and second.records() == []
+    finally:
+        emu.stop()
+
+
 def test_expired_token_is_replaced_once(emulator: DidomiEmulator, run_tap: TapRunner) -> None:
     emulator.expire_tokens_after(1)  # the hour is up after the first page
     run = run_tap(_config(emulator))

@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from didomi_tap_helpers import TapRunner, build_export
 
 
@@ -53,6 +54,44 @@ def test_bad_start_date(tmp_path: Path, run_tap: TapRunner) -> None:
     run = run_tap({"export_path": str(tmp_path / "exports"), "start_date": "03/01/2025"})
     assert run.returncode == 2 and run.stdout == ""
     assert "start_date" in run.stderr
+
+
+@pytest.mark.parametrize(("setting", "value", "expected"), [
+    ("include_full_tree", "yes", 'include_full_tree must be true or false, without quotes '
+                                 '(it is a string "yes")'),
+    ("regulations", "gdpr", 'regulations must be a list of regulation ids, e.g. ["gdpr"]'),
+    ("export_path", 123, 'export_path must be a folder path or URL in quotes'),
+    ("start_date", 20250101, 'start_date must be a date in quotes, "YYYY-MM-DD"'),
+])
+def test_settings_of_the_wrong_type_are_configuration_errors(
+    tmp_path: Path, run_tap: TapRunner, setting: str, value: object, expected: str
+) -> None:
+    build_export(tmp_path / "exports")
+    config = {"export_path": str(tmp_path / "exports"), setting: value}
+    for args in ((), ("--discover",)):
+        run = run_tap(config, None, *args)
+        assert run.returncode == 2 and run.stdout == "", run.stderr[-3000:]
+        assert f"tap-didomi: configuration error: {expected}" in run.stderr
+        assert "Config validation failed" not in run.stderr
+
+
+def test_a_secret_of_the_wrong_type_is_not_printed(run_tap: TapRunner) -> None:
+    run = run_tap({"api_key": "k", "api_secret": 987654321, "organization_id": "acme"})
+    assert run.returncode == 2
+    assert "configuration error: api_secret must be a string" in run.stderr
+    assert "987654321" not in run.output
+
+
+def test_api_only_settings_with_exports_are_warned_about(
+    tmp_path: Path, run_tap: TapRunner
+) -> None:
+    build_export(tmp_path / "exports")
+    run = run_tap({"export_path": str(tmp_path / "exports"), "regulations": ["ccpa"]})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("regulations applies to the Consents API only") == 1
+    # The schema's default (["gdpr"]) is not a setting the user made: no warning.
+    run = run_tap({"export_path": str(tmp_path / "exports")})
+    assert run.returncode == 0 and "Consents API only" not in run.stderr
 
 
 def test_about_lists_the_settings_and_marks_the_secret() -> None:

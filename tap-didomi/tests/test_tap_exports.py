@@ -152,6 +152,54 @@ def test_corrupt_gzip_stops_with_file_and_line(tmp_path: Path, run_tap: TapRunne
     assert f"{not_gzip}: corrupt gzip data at line 1" in run.stderr
 
 
+def test_empty_or_truncated_gzip_stops_and_is_read_once_complete(
+    tmp_path: Path, run_tap: TapRunner
+) -> None:
+    root = tmp_path / "exports"
+    write_file(partition_dir(root, "2025-03-01") / "a.json.gz", [user(1, "2025-03-01T00:00Z")])
+    empty = partition_dir(root, "2025-03-02") / "b.json.gz"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")  # still being written, or a failed upload
+
+    run = run_tap({"export_path": str(root)})
+    assert run.returncode == 1
+    assert f"tap-didomi: error: {empty}: the file is empty (0 bytes)" in run.stderr
+    # Not bookmarked as read: the state stays at the last complete partition.
+    assert [r["id"] for r in run.records()] == ["user-0001"]
+    assert all(
+        s["bookmarks"]["users"]["exports"]["exp-1"]["date"] == "2025-03-01"
+        for s in run.states()
+    )
+
+    # Cut short within the gzip header: no line could be read.
+    packed = gzip.compress((json.dumps(user(2, "2025-03-02T00:00Z")) + "\n").encode())
+    empty.write_bytes(packed[:10])
+    run = run_tap({"export_path": str(root)}, run.state)
+    assert run.returncode == 1
+    assert f"{empty}: corrupt gzip data at line 1" in run.stderr
+    assert "no line of it could be read" in run.stderr
+    assert "lines 1 to 0" not in run.stderr
+    assert run.state["bookmarks"]["users"]["exports"]["exp-1"]["date"] == "2025-03-01"
+
+    # Once the data has landed, the next run reads it.
+    empty.write_bytes(packed)
+    resumed = run_tap({"export_path": str(root)}, run.state)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["id"] for r in resumed.records()] == ["user-0002"]
+
+
+def test_storage_errors_are_one_clear_line(tmp_path: Path, run_tap: TapRunner) -> None:
+    # Nothing listens on port 1 of the loopback: the connection is refused at once.
+    run = run_tap({"export_path": "ftp://reader:ftp-password-42@127.0.0.1:1/exports"})
+    assert run.returncode == 1 and run.stdout == ""
+    assert "tap-didomi: error: cannot connect to ftp://reader:***@127.0.0.1:1/exports" \
+        in run.stderr
+    assert "ConnectionRefusedError" in run.stderr
+    assert "credentials" in run.stderr and "endpoint" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "ftp-password-42" not in run.output
+
+
 def test_gzip_named_json_and_records_without_id(tmp_path: Path, run_tap: TapRunner) -> None:
     root = tmp_path / "exports"
     mislabelled = write_file(partition_dir(root, "2025-03-01") / "a.json", [],
@@ -186,14 +234,18 @@ def test_discover_without_events_folder(tmp_path: Path, run_tap: TapRunner) -> N
 def test_unusable_export_paths_are_named(tmp_path: Path, run_tap: TapRunner) -> None:
     missing = tmp_path / "nowhere"
     run = run_tap({"export_path": str(missing)})
-    assert run.returncode == 1 and run.stdout == ""
-    assert f"{missing} does not exist" in run.stderr
+    # Nothing there at all: a configuration error, with no note about resuming from a STATE.
+    assert run.returncode == 2 and run.stdout == ""
+    assert f"tap-didomi: configuration error: export_path {missing} does not exist" \
+        in run.stderr
+    assert "No STATE" not in run.stderr and "Traceback" not in run.stderr
 
     empty = tmp_path / "empty"
     (empty / "something").mkdir(parents=True)
     run = run_tap({"export_path": str(empty)})
     assert run.returncode == 1 and run.stdout == ""
-    assert "no export-id=… folder found" in run.stderr
+    assert "tap-didomi: error: no export-id=… folder found" in run.stderr
+    assert "No STATE" not in run.stderr  # nothing was read: nothing to resume from
 
     build_export(tmp_path / "exports")
     date_dir = tmp_path / "exports" / "export-id=exp-1" / "date=2025-03-01"

@@ -90,5 +90,21 @@ def test_corrupt_s3_object_is_named_by_url(
 
 def test_missing_bucket_prefix_is_named(run_tap: TapRunner, s3_env: dict[str, str]) -> None:
     run = run_tap({"export_path": f"s3://{BUCKET}/no-such-prefix"}, env=s3_env)
+    assert run.returncode == 2 and run.stdout == ""
+    assert f"configuration error: export_path s3://{BUCKET}/no-such-prefix does not exist" \
+        in run.stderr
+
+
+def test_unreachable_endpoint_is_one_clear_line(run_tap: TapRunner) -> None:
+    # Nothing listens on port 1 of the loopback: botocore's EndpointConnectionError.
+    secret = "unreachable-secret-key"
+    env = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": secret,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+           "AWS_MAX_ATTEMPTS": "1"}
+    run = run_tap({"export_path": "s3://bucket/data"}, env=env)
     assert run.returncode == 1 and run.stdout == ""
-    assert f"s3://{BUCKET}/no-such-prefix" in run.stderr
+    assert "tap-didomi: error: cannot list s3://bucket/data (EndpointConnectionError" \
+        in run.stderr
+    assert "AWS_ENDPOINT_URL" in run.stderr and "credentials" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert secret not in run.output
