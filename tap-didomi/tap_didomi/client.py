@@ -47,6 +47,15 @@ def describe_error(response: requests.Response) -> str:
     return f"{response.status_code} {response.reason}" + (f": {snippet}" if snippet else "")
 
 
+def http_date(value: str) -> dt.datetime | None:
+    """An HTTP date (``Retry-After``, ``Date``) as an aware datetime; None if it is none."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+
+
 def retry_after_seconds(response: requests.Response | None, default: float) -> float:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), bounded."""
     value = response.headers.get("Retry-After") if response is not None else None
@@ -55,12 +64,9 @@ def retry_after_seconds(response: requests.Response | None, default: float) -> f
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = http_date(value)
+        if when is None:
             return default
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
         seconds = (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 

@@ -16,7 +16,6 @@ output, so that a STATE message never covers data that was not completely read:
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,7 +32,13 @@ try:  # the public home of TypeConformanceLevel in recent singer-sdk releases
 except ImportError:  # pragma: no cover
     from singer_sdk.helpers._typing import TypeConformanceLevel
 
-from tap_didomi.client import DidomiAPIError, DidomiSession, describe_error, retry_after_seconds
+from tap_didomi.client import (
+    DidomiAPIError,
+    DidomiSession,
+    describe_error,
+    http_date,
+    retry_after_seconds,
+)
 from tap_didomi.exports import ExportDataError, ExportStore
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
@@ -364,12 +369,5 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
 def _server_time(response: requests.Response) -> dt.datetime | None:
     """The server's clock from the Date header, one second early (its resolution)."""
     header = response.headers.get("Date")
-    if not header:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when - dt.timedelta(seconds=1)
+    when = http_date(header) if header else None
+    return when - dt.timedelta(seconds=1) if when is not None else None
