@@ -129,7 +129,9 @@ def format_timestamp(dt: datetime) -> str:
     """ISO 8601 in UTC with milliseconds, as Salesforce takes it: ``2024-06-18T16:40:03.512Z``."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    if dt.tzinfo is not timezone.utc:
+        dt = dt.astimezone(timezone.utc)
+    return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class ConsentState:
     vendors: dict[str, set[str]] = field(default_factory=_empty_vendors)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class ConsentRecord:
     """One input record, normalised.
 

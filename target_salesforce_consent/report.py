@@ -41,7 +41,7 @@ class Outcome(str, enum.Enum):
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutcomeLine:
     """One line of the run report."""
 

@@ -43,7 +43,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[str, int, int, str, bool]]).decode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredChoice:
     """The newest choice of the run for one person and field."""
 
@@ -52,7 +52,7 @@ class StoredChoice:
     is_list: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PersonState:
     """Everything the run knows of one person so far."""
 

@@ -156,7 +156,7 @@ def is_transient_job_error(error_message: str) -> bool:
 # -- results ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RowResult:
     key: str
     status: RowStatus

@@ -391,3 +391,18 @@ def test_object_info_required_on_insert_includes_lead_company() -> None:
     status = info.field("status")
     assert status is not None and status.picklist_values == ("Open",)
     assert info.field("EMAIL") is not None and info.field("Nope__c") is None
+
+
+def test_form_encode_is_quote_plus() -> None:
+    from urllib.parse import quote_plus
+
+    from target_salesforce_consent.salesforce.client import form_encode
+
+    samples = [
+        "SELECT Id, Email FROM Lead WHERE Email IN ('a@x.com', 'O\\'Brien@x.com')",
+        "~_.-+%&=#?/ \t\n\x00\x7f",
+        "straße 顧客 😀",
+        "",
+    ]
+    for text in samples:
+        assert form_encode(text) == quote_plus(text)
