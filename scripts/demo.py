@@ -56,7 +56,7 @@ OUTCOME_MEANING = {
     "skipped_unmatched": "no record has this organization_user_id (upsert_mode is off)",
     "skipped_converted": "only a converted Lead matches: the Contact loader serves it",
     "skipped_multiple_matches": "several matches and on_multiple_matches: skip",
-    "skipped_stale": "Salesforce holds a newer consent (consent_timestamp_field)",
+    "skipped_stale": "Salesforce holds this consent or a newer one (consent_timestamp_field)",
     "skipped_no_ouid": "no organization_user_id",
     "skipped_filtered": "pending_approval, deleted, or a regulation not in `regulations`",
     "failed": "Salesforce rejected the row (see the report's error)",
