@@ -6,19 +6,18 @@ import email.utils
 import logging
 import random
 import re
-import string
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus
 
 import msgspec
 import requests
 
 from .auth import Token, fetch_token, instance_url_problem, normalise_instance_url
 from .errors import ApiLimitExceededError, SalesforceError
+from .soql import form_encode
 
 logger = logging.getLogger("target_salesforce_consent.salesforce")
 
@@ -107,20 +106,6 @@ def _retry_after(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-# quote_plus, as requests encodes params, for ASCII text in one C pass (a 14 KB query string
-# otherwise costs a Python call per byte): safe characters stay, a space becomes "+".
-_FORM_ESCAPES = {
-    c: "+" if c == 32 else f"%{c:02X}"
-    for c in range(128)
-    if chr(c) not in string.ascii_letters + string.digits + "_.-~"
-}
-
-
-def form_encode(text: str) -> str:
-    """``urllib.parse.quote_plus(text)``."""
-    return text.translate(_FORM_ESCAPES) if text.isascii() else quote_plus(text)
 
 
 class SalesforceClient:

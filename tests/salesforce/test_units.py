@@ -396,7 +396,7 @@ def test_object_info_required_on_insert_includes_lead_company() -> None:
 def test_form_encode_is_quote_plus() -> None:
     from urllib.parse import quote_plus
 
-    from target_salesforce_consent.salesforce.client import form_encode
+    from target_salesforce_consent.salesforce.soql import form_encode
 
     samples = [
         "SELECT Id, Email FROM Lead WHERE Email IN ('a@x.com', 'O\\'Brien@x.com')",
