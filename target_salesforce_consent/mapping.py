@@ -31,6 +31,7 @@ __all__ = [
     "compatibility_problem",
     "number_text",
     "parse_source_path",
+    "report_value",
     "same_value",
     "to_csv_cell",
     "to_report_value",
@@ -615,7 +616,15 @@ def to_report_value(value: Any, field: FieldType) -> Any:
     if value is None:
         return None
     cell = to_csv_cell(value, field)
-    if cell == CLEAR and _is_empty_selection(value):
+    if cell == CLEAR and not _is_empty_selection(value):
+        return cell  # a text "#N/A", which cell_problem refuses: shown as it is
+    return report_value(cell, field)
+
+
+def report_value(cell: str, field: FieldType) -> Any:
+    """The report's JSON form of a cell the target sends: ``None`` for its clear (an empty
+    selection), booleans for checkboxes, otherwise the text written (SPEC 7)."""
+    if cell == CLEAR:
         return None
     if field.type.lower() == "boolean" and cell in ("true", "false"):
         return cell == "true"

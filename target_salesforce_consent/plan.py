@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
-from target_salesforce_consent.mapping import CLEAR, FieldType, same_value
+from target_salesforce_consent.mapping import CLEAR, report_value, same_value
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, WrittenRecord
@@ -55,18 +55,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def report_value(cell: str, field: FieldType) -> Any:
-    """The report's JSON form of a cell: ``None`` for a cleared field, booleans for checkboxes,
-    otherwise the text written (SPEC 7)."""
-    if cell == CLEAR:
-        return None
-    if field.type.lower() == "boolean" and cell in ("true", "false"):
-        return cell == "true"
-    return cell
+def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
+    """The consent timestamp a matched record holds now (microseconds, to the millisecond)."""
+    current = parse_salesforce_datetime(record.get(ts_field))
+    return _millis(to_micros(current)) if current is not None else None
 
 
 def baseline_of(
-    record: Mapping[str, Any], ts_field: str, written: Mapping[str, WrittenRecord]
+    record_id: str, current: int | None, written: Mapping[str, WrittenRecord]
 ) -> int | None:
     """The consent timestamp a matched record held before this run wrote it.
 
@@ -74,16 +70,10 @@ def baseline_of(
     the run's outcome does not depend on where the batches were cut (SPEC 3); if someone else
     changed the field since, theirs is the newer consent and stands.
     """
-    current = current_stamp(record, ts_field)
-    earlier = written.get(str(record.get("Id")))
+    earlier = written.get(record_id)
     if earlier is not None and current == earlier.stamp:
         return earlier.baseline
     return current
-
-
-def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
-    current = parse_salesforce_datetime(record.get(ts_field))
-    return _millis(to_micros(current)) if current is not None else None
 
 
 def _is_newer(ts: int | None, baseline: int | None) -> bool:
@@ -165,8 +155,10 @@ def plan_group(
     baselines: dict[str, int | None] = {}
     stale = 0
     for record in live:
-        baseline = baseline_of(record, ts_field, written or {}) if ts_field else None
-        baselines[str(record["Id"])] = baseline
+        record_id = str(record["Id"])
+        current = current_stamp(record, ts_field) if ts_field else None
+        baseline = baseline_of(record_id, current, written or {}) if ts_field else None
+        baselines[record_id] = baseline
         if not _is_newer(newest, baseline):
             stale += 1  # newest consent wins: Salesforce already holds a newer one
         changed = {
@@ -178,8 +170,8 @@ def plan_group(
         }
         if not changed:
             continue
-        row = {"Id": str(record["Id"]), **changed}
-        if ts_cell and ts_field and _is_newer(newest, current_stamp(record, ts_field)):
+        row = {"Id": record_id, **changed}
+        if ts_cell and ts_field and _is_newer(newest, current):
             row[ts_field] = ts_cell  # never moves the record's consent timestamp back
         rows.append(row)
     known = [b for b in baselines.values() if b is not None]
