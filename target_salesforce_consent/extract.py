@@ -166,19 +166,26 @@ def choices_of(
         raw = path_value(mapping.source, rec)
         if raw is NOT_CARRIED:
             continue
-        value = mapping.convert(raw)
-        if value is None:
-            choices[mapping.field] = NO_CHOICE
-            continue
-        cell = to_csv_cell(value, field_types[mapping.field])
-        problem = problem or cell_problem(mapping.field, cell, value)
-        choices[mapping.field] = FieldChoice(cell, isinstance(value, list))
-        values[mapping.field] = value
+        choices[mapping.field], value = _choice(mapping, raw, field_types)
+        if value is not None:
+            problem = problem or cell_problem(mapping.field, choices[mapping.field].cell, value)
+            values[mapping.field] = value
     if problem is not None:
         raise CellError(
             problem, {f: to_report_value(v, field_types[f]) for f, v in values.items()}
         )
     return choices
+
+
+def _choice(
+    mapping: FieldMapping, raw: Any, field_types: Mapping[str, FieldType]
+) -> tuple[FieldChoice, Any]:
+    """The choice a raw path value gives, and the converted value (None: no choice)."""
+    value = mapping.convert(raw)
+    if value is None:
+        return NO_CHOICE, None
+    cell = to_csv_cell(value, field_types[mapping.field])
+    return FieldChoice(cell, isinstance(value, list)), value
 
 
 _CACHED = frozenset({bool, str, list, type(None)})
@@ -213,14 +220,9 @@ class ChoiceReader:
             key = (kind, tuple(raw) if kind is list else raw) if kind in _CACHED else None
             choice = cache.get(key) if key is not None else None
             if choice is None:
-                value = mapping.convert(raw)
-                if value is None:
-                    choice = NO_CHOICE
-                else:
-                    cell = to_csv_cell(value, self.field_types[mapping.field])
-                    if cell_problem(mapping.field, cell, value) is not None:
-                        return choices_of(rec, self.mappings, self.field_types)  # raises
-                    choice = FieldChoice(cell, isinstance(value, list))
+                choice, value = _choice(mapping, raw, self.field_types)
+                if value is not None and cell_problem(mapping.field, choice.cell, value):
+                    return choices_of(rec, self.mappings, self.field_types)  # raises
                 if key is not None and len(cache) < self.MAX_CACHED:
                     cache[key] = choice
             choices[mapping.field] = choice

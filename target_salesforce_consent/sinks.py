@@ -355,14 +355,9 @@ class BatchProcessor:
                 person = batch[key] = PersonBatch(item.ouid, *order, None, {})
             if item.outcome is None:  # a failed record only blocks older choices (see read)
                 members.setdefault(key, []).append((seq, item))
-                if order > (person.ts, person.seq):
-                    person.ouid, person.ts, person.seq = item.ouid, *order
-                if item.ts is not None and (person.newest is None or item.ts > person.newest):
-                    person.newest = item.ts
+                person.offer_record(item.ouid, *order, item.ts)
             for field_name, choice in item.choices.items():
-                held = person.choices.get(field_name)
-                if held is None or order > held[:2]:
-                    person.choices[field_name] = (*order, choice.cell, choice.is_list)
+                person.offer_choice(field_name, (*order, choice.cell, choice.is_list))
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
 

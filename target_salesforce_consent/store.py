@@ -77,6 +77,19 @@ class PersonBatch:
     newest: int | None
     choices: dict[str, tuple[int, int, str, bool]]  # field -> (ts, seq, cell, is_list)
 
+    def offer_record(self, ouid: str, ts: int, seq: int, newest: int | None) -> None:
+        """A record of this person: the newest one (timestamp, then arrival) spells the id."""
+        if (ts, seq) > (self.ts, self.seq):
+            self.ouid, self.ts, self.seq = ouid, ts, seq
+        if newest is not None and (self.newest is None or newest > self.newest):
+            self.newest = newest
+
+    def offer_choice(self, field: str, choice: tuple[int, int, str, bool]) -> None:
+        """A choice for `field`: kept unless a newer one (timestamp, then arrival) is held."""
+        held = self.choices.get(field)
+        if held is None or choice[:2] > held[:2]:
+            self.choices[field] = choice
+
 
 class RunStore:
     def __init__(self, cache_kib: int = 4096) -> None:
@@ -98,7 +111,10 @@ class RunStore:
             self._db.executemany("INSERT OR IGNORE INTO batch_key VALUES (?)", ((k,) for k in keys))
 
     def merge_batch(self, batch: Mapping[str, PersonBatch]) -> dict[str, PersonState]:
-        """Fold one batch into the run; returns the merged state of the batch's people."""
+        """Fold one batch into the run; returns the merged state of the batch's people.
+
+        The batch's PersonBatch objects take in what earlier batches held (updated in place).
+        """
         db = self._db
         self._keys(batch)
         held = {
@@ -111,31 +127,24 @@ class RunStore:
         rows = []
         states = {}
         for key, person in batch.items():
-            ouid, ts, seq, newest = person.ouid, person.ts, person.seq, person.newest
-            merged = person.choices
             earlier = held.get(key)
             if earlier is not None:
                 old_ouid, old_ts, old_seq, old_newest, old_choices = earlier
-                if (old_ts, old_seq) > (ts, seq):
-                    ouid, ts, seq = old_ouid, old_ts, old_seq
-                if old_newest is not None and (newest is None or old_newest > newest):
-                    newest = old_newest
-                merged = dict(merged)
+                person.offer_record(old_ouid, old_ts, old_seq, old_newest)
                 for field, c_ts, c_seq, cell, is_list in _decode(old_choices):
-                    mine = merged.get(field)
-                    if mine is None or (c_ts, c_seq) > mine[:2]:
-                        merged[field] = (c_ts, c_seq, cell, is_list)
+                    person.offer_choice(field, (c_ts, c_seq, cell, is_list))
+            merged = person.choices
             rows.append(
-                (key, ouid, ts, seq, newest,
+                (key, person.ouid, person.ts, person.seq, person.newest,
                  _encode([(f, *choice) for f, choice in merged.items()]))
             )  # fmt: skip
             states[key] = PersonState(
-                ouid,
+                person.ouid,
                 {
                     field: StoredChoice(None if c_ts == NO_TIMESTAMP else c_ts, cell, is_list)
                     for field, (c_ts, _, cell, is_list) in merged.items()
                 },
-                newest,
+                person.newest,
             )
         with db:
             db.executemany("INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)", rows)
