@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from salesforce_sandbox import Sandbox
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
-
-from target_salesforce_consent.sandbox import Sandbox
 
 HERE = Path(__file__).resolve().parent
 NOOP_TARGET = HERE / "noop_target.py"

@@ -1,9 +1,10 @@
 """Shared set-up for `scripts/demo.py` and `scripts/test.py` (standard library only).
 
 `ensure_venv()` creates or reuses `.venv` in the repository root, installs the package with
-its `test` and `meltano` extras and the tap in `tap-didomi/` with its `test` and `s3` extras
-(both editable) when either `pyproject.toml` changed since the last install, and then
-re-executes the calling script under `.venv`'s Python. `ensure_meltano_plugins()` runs
+its `test` and `meltano` extras, the tap in `tap-didomi/` with its `test` and `s3` extras and the
+Salesforce sandbox in `salesforce-sandbox/` (all editable) when a `pyproject.toml` changed since
+the last install, and then re-executes the calling script under `.venv`'s Python.
+`ensure_meltano_plugins()` runs
 `meltano install` when `meltano.yml` or either `pyproject.toml` changed since the last one.
 Both are idempotent: a second run with nothing changed installs nothing.
 """
@@ -24,6 +25,8 @@ VENV = ROOT / ".venv"
 EXTRAS = "test,meltano"
 TAP_DIR = ROOT / "tap-didomi"
 TAP_EXTRAS = "test,s3"
+SANDBOX_DIR = ROOT / "salesforce-sandbox"
+SANDBOX_EXTRAS = "test"
 _MARKER = VENV / ".target-salesforce-consent-install"
 _MELTANO_MARKER = ROOT / ".meltano" / ".target-salesforce-consent-install"
 _REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
@@ -74,7 +77,7 @@ def ensure_venv(script: str, argv: list[str]) -> None:
         sys.exit(f"Python 3.10 or newer is required (this is {sys.version.split()[0]}).")
 
     want = _digest(ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
-                   extra=f"{EXTRAS};{TAP_EXTRAS}")
+                   SANDBOX_DIR / "pyproject.toml", extra=f"{EXTRAS};{TAP_EXTRAS};{SANDBOX_EXTRAS}")
     py = venv_python()
     if not py.exists():
         say(f"[setup] creating virtualenv {VENV.relative_to(ROOT)}/ ...")
@@ -87,10 +90,14 @@ def ensure_venv(script: str, argv: list[str]) -> None:
             )
     have = _MARKER.read_text().strip() if _MARKER.exists() else ""
     if have != want:
-        say(f'[setup] pip install -e ".[{EXTRAS}]" -e "./tap-didomi[{TAP_EXTRAS}]" into .venv '
+        # The sandbox first: pip 23 resolves the loader's test extra to it only in this order.
+        editables = [f"./salesforce-sandbox[{SANDBOX_EXTRAS}]", f".[{EXTRAS}]",
+                     f"./tap-didomi[{TAP_EXTRAS}]"]
+        say(f"[setup] pip install -e {' -e '.join(editables)} into .venv "
             "(first run: a minute or two) ...")
-        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-               "-e", f".[{EXTRAS}]", "-e", f"./tap-didomi[{TAP_EXTRAS}]"]
+        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+        for editable in editables:
+            cmd += ["-e", editable]
         rc = subprocess.call(cmd, cwd=ROOT)
         if rc != 0:
             sys.exit(f"[setup] pip install failed (exit {rc})")

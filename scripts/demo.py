@@ -36,9 +36,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from salesforce_sandbox import DEMO_SEED, Sandbox
+
 ROOT = _bootstrap.ROOT
-SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
-SEED = SAMPLE_DIR / "sandbox_seed.json"
+SEED = DEMO_SEED
 INPUT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 OUTPUT = ROOT / "output"
 LOG = OUTPUT / "demo-meltano.log"
@@ -167,7 +168,6 @@ def main() -> int:
         print(f"[setup] {exc}", file=sys.stderr)
         return 2
 
-    from target_salesforce_consent.sandbox import Sandbox
 
     OUTPUT.mkdir(exist_ok=True)
     for _, _, report in PIPELINES:

@@ -3,8 +3,8 @@
 
     python3 scripts/package_check.py [--keep]
 
-For this repository's distributions (`target-salesforce-consent` at the root, and `tap-didomi`
-in `tap-didomi/` once it has a pyproject.toml):
+For this repository's distributions (`target-salesforce-consent` at the root, `salesforce-sandbox`
+in `salesforce-sandbox/` and `tap-didomi` in `tap-didomi/`):
 
 1. build the sdist, and the wheel from that sdist, with `python -m build` (so a file missing from
    the sdist breaks the wheel too);
@@ -65,6 +65,8 @@ class Distribution:
     commands: dict[str, list[str]]
     # Patterns (relative to the package folder; `*` crosses folders) each matching a file.
     required: list[str]
+    # A Singer plugin answers `python -m <package> --about`; other tools `--help`.
+    singer: bool = True
     name: str = ""
     version: str = ""
     scripts: dict[str, str] = field(default_factory=dict)
@@ -96,12 +98,16 @@ def distributions() -> list[Distribution]:
             package="target_salesforce_consent",
             commands={
                 "target-salesforce-consent": ["--about", "--format=json"],
-                "target-salesforce-consent-sandbox": ["--help"],
             },
-            required=[
-                "py.typed", "sample_data/didomi_users.jsonl", "sample_data/sandbox_seed.json",
-            ],
-        )
+            required=["py.typed", "sample_data/didomi_users.jsonl"],
+        ),
+        Distribution(
+            project=ROOT / "salesforce-sandbox",
+            package="salesforce_sandbox",
+            commands={"salesforce-sandbox": ["--help"]},
+            required=["py.typed", "demo_seed.json"],
+            singer=False,
+        ),
     ]
     tap = ROOT / "tap-didomi"
     if (tap / "pyproject.toml").exists():
@@ -272,9 +278,15 @@ def install_and_run(dist: Distribution, wheel: Path, work: Path, check: Check) -
             check.that(proc.stdout.lstrip().startswith("usage:"),
                        f"`{script} {' '.join(args)}` printed no usage: {_tail(proc, 500)}")
 
-    proc = run([str(py), "-m", dist.package, "--about", "--format=json"], env=env, cwd=work)
-    check.that(proc.returncode == 0 and json.loads(proc.stdout or "{}").get("name") == dist.name,
-               f"`python -m {dist.package} --about` failed:\n{_tail(proc)}")
+    if dist.singer:
+        proc = run([str(py), "-m", dist.package, "--about", "--format=json"], env=env, cwd=work)
+        check.that(
+            proc.returncode == 0 and json.loads(proc.stdout or "{}").get("name") == dist.name,
+            f"`python -m {dist.package} --about` failed:\n{_tail(proc)}")
+    else:
+        proc = run([str(py), "-m", dist.package, "--help"], env=env, cwd=work)
+        check.that(proc.returncode == 0 and proc.stdout.lstrip().startswith("usage:"),
+                   f"`python -m {dist.package} --help` failed:\n{_tail(proc)}")
 
     proc = run([str(py), "-c", _PROBE, dist.package], env=env, cwd=work)
     if check.that(proc.returncode == 0, f"{dist.name}: probe failed:\n{_tail(proc)}"):

@@ -18,9 +18,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.salesforce.client import RetryPolicy
-from target_salesforce_consent.sandbox import Sandbox
 from target_salesforce_consent.target import TargetSalesforceConsent
 
 CUSTOM_FIELDS = [

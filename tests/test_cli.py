@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from target_salesforce_consent.sandbox import Sandbox
+from salesforce_sandbox import Sandbox
+
 from tests.conftest import SEED, base_config, newsletter, singer_lines, user
 
 

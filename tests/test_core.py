@@ -11,9 +11,9 @@ import copy
 from collections.abc import Iterator
 
 import pytest
+from salesforce_sandbox import Sandbox
 from singer_sdk.testing import TargetTestRunner, get_target_test_class
 
-from target_salesforce_consent.sandbox import Sandbox
 from tests.conftest import SEED, FastTarget, base_config
 
 StandardTargetTests = get_target_test_class(FastTarget, config={})

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
-from target_salesforce_consent.sandbox import Sandbox
 from target_salesforce_consent.settings import ConfigurationError, read_settings
 from target_salesforce_consent.sinks import RunError
 from target_salesforce_consent.target import cli, is_outage

@@ -41,9 +41,9 @@ def meltano() -> Path:
 
 @pytest.fixture()
 def sandbox() -> Iterator[Any]:
-    from target_salesforce_consent.sandbox import Sandbox
+    from salesforce_sandbox import DEMO_SEED, Sandbox
 
-    sb = Sandbox(seed=str(SAMPLE_DIR / "sandbox_seed.json")).start(host="127.0.0.1", port=0)
+    sb = Sandbox(seed=str(DEMO_SEED)).start(host="127.0.0.1", port=0)
     try:
         yield sb
     finally:

@@ -11,8 +11,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from salesforce_sandbox import Sandbox
+
 from target_salesforce_consent.didomi import Needs, RecordError, parse_record, read_needed
-from target_salesforce_consent.sandbox import Sandbox
 from tests.conftest import SEED, base_config, event, newsletter, run_target, singer_lines, user
 
 TS_FIELD = "Didomi_Consent_Updated__c"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from salesforce_sandbox import DEMO_SEED, Sandbox
 
 from tests.conftest import bootstrap_module
 
@@ -30,7 +31,7 @@ PLUGINS = ROOT / "plugins"
 TARGET_DEFINITION = PLUGINS / "loaders" / "target-salesforce-consent--consent-pipelines.yml"
 TAP_DEFINITION = PLUGINS / "extractors" / "tap-didomi--consent-pipelines.yml"
 TAP_PROJECT = ROOT / "tap-didomi"
-SEED = ROOT / "target_salesforce_consent" / "sample_data" / "sandbox_seed.json"
+SEED = DEMO_SEED
 
 # The Lead mapping of the repository's meltano.yml (the purpose ids of the sample data).
 MAPPINGS = [
@@ -86,8 +87,6 @@ def meltano() -> Path:
 
 @pytest.fixture()
 def sandbox() -> Iterator[Any]:
-    from target_salesforce_consent.sandbox import Sandbox
-
     sb = Sandbox(seed=str(SEED)).start(host="127.0.0.1", port=0)
     try:
         yield sb

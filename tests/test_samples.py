@@ -6,7 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from target_salesforce_consent.sandbox import Sandbox
+from salesforce_sandbox import DEMO_SEED, Sandbox
+
 from tests.conftest import run_target, singer_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ def test_sample_config_on_sample_data(tmp_path: Path) -> None:
         for line in (SAMPLES / "didomi_users.jsonl").read_text().splitlines()
         if line.strip()
     ]
-    with Sandbox(seed=SAMPLES / "sandbox_seed.json") as sandbox:
+    with Sandbox(seed=DEMO_SEED) as sandbox:
         assert (config["client_id"], config["client_secret"]) == (
             sandbox.client_id,
             sandbox.client_secret,

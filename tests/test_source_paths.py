@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
-from target_salesforce_consent.sandbox import Sandbox
 from tests.conftest import base_config, run_target, singer_lines, user
 
 RECORD = user(

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
-from target_salesforce_consent.sandbox import Sandbox
 from target_salesforce_consent.settings import ConfigurationError
 from target_salesforce_consent.sinks import RunError
 from tests.conftest import (

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
-from target_salesforce_consent.sandbox import Sandbox
 from tests.conftest import SEED, base_config, event, newsletter, run_target, singer_lines, user
 
 TS_FIELD = "Didomi_Consent_Updated__c"

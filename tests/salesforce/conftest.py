@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.salesforce import BulkIngest, RetryPolicy, SalesforceClient
 
@@ -39,8 +40,7 @@ def seed(leads: int = 3, contacts: int = 2) -> dict[str, Any]:
 
 @pytest.fixture
 def sandbox() -> Iterator[Any]:
-    sandbox_module = pytest.importorskip("target_salesforce_consent.sandbox")
-    with sandbox_module.Sandbox(seed=seed()) as sb:
+    with Sandbox(seed=seed()) as sb:
         yield sb
 
 

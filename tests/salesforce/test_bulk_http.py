@@ -261,8 +261,7 @@ def test_delete_jobs(sandbox: Any, client: SalesforceClient) -> None:
 
 
 def test_polls_until_complete(sandbox: Any, client: SalesforceClient) -> None:
-    pytest.importorskip("target_salesforce_consent.sandbox")
-    from target_salesforce_consent.sandbox import Sandbox
+    from salesforce_sandbox import Sandbox
 
     from .conftest import seed
 

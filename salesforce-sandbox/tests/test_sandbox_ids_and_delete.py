@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from target_salesforce_consent.sandbox import Sandbox, cli
-from target_salesforce_consent.sandbox import ids as sf_ids
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox, cli
+from salesforce_sandbox import ids as sf_ids
+from sandbox_helpers import API, Client
 
 SEEDED_ID = "00Q5g0000000002EAA"
 

@@ -7,10 +7,8 @@ import io
 
 import pytest
 import requests
-
-from target_salesforce_consent.sandbox import Sandbox
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox
+from sandbox_helpers import API, Client
 
 UNAVAILABLE = '[{"message":"Server unavailable","errorCode":"SERVER_UNAVAILABLE"}]'
 

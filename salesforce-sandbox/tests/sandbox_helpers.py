@@ -1,4 +1,4 @@
-"""Fixtures for the sandbox's own tests: a seeded Sandbox on an ephemeral loopback port."""
+"""Helpers and fixtures for the sandbox's own tests: the seed, a bare HTTP client, a Sandbox."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 import requests
-
-from target_salesforce_consent.sandbox import Sandbox
+from salesforce_sandbox import Sandbox
 
 API = "/services/data/v62.0"
 
@@ -69,11 +68,6 @@ def seed() -> dict[str, Any]:
         },
     }
 
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(seed()) as sb:
-        yield sb
 
 
 class Client:
@@ -153,7 +147,15 @@ class Client:
 
 
 @pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A seeded Sandbox on an ephemeral loopback port."""
+    with Sandbox(seed()) as sb:
+        yield sb
+
+
+@pytest.fixture
 def client(sandbox: Sandbox) -> Client:
+    """A Client already holding a token."""
     c = Client(sandbox)
     c.login()
     return c

@@ -7,10 +7,8 @@ import re
 import time
 
 import requests
-
-from target_salesforce_consent.sandbox import Sandbox
-
-from .conftest import API, Client, seed
+from salesforce_sandbox import Sandbox
+from sandbox_helpers import API, Client, seed
 
 JSON_TYPE = "application/json;charset=UTF-8"
 INVALID_SESSION = '[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]'

@@ -7,10 +7,8 @@ import io
 import json
 
 import requests
-
-from target_salesforce_consent.sandbox import Sandbox
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox
+from sandbox_helpers import API, Client
 
 
 def rows(text: str) -> list[dict[str, str]]:
@@ -317,7 +315,7 @@ def test_abort_delete_and_states(client: Client) -> None:
 
 
 def test_job_polls_before_completion() -> None:
-    from .conftest import seed
+    from sandbox_helpers import seed
 
     with Sandbox(seed(), job_polls_to_complete=2) as sb:
         client = Client(sb)
@@ -469,7 +467,7 @@ def test_upload_content_type(client: Client) -> None:
 
 
 def test_size_limits() -> None:
-    from .conftest import seed
+    from sandbox_helpers import seed
 
     spec = seed()
     spec["objects"]["Lead"]["custom_fields"].append(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from target_salesforce_consent.sandbox import Sandbox
-from target_salesforce_consent.sandbox import ids as sf_ids
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox
+from salesforce_sandbox import ids as sf_ids
+from sandbox_helpers import API, Client
 
 NOT_FOUND = [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
 DELETED = [{"fields": [], "message": "entity is deleted", "errorCode": "ENTITY_IS_DELETED"}]

@@ -60,7 +60,12 @@ object or a list of objects ``{"type": "fail_next", "status", "body", "count", "
 "remaining"}``, ``{"type": "expire_tokens"}``, ``{"type": "set_token_ttl", "seconds"}``.
 """
 
+from pathlib import Path
+
 from .org import LoggedRequest
 from .server import Sandbox
 
-__all__ = ["LoggedRequest", "Sandbox"]
+# A small org (credentials, consent fields, a few Leads and Contacts) for demos and trials.
+DEMO_SEED = Path(__file__).with_name("demo_seed.json")
+
+__all__ = ["DEMO_SEED", "LoggedRequest", "Sandbox"]

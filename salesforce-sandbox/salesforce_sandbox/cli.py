@@ -1,4 +1,4 @@
-"""``target-salesforce-consent-sandbox``: run the Salesforce sandbox until SIGINT/SIGTERM."""
+"""``salesforce-sandbox``: run the Salesforce sandbox until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import sys
 import threading
 from types import FrameType
 
+from . import DEMO_SEED
 from .server import Sandbox
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="target-salesforce-consent-sandbox",
+        prog="salesforce-sandbox",
         description="A local HTTP emulator of Salesforce (OAuth, describe, SOQL, Bulk API 2.0).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
-    parser.add_argument("--seed", help="seed JSON file (org credentials, fields, records)")
+    parser.add_argument("--seed", default=str(DEMO_SEED),
+                        help="seed JSON file (org credentials, fields, records); default: the "
+                        "bundled demo org")
     parser.add_argument("--certfile", help="PEM certificate: serve https")
     parser.add_argument("--keyfile", help="PEM private key for --certfile")
     parser.add_argument("--token-ttl", type=float, default=None,
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                           job_polls_to_complete=args.job_polls, certfile=args.certfile,
                           keyfile=args.keyfile)
     except (OSError, ValueError) as exc:  # an unreadable or invalid seed: say why, no traceback
-        print(f"target-salesforce-consent-sandbox: cannot start: {exc}", file=sys.stderr)
+        print(f"salesforce-sandbox: cannot start: {exc}", file=sys.stderr)
         return 2
     sandbox.start(args.host, args.port)
     stop = threading.Event()
@@ -46,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     print(f"Salesforce sandbox listening on {sandbox.url}", flush=True)
-    print(f"instance_url={sandbox.url} token_url={sandbox.url}/services/oauth2/token", flush=True)
+    # One line a script can read (the credentials are the seed's; a sandbox holds no secrets).
+    print(f"instance_url={sandbox.url} client_id={sandbox.client_id} "
+          f"client_secret={sandbox.client_secret}", flush=True)
     print("ready", flush=True)
     try:
         stop.wait()

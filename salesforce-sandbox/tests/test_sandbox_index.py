@@ -9,10 +9,8 @@ import io
 from typing import Any
 
 import pytest
-
-from target_salesforce_consent.sandbox import Sandbox, soql
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox, soql
+from sandbox_helpers import API, Client
 
 # (query, whether it must be answered from the index)
 QUERIES: list[tuple[str, bool]] = [

@@ -14,16 +14,14 @@ from typing import Any
 import pytest
 import requests
 import trustme
+from salesforce_sandbox import Sandbox
+from sandbox_helpers import seed
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceMalformedRequest,
     SalesforceMoreThanOneRecord,
     SalesforceResourceNotFound,
 )
-
-from target_salesforce_consent.sandbox import Sandbox
-
-from .conftest import seed
 
 
 @pytest.fixture

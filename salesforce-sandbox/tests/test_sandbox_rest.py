@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 import requests
-
-from target_salesforce_consent.sandbox import Sandbox
-
-from .conftest import API, Client
+from salesforce_sandbox import Sandbox
+from sandbox_helpers import API, Client
 
 
 def test_versions_need_no_token_and_no_limit_header(sandbox: Sandbox) -> None:
