@@ -16,7 +16,8 @@ deleted). A seed with a malformed, mistyped or repeated Id is refused (ValueErro
 
 Python API::
 
-    with Sandbox(seed, token_ttl=7200.0, job_polls_to_complete=0) as sb:
+    with Sandbox(seed, token_ttl=7200.0, job_polls_to_complete=0, latency=0.0,
+                 rows_per_second=None) as sb:
         sb.url, sb.client_id, sb.client_secret
         sb.records("Lead", include_deleted=False); sb.record("Lead", id, include_deleted=False)
         sb.add_records("Lead", [...])
@@ -30,6 +31,11 @@ Python API::
         sb.fail_next_job(error_message); sb.leave_unprocessed(count)
         sb.set_api_limit(max_requests, remaining=None); sb.reset()
         sb.ingest_job(job_id); sb.ingest_jobs()
+
+A distant org: ``latency`` seconds are added to every answer (waited outside the org lock, so
+concurrent calls overlap), and with ``rows_per_second`` closed ingest jobs are processed one
+after another at that rate: ``InProgress`` with ``numberRecordsProcessed`` growing until the
+job's rows are done (the CLI's ``--latency`` and ``--rows-per-second``).
 
 Request kinds counted by :meth:`Sandbox.api_calls` (every request received, faults included):
 ``token``, ``versions``, ``limits``, ``describe_global``, ``describe``, ``query`` (``/query``

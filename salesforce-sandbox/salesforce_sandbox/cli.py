@@ -28,15 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds an access token lives (default: seed or 7200)")
     parser.add_argument("--job-polls", type=int, default=0,
                         help="job-info polls before a job leaves InProgress (default 0)")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                        help="seconds added to every answer, as a distant org's round trip "
+                        "(default 0)")
+    parser.add_argument("--rows-per-second", type=float, default=None, metavar="N",
+                        help="ingest jobs are processed one after another at N rows per "
+                        "second, InProgress meanwhile (default: at once)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.latency < 0:
+        parser.error("--latency must be zero or more seconds")
+    if args.rows_per_second is not None and args.rows_per_second <= 0:
+        parser.error("--rows-per-second must be a positive number")
     try:
         sandbox = Sandbox(args.seed, token_ttl=args.token_ttl,
                           job_polls_to_complete=args.job_polls, certfile=args.certfile,
-                          keyfile=args.keyfile)
+                          keyfile=args.keyfile, latency=args.latency,
+                          rows_per_second=args.rows_per_second)
     except (OSError, ValueError) as exc:  # an unreadable or invalid seed: say why, no traceback
         print(f"salesforce-sandbox: cannot start: {exc}", file=sys.stderr)
         return 2

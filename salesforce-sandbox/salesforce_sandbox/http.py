@@ -573,11 +573,16 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: App,
                  admin: Callable[[Request], Response],
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, latency: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(address, SandboxRequestHandler)
         self.app = app
         self.admin = admin
         self.ssl_context = ssl_context
+        # Seconds added to every Salesforce answer (not the admin API's): a distant org's
+        # round trip. Waited outside the org lock, so concurrent calls overlap as they would.
+        self.latency = latency
+        self.sleep = sleep
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
@@ -641,6 +646,8 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             with self.server.app.org.lock:
                 resp = dispatch(self.server.app, req, len(self.path.encode("utf-8")),
                                 headers_len)
+            if self.server.latency > 0:
+                self.server.sleep(self.server.latency)
         self._send(resp)
 
     def _send(self, resp: Response) -> None:

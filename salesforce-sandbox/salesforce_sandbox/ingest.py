@@ -2,7 +2,13 @@
 
 States: Open -> (one PUT) -> UploadComplete -> InProgress -> JobComplete | Failed, and
 Aborted from Open/UploadComplete/InProgress. Processing happens when the job completes
-(immediately on close, or after ``polls_to_complete`` GETs of the job info).
+(immediately on close, or after ``polls_to_complete`` GETs of the job info, or, with
+``rows_per_second``, once the org has had the time to process the job's rows).
+
+With ``rows_per_second`` the org works like a distant one: closed jobs queue and are processed
+one after another at that rate, so a job's rows take ``rows / rate`` seconds after the previous
+job's. Until then its info says ``InProgress`` with ``numberRecordsProcessed`` growing at the
+rate; the rows are applied (and the results served) when the time is up.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -83,6 +91,11 @@ class IngestJob:
     # The state a create/PATCH response reports: the job was closed (UploadComplete) even when
     # the sandbox processed it at once.
     shown_state: str | None = None
+    # With a processing rate: when the org starts and finishes this job's rows (clock seconds)
+    # and how many rows it holds.
+    starts_at: float | None = None
+    ready_at: float | None = None
+    rows: int = 0
 
     def __post_init__(self) -> None:
         self.system_modstamp = self.system_modstamp or self.created_date
@@ -216,6 +229,16 @@ class IngestJobs(JobStore[IngestJob]):
 
     org_attribute = "ingest_jobs"
 
+    def __init__(self, org: Org, polls_to_complete: int = 0,
+                 rows_per_second: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(org, polls_to_complete)
+        if rows_per_second is not None and rows_per_second <= 0:
+            raise ValueError("rows_per_second must be positive")
+        self.rows_per_second = rows_per_second
+        self.clock = clock
+        self._busy_until = 0.0  # when the org finishes the last queued job's rows
+
     # ----------------------------------------------------------------- create
 
     def create(self, version: str, body: bytes, content_type: str) -> IngestJob:
@@ -348,13 +371,38 @@ class IngestJobs(JobStore[IngestJob]):
             job.forced_failure = faults.job_failures.pop(0)
         if faults.unprocessed:
             job.leave_unprocessed = faults.unprocessed.pop(0)
-        if self.polls_to_complete <= 0:
+        if self.rows_per_second is not None:
+            self._queue(job, self.rows_per_second)
+        elif self.polls_to_complete <= 0:
             self._process(job)
+
+    def _queue(self, job: IngestJob, rate: float) -> None:
+        """Schedule the job's rows after those of the jobs closed before it."""
+        # Counting lines is close enough for timing (a quoted line break counts as a row).
+        job.rows = max(0, (job.data or b"").count(b"\n") - 1)
+        now = self.clock()
+        job.starts_at = max(now, self._busy_until)
+        job.ready_at = job.starts_at + job.rows / rate
+        self._busy_until = job.ready_at
+
+    def _advance_timed(self, job: IngestJob) -> None:
+        """A job of a rated org: InProgress with rows counted at the rate, done when due."""
+        assert job.starts_at is not None and job.ready_at is not None
+        now = self.clock()
+        if now >= job.ready_at:
+            self._process(job)
+            return
+        if now >= job.starts_at:
+            job.state = "InProgress"
+            rate = self.rows_per_second or 1.0
+            job.processed = min(job.rows, int((now - job.starts_at) * rate))
 
     def poll(self, job_id: str) -> IngestJob:
         """GET job info: advances an UploadComplete/InProgress job by one poll."""
         job = self.get(job_id)
-        if job.state in {"UploadComplete", "InProgress"}:
+        if job.state in {"UploadComplete", "InProgress"} and job.ready_at is not None:
+            self._advance_timed(job)
+        elif job.state in {"UploadComplete", "InProgress"}:
             if job.polls < self.polls_to_complete:
                 job.polls += 1
                 job.state = "InProgress"

@@ -7,6 +7,8 @@ import json
 import re
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,9 +31,17 @@ class Sandbox:
         job_polls_to_complete: int = 0,
         certfile: str | Path | None = None,
         keyfile: str | Path | None = None,
+        latency: float = 0.0,
+        rows_per_second: float | None = None,
     ) -> None:
+        if latency < 0:
+            raise ValueError("latency must be zero or more seconds")
         self.org = Org(load_seed(seed), token_ttl=token_ttl)
-        self.ingest = IngestJobs(self.org, job_polls_to_complete)
+        self.latency = float(latency)
+        # How an answer waits out `latency` (on the connection's thread, outside the org
+        # lock); a test may replace it to see the waits without waiting.
+        self.delay: Callable[[float], None] = time.sleep
+        self.ingest = IngestJobs(self.org, job_polls_to_complete, rows_per_second)
         self.queries = QueryJobs(self.org, job_polls_to_complete)
         self.app = App(self.org, self.ingest, self.queries)
         self.certfile = str(certfile) if certfile else None
@@ -50,7 +60,8 @@ class Sandbox:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.certfile, self.keyfile)
         # Each accepted connection is wrapped (and its handshake run) on its own thread.
-        server = SandboxHTTPServer((host, port), self.app, self._admin, context)
+        server = SandboxHTTPServer((host, port), self.app, self._admin, context, self.latency,
+                                   lambda seconds: self.delay(seconds))
         scheme = "https" if context is not None else "http"
         bound_host, bound_port = server.server_address[:2]
         shown = host if host not in {"", "0.0.0.0"} else "127.0.0.1"
