@@ -79,6 +79,23 @@ MAPPINGS: list[dict[str, Any]] = [
     },
 ]
 
+# The wall-time mode writes ten fields, as a typical consent integration does.
+WALL_FIELDS: list[dict[str, Any]] = [
+    {"name": "Didomi_Analytics__c", "type": "boolean", "label": "Analytics (Didomi)"},
+    {"name": "Didomi_Marketing_LI__c", "type": "boolean", "label": "Marketing LI (Didomi)"},
+    *({"name": f"Didomi_Topic_{name}__c", "type": "boolean", "label": f"Topic {name}"}
+      for name in TOPIC_IDS.values()),
+    {"name": "Didomi_Segment__c", "type": "string", "length": 16, "label": "Segment"},
+]
+WALL_MAPPINGS: list[dict[str, Any]] = [
+    *MAPPINGS,
+    {"id": "Didomi_Analytics__c", "value": "purposes.analytics-7Ghq2Lp0.enabled"},
+    {"id": "Didomi_Marketing_LI__c", "value": f"purposes.{MARKETING}.enabled_li"},
+    *({"id": f"Didomi_Topic_{name}__c", "value": f"purposes.{MARKETING}.values.{TOPICS_KEY}.{tid}"}
+      for tid, name in TOPIC_IDS.items()),
+    {"id": "Didomi_Segment__c", "value": "metadata.crm_segment"},
+]
+
 CLIENT_ID = "bench-client-id"
 CLIENT_SECRET = "bench-client-secret-value"
 REPEATED_PERSON = "repeat.customer@example.com"
@@ -347,12 +364,15 @@ def fail(what: str, run: ChildRun, lines: int = 40) -> None:
     sys.exit(1)
 
 
-def start_sandbox(dataset: Dataset, org_leads: int = 0) -> Sandbox:
+def start_sandbox(dataset: Dataset, org_leads: int = 0, *, latency: float = 0.0,
+                  rows_per_second: float | None = None) -> Sandbox:
     seed = {
-        "org": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-        "objects": {"Lead": {"custom_fields": CUSTOM_FIELDS, "records": []}},
+        "org": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                "daily_api_limit": 10_000_000},
+        "objects": {"Lead": {"custom_fields": CUSTOM_FIELDS + WALL_FIELDS, "records": []}},
     }
-    sandbox = Sandbox(seed=seed, job_polls_to_complete=0).start()
+    sandbox = Sandbox(seed=seed, job_polls_to_complete=0, latency=latency,
+                      rows_per_second=rows_per_second).start()
     sandbox.add_records("Lead", dataset.leads)
     rng = random.Random(org_leads)
     for start in range(0, org_leads, 50_000):  # the rest of the org: nobody in the input
@@ -366,7 +386,8 @@ def start_sandbox(dataset: Dataset, org_leads: int = 0) -> Sandbox:
 
 
 def target_config(sandbox: Sandbox, batch_size_rows: int, report: Path | None,
-                  upsert_mode: bool) -> dict[str, Any]:
+                  upsert_mode: bool, mappings: list[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "instance_url": sandbox.url,
         "client_id": sandbox.client_id,
@@ -374,7 +395,7 @@ def target_config(sandbox: Sandbox, batch_size_rows: int, report: Path | None,
         "salesforce_object": "Lead",
         "upsert_mode": upsert_mode,
         "match_field": "Email",
-        "mappings": MAPPINGS,
+        "mappings": mappings or MAPPINGS,
         "consent_timestamp_field": "Didomi_Consent_Updated__c",
         "insert_defaults": {"Company": "[not provided]", "LastName": "[not provided]"},
         "on_multiple_matches": "update_all",
@@ -462,6 +483,119 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> Result:
     return Result(n, target, noop, calls, outcomes, dataset.kinds, leads)
 
 
+@dataclass
+class WallResult:
+    n: int
+    leads: int
+    target: ChildRun
+    noop: ChildRun
+    calls: Counter[str]
+    rows_written: int
+    jobs: int
+    latency: float
+    rate: float
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def floor(self) -> float:
+        """The org's own time: its rows at its rate, plus eight round trips."""
+        return self.rows_written / self.rate + 8 * self.latency
+
+    @property
+    def ratio(self) -> float:
+        return self.target.wall / self.floor if self.floor else float("inf")
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.target.cpu / self.noop.cpu if self.noop.cpu else float("inf")
+
+
+def bench_wall(n: int, args: argparse.Namespace, work: Path) -> WallResult:
+    """One run against a distant org: every answer delayed, ingest jobs at a rate."""
+    size_dir = work / f"wall-n{n}"
+    size_dir.mkdir()
+    input_path = size_dir / "input.singer"
+    dataset = write_input(input_path, n, args.seed, args.schema)
+    noop_cfg = size_dir / "noop.json"
+    noop_cfg.write_text(json.dumps({"batch_size_rows": args.batch_size_rows}))
+    noop = run_child(
+        [sys.executable, str(NOOP_TARGET), "--config", str(noop_cfg)],
+        input_path, size_dir / "noop.out", size_dir / "noop.err", size_dir,
+    )
+    if noop.exit_code != 0:
+        fail(f"no-op target (N={n})", noop)
+    padding = max(0, args.org_size - len(dataset.leads))
+    sandbox = start_sandbox(dataset, padding, latency=args.latency,
+                            rows_per_second=args.rows_per_second)
+    try:
+        report = None if args.no_report else size_dir / "report.jsonl"
+        cfg = size_dir / "target.json"
+        cfg.write_text(json.dumps(target_config(sandbox, args.batch_size_rows, report,
+                                                args.upsert_mode, WALL_MAPPINGS)))
+        before = sandbox.api_calls()
+        jobs_before = {job["id"] for job in sandbox.ingest_jobs()}
+        target = run_child(
+            [sys.executable, "-m", f"{PACKAGE}.target", "--config", str(cfg)],
+            input_path, size_dir / "target.out", size_dir / "target.err", size_dir,
+        )
+        calls = data_calls(before, sandbox.api_calls())
+        jobs = [job for job in sandbox.ingest_jobs() if job["id"] not in jobs_before]
+    finally:
+        sandbox.stop()
+    if target.exit_code != 0:
+        fail(f"target (N={n}, wall mode)", target)
+    outcomes: Counter[str] = Counter()
+    if report is not None:
+        with report.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    outcomes[json.loads(line)["outcome"]] += 1
+    rows = sum(int(job.get("numberRecordsProcessed") or 0) for job in jobs)
+    return WallResult(n, len(dataset.leads) + padding, target, noop, calls, rows, len(jobs),
+                      args.latency, args.rows_per_second, outcomes)
+
+
+def wall_lines(results: Sequence[WallResult], args: argparse.Namespace) -> list[str]:
+    kinds = call_kinds(results)
+    head = ["N", "Leads in org", "rows written", "jobs", "wall s", "floor s", "wall / floor",
+            *kinds, "data calls", "target CPU s", "no-op CPU s", "CPU ratio",
+            "target peak RSS MiB"]
+    lines = [
+        "# target-salesforce-consent wall-time benchmark",
+        "",
+        "Generated by `python benchmarks/run.py --wall"
+        + " --records" + "".join(f" {r.n}" for r in results)
+        + f" --latency {args.latency:g} --rows-per-second {args.rows_per_second:g}"
+        + f" --org-size {args.org_size} --batch-size-rows {args.batch_size_rows}"
+        + (f" --schema {args.schema}" if args.schema != "empty" else "")
+        + "`.",
+        "",
+        *machine_lines(),
+        f"- the sandbox adds {args.latency * 1000:.0f} ms to every answer and processes ingest "
+        f"jobs one after another at {args.rows_per_second:g} rows/s; {len(WALL_MAPPINGS)} "
+        f"mappings; SCHEMA messages: {'tap-didomi' if args.schema == 'tap' else 'empty'}",
+        "",
+        "The floor is what the org itself needs: the rows written at its rate plus eight round "
+        "trips. Wall time is the target process's, start-up included. CPU is user+system "
+        "seconds; the no-op singer-sdk target reads the same input.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---:|" * len(head),
+    ]
+    for r in results:
+        cells = [f"{r.n:,}", f"{r.leads:,}", f"{r.rows_written:,}", str(r.jobs),
+                 f"{r.target.wall:.1f}", f"{r.floor:.1f}", f"{r.ratio:.2f}",
+                 *(str(r.calls.get(k, 0)) for k in kinds), str(sum(r.calls.values())),
+                 f"{r.target.cpu:.2f}", f"{r.noop.cpu:.2f}", f"{r.cpu_ratio:.2f}",
+                 f"{r.target.max_rss_mib:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in results:
+        outcomes = "; ".join(f"{k}: {v}" for k, v in sorted(r.outcomes.items())) or "(none)"
+        lines.append(f"- N={r.n:,} outcomes: {outcomes}")
+    return lines
+
+
 def profile_size(n: int, args: argparse.Namespace, work: Path, out: Path) -> list[str]:
     """One more run of the target under cProfile (not measured); a summary of its hot spots."""
     size_dir = work / f"profile-n{n}"
@@ -535,7 +669,7 @@ def _short(filename: str) -> str:
 # ----------------------------------------------------------------------------- output
 
 
-def call_kinds(results: Sequence[Result]) -> list[str]:
+def call_kinds(results: Sequence[Result | WallResult]) -> list[str]:
     order = ["describe", "query", "query_more", "ingest_create", "ingest_upload",
              "ingest_close", "ingest_info", "ingest_results"]
     seen = {kind for r in results for kind in r.calls}
@@ -663,7 +797,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"input sizes (default: {' '.join(map(str, DEFAULT_SIZES))})")
     parser.add_argument("--batch-size-rows", type=int, default=10_000, metavar="B",
                         help="batch_size_rows of both targets (default: 10000, the target's)")
-    parser.add_argument("--schema", choices=("tap", "empty"), default="tap",
+    parser.add_argument("--schema", choices=("tap", "empty"), default=None,
                         help="SCHEMA messages of the input: tap-didomi's (default), which a "
                         "target validates against under singer-sdk's defaults, or an empty one")
     parser.add_argument("--org-leads", type=int, default=0, metavar="L",
@@ -677,10 +811,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"markdown output (default: {DEFAULT_RESULTS})")
     parser.add_argument("--profile", type=Path, metavar="OUT.prof",
                         help="also profile one target run at the largest N with cProfile")
+    parser.add_argument("--wall", action="store_true",
+                        help="wall-time mode: a distant org (--latency, --rows-per-second, "
+                        "--org-size), ten mappings; reports wall time against the org's floor "
+                        "(default N 100000, SCHEMA empty)")
+    parser.add_argument("--latency", type=float, default=0.15, metavar="SECONDS",
+                        help="wall mode: seconds added to every answer (default 0.15)")
+    parser.add_argument("--rows-per-second", type=float, default=1000.0, metavar="R",
+                        help="wall mode: ingest rows the org processes per second (default 1000)")
+    parser.add_argument("--org-size", type=int, default=100_000, metavar="L",
+                        help="wall mode: Leads in the org, matched ones included "
+                        "(default 100000)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (inputs, configs, logs, reports)")
     args = parser.parse_args(argv)
-    args.records = sorted(set(args.records or DEFAULT_SIZES))
+    args.schema = args.schema or ("empty" if args.wall else "tap")
+    args.records = sorted(set(args.records or ((100_000,) if args.wall else DEFAULT_SIZES)))
+    if args.wall and args.results == DEFAULT_RESULTS:
+        args.results = HERE / "wall_results.md"
     if any(n < 1 for n in args.records) or args.batch_size_rows < 1:
         parser.error("--records and --batch-size-rows must be positive")
     return args
@@ -688,6 +836,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.wall:
+        return main_wall(args)
     results: list[Result] = []
     profile: list[str] | None = None
     with _workdir(args.keep) as work:
@@ -714,6 +864,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if profile:
         sys.stdout.write("\n" + "\n".join(profile) + "\n")
     args.results.write_text(render(results, args, profile), encoding="utf-8")
+    sys.stdout.write(f"\nwritten to {args.results}\n")
+    return 0
+
+
+def main_wall(args: argparse.Namespace) -> int:
+    walls: list[WallResult] = []
+    with _workdir(args.keep) as work:
+        for n in args.records:
+            sys.stderr.write(f"N={n:,}: wall-time run ...\n")
+            r = bench_wall(n, args, work)
+            sys.stderr.write(
+                f"N={n:,}: wall {r.target.wall:.1f} s, floor {r.floor:.1f} s (ratio "
+                f"{r.ratio:.2f}), {sum(r.calls.values())} data calls, CPU {r.target.cpu:.2f} s "
+                f"(no-op {r.noop.cpu:.2f} s, ratio {r.cpu_ratio:.2f}), peak RSS "
+                f"{r.target.max_rss_mib:.1f} MiB\n"
+            )
+            walls.append(r)
+    text = "\n".join(wall_lines(walls, args)) + "\n"
+    sys.stdout.write(text)
+    args.results.write_text(text, encoding="utf-8")
     sys.stdout.write(f"\nwritten to {args.results}\n")
     return 0
 
