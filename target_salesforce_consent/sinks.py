@@ -16,7 +16,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk.exceptions import InvalidRecord
@@ -35,6 +35,7 @@ from target_salesforce_consent.extract import (
     FieldChoice,
     needs_of,
 )
+from target_salesforce_consent.pipeline import InFlight, MatchPool, conflicting_keys
 from target_salesforce_consent.plan import GroupPlan, csv_columns, is_stale, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
@@ -165,6 +166,31 @@ class _Group:
     plan: GroupPlan | None = None
 
 
+@dataclass
+class _Batch:
+    """One buffer on its way through the stages: its lines, groups and fatal errors so far."""
+
+    number: int
+    buffer: list[BufferedRecord]
+    lines: dict[int, OutcomeLine] = field(default_factory=dict)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    fatal: list[str] = field(default_factory=list)
+    jobs: InFlight[tuple[_JobResults, _JobResults]] | None = None
+
+    def writing(self) -> tuple[set[str], set[str]]:
+        """Case-folded keys and Salesforce Ids this batch's jobs write."""
+        keys: set[str] = set()
+        ids: set[str] = set()
+        for key, group in self.groups.items():
+            plan = group.plan
+            if plan is None or plan.outcome is not None:
+                continue
+            if plan.update_rows or plan.insert_row is not None:
+                keys.add(key.casefold())
+            ids.update(row["Id"] for row in plan.update_rows)
+        return keys, ids
+
+
 class BatchProcessor:
     """Turns one buffer of records into Salesforce writes and report lines.
 
@@ -194,6 +220,12 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
+        self.match_pool = MatchPool(lambda soql: list(client.query_all(soql)))
+        self._in_flight: _Batch | None = None
+        # Case-folded keys and Ids the last batch wrote: the next batch matched them while
+        # those writes were in flight.
+        self._last_writing: tuple[set[str], set[str]] = (set(), set())
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
@@ -206,7 +238,13 @@ class BatchProcessor:
             )
 
     def close(self) -> None:
+        self.match_pool.close()
         self.store.close()
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a batch's jobs are running in Salesforce (their outcome is not known)."""
+        return self._in_flight is not None
 
     # -- reading, on arrival --------------------------------------------------------------
 
@@ -273,40 +311,117 @@ class BatchProcessor:
     # -- the batch ------------------------------------------------------------------------
 
     def process(self, buffer: list[BufferedRecord]) -> None:
+        """Read, merge, match and plan one buffer, then start its writes.
+
+        The writes run while the caller reads the next buffer; this batch's report lines are
+        written, and its errors raised, when the next batch (or ``drain``) settles it. The
+        previous batch is settled here before this one plans, so a failure there stops the
+        run before this batch writes anything (its records are then reported as failed).
+        """
         self.batches += 1
-        lines: dict[int, OutcomeLine] = {}
-        groups: dict[str, _Group] = {}
-        unresolved: list[str] = []
-        fatal: list[str] = []
+        batch = _Batch(self.batches, buffer)
+        matches: dict[str, list[dict[str, Any]]] = {}
         try:
-            groups = self._group(buffer, lines)
-            matches = self._find_matches(groups)
-            written = self._written(matches)
-            for key, group in groups.items():
-                group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
-            unresolved = self._write(groups, lines, fatal)
-        except SalesforceError as exc:
-            fatal.append(self._fatal_message(exc))
-            self._fail_remaining(groups, lines, str(exc))
-        except Exception as exc:  # a defect: still give every record its outcome, then stop
-            self.logger.exception("Unexpected error while processing batch %d", self.batches)
-            fatal.append(
-                f"Unexpected error ({type(exc).__name__}: {exc}); the batch's records without "
-                "an outcome are reported as failed and no STATE was emitted. Please report this."
+            batch.groups = self._group(buffer, batch.lines)
+            matches = self._find_matches(batch.groups)
+        except Exception as exc:
+            self._stage_failed(batch, exc)
+        stopped = self._settle_in_flight()
+        if stopped is not None:
+            not_attempted = (
+                "NOT_ATTEMPTED: the run stopped at an earlier batch before writing this one "
+                "(see the log); the tap sends it again on the next run"
             )
-            self._fail_remaining(groups, lines, f"UNKNOWN_EXCEPTION: {type(exc).__name__}")
-            for seq, item in enumerate(buffer):  # records the grouping had not reached
-                if seq not in lines:
-                    lines[seq] = self._line(
-                        item, Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
-                    )
-        counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
-        self.logger.info(
-            "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
+            self._fail_remaining(batch.groups, batch.lines, not_attempted)
+            self._fail_unreached(batch, not_attempted)
+            self._report_batch(batch)
+            raise stopped
+        if not batch.fatal:
+            try:
+                self._plan(batch, matches)
+                self._start_writes(batch)
+            except Exception as exc:
+                self._stage_failed(batch, exc)
+        if batch.jobs is not None and not batch.fatal:
+            self._in_flight = batch
+            return
+        self._finish(batch)
+
+    def drain(self) -> None:
+        """Wait for the batch in flight and report it; RunError when it left something open."""
+        stopped = self._settle_in_flight()
+        if stopped is not None:
+            raise stopped
+
+    def _plan(self, batch: _Batch, matches: dict[str, list[dict[str, Any]]]) -> None:
+        groups = batch.groups
+        if self._last_writing[0] or self._last_writing[1]:
+            # Matched while the previous batch was being written: the people it wrote are
+            # matched again now that its writes are confirmed.
+            again = conflicting_keys(groups, matches, *self._last_writing)
+            if again:
+                for key in again:
+                    matches.pop(key, None)
+                matches.update(self._find_matches({k: groups[k] for k in again}))
+        written = self._written(matches)
+        for key, group in groups.items():
+            group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+
+    def _start_writes(self, batch: _Batch) -> None:
+        """The batch's jobs, on a background thread when there is something to write."""
+        self._last_writing = batch.writing() if not self.rs.settings.dry_run else (set(), set())
+        if self._last_writing[0]:
+            batch.jobs = InFlight(lambda: self._run_jobs(batch.groups, batch.fatal))
+
+    def _settle_in_flight(self) -> RunError | None:
+        """Wait for the batch in flight (if any) and report it; its RunError, if it failed."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            return None
+        try:
+            self._finish(batch)
+        except RunError as exc:
+            return exc
+        return None
+
+    def _stage_failed(self, batch: _Batch, exc: Exception) -> None:
+        """Every record of the batch without an outcome yet fails; the run will stop."""
+        if isinstance(exc, SalesforceError):
+            batch.fatal.append(self._fatal_message(exc))
+            self._fail_remaining(batch.groups, batch.lines, str(exc))
+            return
+        # A defect: still give every record its outcome, then stop.
+        self.logger.error(
+            "Unexpected error while processing batch %d", batch.number, exc_info=exc
         )
-        self._log_errors(lines.values())
-        if fatal:
-            raise RunError(" ".join(fatal))
+        batch.fatal.append(
+            f"Unexpected error ({type(exc).__name__}: {exc}); the batch's records without "
+            "an outcome are reported as failed and no STATE was emitted. Please report this."
+        )
+        error = f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
+        self._fail_remaining(batch.groups, batch.lines, error)
+        self._fail_unreached(batch, error)
+
+    def _fail_unreached(self, batch: _Batch, error: str) -> None:
+        for seq, item in enumerate(batch.buffer):  # records the grouping had not reached
+            if seq not in batch.lines:
+                batch.lines[seq] = self._line(item, Outcome.FAILED, error=error)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Settle the batch's jobs, write its report lines; RunError if it left work open."""
+        unresolved: list[str] = []
+        if batch.jobs is not None or not batch.fatal:
+            try:
+                if batch.jobs is not None:
+                    updates, inserts = batch.jobs.result()
+                else:
+                    updates = inserts = _JobResults(None, None)
+                unresolved = self._write(batch.groups, batch.lines, updates, inserts)
+            except Exception as exc:
+                self._stage_failed(batch, exc)
+        lines = self._report_batch(batch)
+        if batch.fatal:
+            raise RunError(" ".join(batch.fatal))
         if unresolved:
             shown = ", ".join(unresolved[:5]) + (", ..." if len(unresolved) > 5 else "")
             raise RunError(
@@ -316,12 +431,22 @@ class BatchProcessor:
                 "again on the next run; if this repeats, look for long-running automation or "
                 "data skew on these records in Salesforce."
             )
-        record_errors = sum(1 for line in lines.values() if line.error)
+        record_errors = sum(1 for line in lines if line.error)
         if self.rs.settings.fail_on_record_errors and record_errors:
             raise RunError(
                 f"{record_errors} record(s) met an error (see the report and the log above) "
                 "and fail_on_record_errors is true; no STATE was emitted."
             )
+
+    def _report_batch(self, batch: _Batch) -> list[OutcomeLine]:
+        lines = [batch.lines[seq] for seq in sorted(batch.lines)]
+        counts = self.report.write_batch(lines)
+        self.logger.info(
+            "Batch %d: %d record(s): %s", batch.number, sum(counts.values()),
+            format_counts(counts),
+        )
+        self._log_errors(lines)
+        return lines
 
     def _fail_remaining(
         self, groups: dict[str, _Group], lines: dict[int, OutcomeLine], error: str
@@ -366,14 +491,14 @@ class BatchProcessor:
         if not groups:
             return found
         rs = self.rs
-        queries = self.queries.queries(group.state.ouid for group in groups.values())
+        queries = list(self.queries.queries(group.state.ouid for group in groups.values()))
         # Salesforce's case-insensitive match may differ from lower() (e.g. "ß"): a record
         # whose key is no group's falls back to casefold(), so a matched person is never
         # treated as unmatched (and inserted again).
         by_casefold = {key.casefold(): key for key in groups}
         seen: set[str] = set()
-        for soql in queries:
-            for record in self.client.query_all(soql):
+        for answer in self.match_pool.fetch_all(queries):
+            for record in answer:
                 record_id = str(record.get("Id"))
                 if record_id in seen:  # the same record returned by two chunks
                     continue
@@ -392,19 +517,17 @@ class BatchProcessor:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _write(
-        self, groups: dict[str, _Group], lines: dict[int, OutcomeLine], fatal: list[str]
-    ) -> list[str]:
-        """Run the planned jobs and decide every group's outcome.
+    def _run_jobs(
+        self, groups: dict[str, _Group], fatal: list[str]
+    ) -> tuple[_JobResults, _JobResults]:
+        """Run the planned update and insert jobs (on the writer thread: no store, no report).
 
-        Returns the keys of rows left unresolved; appends to `fatal` the message of each job
-        that failed as a whole. Rows such a job settled before failing keep their real outcome.
+        Appends to `fatal` the message of each job that failed as a whole. Rows such a job
+        settled before failing keep their real outcome.
         """
-        rs = self.rs
         plans = [g.plan for g in groups.values() if g.plan is not None]
         update_rows = [row for plan in plans for row in plan.update_rows]
         insert_rows = [plan.insert_row for plan in plans if plan.insert_row is not None]
-
         updates = self._run_job("update", update_rows, "Id", fatal)
         if fatal:
             # Stop calling Salesforce once the batch has failed (an exhausted limit, a job that
@@ -413,8 +536,21 @@ class BatchProcessor:
                 None, "NOT_ATTEMPTED: the batch stopped before its insert job (see the log)"
             )
         else:
-            inserts = self._run_job("insert", insert_rows, rs.match_field, fatal)
+            inserts = self._run_job("insert", insert_rows, self.rs.match_field, fatal)
+        return updates, inserts
 
+    def _write(
+        self,
+        groups: dict[str, _Group],
+        lines: dict[int, OutcomeLine],
+        updates: _JobResults,
+        inserts: _JobResults,
+    ) -> list[str]:
+        """Decide every group's outcome from its jobs' results.
+
+        Returns the keys of rows left unresolved.
+        """
+        rs = self.rs
         unresolved: list[str] = []
         stamped: list[tuple[str, int | None, int]] = []  # (Id, baseline, stamp) written
         for group in groups.values():

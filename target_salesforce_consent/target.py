@@ -397,24 +397,34 @@ class TargetSalesforceConsent(Target):
     def buffer(self, item: BufferedRecord) -> None:
         self._buffer.append(item)
 
-    def flush(self) -> None:
-        if not self._buffer:
+    def flush(self, *, settle: bool = False) -> None:
+        """Hand the buffer to the processor; with `settle`, also wait until Salesforce has
+        confirmed every write (the batch's jobs otherwise run while the next one is read)."""
+        if not self._buffer and not (settle and self._processor is not None):
             return
         if self._processor is None:
             self._processor = self._start_run()
         batch, self._buffer = self._buffer, []
         self._writing = True
         try:
-            self._processor.process(batch)
+            if batch:
+                self._processor.process(batch)
+            if settle:
+                self._processor.drain()
         except RunError:
             self._log_summary()
             raise
         finally:
             self._writing = False
 
+    @property
+    def writing(self) -> bool:
+        """Whether a batch is on its way to Salesforce (its outcome not yet known)."""
+        return self._writing or (self._processor is not None and self._processor.in_flight)
+
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT (Meltano cancelling a run): never emit STATE for unwritten records."""
-        if self._writing:
+        if self.writing:
             # A batch is half-way through Salesforce: its outcome is unknown. The SDK's
             # handler would drain (nothing left to drain) and emit STATE covering it.
             self.logger.error(
@@ -425,7 +435,7 @@ class TargetSalesforceConsent(Target):
             self._log_summary()
             sys.exit(128 + signum)
         try:
-            self.flush()
+            self.flush(settle=True)
         except RunError as exc:
             sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
             sys.exit(1)
@@ -433,7 +443,7 @@ class TargetSalesforceConsent(Target):
 
     def process_endofpipe(self) -> None:
         try:
-            self.flush()  # before the SDK's final drain writes STATE
+            self.flush(settle=True)  # before the SDK's final drain writes STATE
             super().process_endofpipe()
         finally:
             self._log_summary()
@@ -457,6 +467,8 @@ class TargetSalesforceConsent(Target):
         # A dry run emits no state: the tap must send the same records to the real run.
         if self._processor is not None and self._processor.rs.settings.dry_run:
             return
+        # STATE covers every record read so far: only once Salesforce confirmed their writes.
+        self.flush(settle=True)
         super()._write_state_message(state)
 
 

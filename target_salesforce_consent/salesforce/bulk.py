@@ -153,6 +153,33 @@ def is_transient_job_error(error_message: str) -> bool:
     return bool(_TRANSIENT_JOB_ERROR.search(error_message or ""))
 
 
+#: The longest sleep between two polls of a job whose progress is known: the rate it shows can
+#: change (other jobs, automation), so it is measured again at least this often.
+PROGRESS_POLL_CAP = 30.0
+
+
+def time_to_done(
+    processed: int, rows: int, now: float, previous: tuple[float, int] | None, since: float
+) -> float | None:
+    """Seconds until a job of `rows` rows that has processed `processed` is likely done.
+
+    The rate is the progress since the previous poll (`previous`: its time and count), or
+    since the job was closed (`since`) when there is none; None when no progress shows yet
+    (a queued job), so the caller falls back to its back-off.
+    """
+    if rows <= 0 or processed <= 0:
+        return None
+    if processed >= rows:
+        return 0.0
+    if previous is not None and processed > previous[1] and now > previous[0]:
+        rate = (processed - previous[1]) / (now - previous[0])
+    elif now > since:
+        rate = processed / (now - since)
+    else:
+        return None
+    return (rows - processed) / rate
+
+
 # -- results ------------------------------------------------------------------------------------
 
 
@@ -456,7 +483,7 @@ class BulkIngest:
         body = build_csv(columns, [r.data for r in rows], line_ending="LF")
         job_id = self._create_and_upload(sobject, operation, body, len(rows), outcome)
         self._close(job_id)
-        info, timed_out = self._wait(job_id)
+        info, timed_out = self._wait(job_id, len(rows))
         state = str(info.get("state") or "")
         error_message = str(info.get("errorMessage") or "")
         logger.info(
@@ -561,16 +588,26 @@ class BulkIngest:
             if state not in ("UploadComplete", "InProgress", "JobComplete", "Failed"):
                 raise
 
-    def _wait(self, job_id: str) -> tuple[dict[str, Any], bool]:
+    def _wait(self, job_id: str, rows: int = 0) -> tuple[dict[str, Any], bool]:
+        """Poll the job until it ends: when its progress shows, wake about when it is due."""
         interval = self.poll_interval
         waited = 0.0
         started = time.monotonic()
+        previous: tuple[float, int] | None = None
         while True:
+            asked = time.monotonic()
             info = self.client.get_json(f"jobs/ingest/{job_id}")
+            answered = (asked + time.monotonic()) / 2  # about when the org counted its rows
             if not isinstance(info, dict):
                 raise SalesforceError("INVALID_RESPONSE", f"job {job_id} info is not an object")
             if info.get("state") in TERMINAL_STATES:
                 return info, False
+            processed = info.get("numberRecordsProcessed")
+            if isinstance(processed, int) and not isinstance(processed, bool):
+                due = time_to_done(processed, rows, answered, previous, started)
+                previous = (answered, processed)
+            else:
+                due = None
             if max(waited, time.monotonic() - started) >= self.poll_timeout:
                 logger.warning(
                     "Bulk job %s still %s after %.0fs; giving up waiting",
@@ -579,9 +616,15 @@ class BulkIngest:
                     self.poll_timeout,
                 )
                 return info, True
-            self._sleep(interval)
-            waited += interval
-            interval = min(interval * 1.5, self.max_poll_interval)
+            if due is not None:
+                # Progress known: sleep until the rows are likely done (a little after, so
+                # that one poll usually finds the job complete), never past the cap.
+                delay = min(max(due * 1.05 + 0.05, self.poll_interval / 4), PROGRESS_POLL_CAP)
+            else:
+                delay = interval
+                interval = min(interval * 1.5, self.max_poll_interval)
+            self._sleep(delay)
+            waited += delay
 
     def _results(self, job_id: str, kind: str) -> list[dict[str, str]]:
         response = self.client.request(
