@@ -100,3 +100,84 @@ def conflicting_keys(
         ):
             found.add(key)
     return found
+
+
+class BatchWorker(Generic[T]):
+    """Processes batches one at a time, in order, on a thread of its own.
+
+    The reading thread hands a batch over and goes on reading the next one while this one is
+    matched, planned and waits for the batch before it to be confirmed. A hand-over waits
+    until the worker has taken the batch, so at most one batch is read ahead. The first
+    exception stops the worker: the batches handed over after it go to ``skip`` with it, and
+    ``submit`` and ``wait`` raise it.
+    """
+
+    def __init__(self, handle: Callable[[T], None],
+                 skip: Callable[[T, BaseException], None]) -> None:
+        self._handle = handle
+        self._skip = skip
+        self._cond = threading.Condition()
+        self._pending: T | None = None
+        self._has_pending = False
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._busy or self._has_pending
+
+    def submit(self, item: T) -> None:
+        with self._cond:
+            if self._error is not None:
+                error = self._error
+            else:
+                error = None
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="batch-worker",
+                                                    daemon=True)
+                    self._thread.start()
+                self._pending, self._has_pending = item, True
+                self._cond.notify_all()
+                while self._has_pending and self._error is None:
+                    self._cond.wait()
+                if self._has_pending:  # the worker stopped before taking it
+                    self._pending, self._has_pending = None, False
+                    error = self._error
+                else:
+                    return
+        assert error is not None
+        self._skip(item, error)
+        raise error
+
+    def wait(self) -> None:
+        """Until every batch handed over is processed; raises the worker's error, if any."""
+        with self._cond:
+            while (self._busy or self._has_pending) and self._error is None:
+                self._cond.wait()
+            while self._busy:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._has_pending:
+                    self._cond.wait()
+                item = self._pending
+                self._pending, self._has_pending = None, False
+                self._busy = True
+                self._cond.notify_all()
+            try:
+                self._handle(item)  # type: ignore[arg-type]
+            except BaseException as exc:  # handed to the reading thread
+                with self._cond:
+                    self._error = exc
+                    self._busy = False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

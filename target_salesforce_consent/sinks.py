@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +35,7 @@ from target_salesforce_consent.extract import (
     FieldChoice,
     needs_of,
 )
-from target_salesforce_consent.pipeline import InFlight, MatchPool, conflicting_keys
+from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
 from target_salesforce_consent.plan import GroupPlan, csv_columns, is_stale, plan_group, to_micros
 from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import (
@@ -175,12 +175,20 @@ class _Batch:
     lines: dict[int, OutcomeLine] = field(default_factory=dict)
     groups: dict[str, _Group] = field(default_factory=dict)
     fatal: list[str] = field(default_factory=list)
-    jobs: InFlight[tuple[_JobResults, _JobResults]] | None = None
+    # Groups written together and their jobs, running (each part's records are disjoint).
+    parts: list[tuple[dict[str, _Group], InFlight[tuple[_JobResults, _JobResults]]]] = field(
+        default_factory=list
+    )
+
+    # People that an earlier batch was writing when this one was matched: planned and written
+    # once that batch is confirmed (with the Ids they matched then).
+    late: set[str] = field(default_factory=set)
+    late_ids: set[str] = field(default_factory=set)
 
     def writing(self) -> tuple[set[str], set[str]]:
-        """Case-folded keys and Salesforce Ids this batch's jobs write."""
-        keys: set[str] = set()
-        ids: set[str] = set()
+        """Case-folded keys and Salesforce Ids this batch's jobs write or may write."""
+        keys: set[str] = {key.casefold() for key in self.late}
+        ids: set[str] = set(self.late_ids)
         for key, group in self.groups.items():
             plan = group.plan
             if plan is None or plan.outcome is not None:
@@ -222,10 +230,12 @@ class BatchProcessor:
         self._arrivals = 0
         # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
         self.match_pool = MatchPool(lambda soql: list(client.query_all(soql)))
-        self._in_flight: _Batch | None = None
-        # Case-folded keys and Ids the last batch wrote: the next batch matched them while
-        # those writes were in flight.
-        self._last_writing: tuple[set[str], set[str]] = (set(), set())
+        # Batches whose outcome is not settled yet, in input order (at most two).
+        self._unsettled: deque[_Batch] = deque()
+        # Batches are processed on a thread of their own while the next one is read.
+        self.worker: BatchWorker[list[BufferedRecord]] = BatchWorker(
+            self.process, self._skip_batch
+        )
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
@@ -243,8 +253,13 @@ class BatchProcessor:
 
     @property
     def in_flight(self) -> bool:
-        """Whether a batch's jobs are running in Salesforce (their outcome is not known)."""
-        return self._in_flight is not None
+        """Whether a batch is being processed or its jobs are running in Salesforce (their
+        outcome is not known yet)."""
+        return self.worker.busy or bool(self._unsettled)
+
+    def submit(self, buffer: list[BufferedRecord]) -> None:
+        """Hand a buffer to the batch worker; raises the RunError that stopped the run."""
+        self.worker.submit(buffer)
 
     # -- reading, on arrival --------------------------------------------------------------
 
@@ -313,76 +328,106 @@ class BatchProcessor:
     def process(self, buffer: list[BufferedRecord]) -> None:
         """Read, merge, match and plan one buffer, then start its writes.
 
-        The writes run while the caller reads the next buffer; this batch's report lines are
-        written, and its errors raised, when the next batch (or ``drain``) settles it. The
-        previous batch is settled here before this one plans, so a failure there stops the
-        run before this batch writes anything (its records are then reported as failed).
+        The writes run while the next buffers are read and matched; this batch's report lines
+        are written, and its errors raised, once it is settled: when two later batches have
+        been handed over, or at ``drain``.
+
+        People that no unsettled batch is writing are planned and written at once: their job
+        may run beside the earlier ones (no record is in both). The others are matched again
+        once the earlier batches are confirmed, then planned and written in a job of their
+        own, so that a person's writes land in input order. A failure stops the run: the
+        earlier batches are settled and reported, and the people not written yet fail.
         """
         self.batches += 1
         batch = _Batch(self.batches, buffer)
-        matches: dict[str, list[dict[str, Any]]] = {}
         try:
             batch.groups = self._group(buffer, batch.lines)
             matches = self._find_matches(batch.groups)
+            keys: set[str] = set()
+            ids: set[str] = set()
+            for earlier in self._unsettled:
+                more_keys, more_ids = earlier.writing()
+                keys |= more_keys
+                ids |= more_ids
+            batch.late = conflicting_keys(batch.groups, matches, keys, ids)
+            batch.late_ids = {
+                str(r.get("Id")) for key in batch.late for r in matches.get(key, ())
+            }
+            now = {k: g for k, g in batch.groups.items() if k not in batch.late}
+            self._plan(now, matches)
+            self._start_part(batch, now)
         except Exception as exc:
             self._stage_failed(batch, exc)
-        stopped = self._settle_in_flight()
-        if stopped is not None:
-            not_attempted = (
-                "NOT_ATTEMPTED: the run stopped at an earlier batch before writing this one "
-                "(see the log); the tap sends it again on the next run"
-            )
-            self._fail_remaining(batch.groups, batch.lines, not_attempted)
-            self._fail_unreached(batch, not_attempted)
-            self._report_batch(batch)
-            raise stopped
-        if not batch.fatal:
-            try:
-                self._plan(batch, matches)
-                self._start_writes(batch)
-            except Exception as exc:
-                self._stage_failed(batch, exc)
-        if batch.jobs is not None and not batch.fatal:
-            self._in_flight = batch
-            return
-        self._finish(batch)
+        self._unsettled.append(batch)
+        # Two batches stay unsettled: the org always has a batch's rows queued while the
+        # next one is matched. A failed batch settles everything now (and raises).
+        self._advance(0 if batch.fatal else 2)
 
     def drain(self) -> None:
-        """Wait for the batch in flight and report it; RunError when it left something open."""
-        stopped = self._settle_in_flight()
-        if stopped is not None:
-            raise stopped
+        """Wait for every batch handed over and settle it; RunError when one left something
+        open."""
+        self.worker.wait()
+        self._advance(0)
 
-    def _plan(self, batch: _Batch, matches: dict[str, list[dict[str, Any]]]) -> None:
-        groups = batch.groups
-        if self._last_writing[0] or self._last_writing[1]:
-            # Matched while the previous batch was being written: the people it wrote are
-            # matched again now that its writes are confirmed.
-            again = conflicting_keys(groups, matches, *self._last_writing)
-            if again:
-                for key in again:
-                    matches.pop(key, None)
-                matches.update(self._find_matches({k: groups[k] for k in again}))
+    def _advance(self, keep: int) -> None:
+        """Settle the oldest batches until `keep` are left; start the next one's late part."""
+        while len(self._unsettled) > keep:
+            oldest = self._unsettled.popleft()
+            try:
+                self._finish(oldest)
+            except RunError as exc:
+                for later in self._unsettled:
+                    self._finish(later, stopped_by=str(exc))
+                self._unsettled.clear()
+                raise
+            if self._unsettled:
+                self._start_late(self._unsettled[0])
+                if self._unsettled[0].fatal:
+                    keep = 0
+
+    def _start_late(self, batch: _Batch) -> None:
+        """Match, plan and write the people an earlier batch was writing, now confirmed."""
+        late, batch.late, batch.late_ids = batch.late, set(), set()
+        if not late or batch.fatal:
+            return
+        try:
+            groups = {k: batch.groups[k] for k in late}
+            self._plan(groups, self._find_matches(groups))
+            self._start_part(batch, groups)
+        except Exception as exc:
+            self._stage_failed(batch, exc)
+
+    def _plan(self, groups: dict[str, _Group], matches: dict[str, list[dict[str, Any]]]) -> None:
         written = self._written(matches)
         for key, group in groups.items():
             group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
 
-    def _start_writes(self, batch: _Batch) -> None:
-        """The batch's jobs, on a background thread when there is something to write."""
-        self._last_writing = batch.writing() if not self.rs.settings.dry_run else (set(), set())
-        if self._last_writing[0]:
-            batch.jobs = InFlight(lambda: self._run_jobs(batch.groups, batch.fatal))
+    def _start_part(self, batch: _Batch, groups: dict[str, _Group]) -> None:
+        """Jobs for the planned writes of `groups`, on a background thread."""
+        if self.rs.settings.dry_run:
+            return
+        writes = {
+            k: g for k, g in groups.items() if g.plan is not None and g.plan.outcome is None
+        }
+        if writes:
+            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, batch.fatal))))
 
-    def _settle_in_flight(self) -> RunError | None:
-        """Wait for the batch in flight (if any) and report it; its RunError, if it failed."""
-        batch, self._in_flight = self._in_flight, None
-        if batch is None:
-            return None
-        try:
-            self._finish(batch)
-        except RunError as exc:
-            return exc
-        return None
+    def _skip_batch(self, buffer: list[BufferedRecord], error: BaseException) -> None:
+        """A batch read after the run stopped: reported, nothing sent to Salesforce."""
+        self.batches += 1
+        batch = _Batch(self.batches, buffer)
+        not_attempted = (
+            "NOT_ATTEMPTED: the run stopped at an earlier batch before writing this record "
+            "(see the log); the tap sends it again on the next run"
+        )
+        for seq, item in enumerate(buffer):
+            if item.outcome is not None:  # decided on arrival
+                batch.lines[seq] = self._line(
+                    item, item.outcome, fields=item.fields, error=item.error
+                )
+            else:
+                batch.lines[seq] = self._line(item, Outcome.FAILED, error=not_attempted)
+        self._report_batch(batch)
 
     def _stage_failed(self, batch: _Batch, exc: Exception) -> None:
         """Every record of the batch without an outcome yet fails; the run will stop."""
@@ -407,18 +452,40 @@ class BatchProcessor:
             if seq not in batch.lines:
                 batch.lines[seq] = self._line(item, Outcome.FAILED, error=error)
 
-    def _finish(self, batch: _Batch) -> None:
-        """Settle the batch's jobs, write its report lines; RunError if it left work open."""
+    def _finish(self, batch: _Batch, stopped_by: str | None = None) -> None:
+        """Settle the batch's jobs, write its report lines; RunError if it left work open.
+
+        With `stopped_by` (the run stops at an earlier batch), the jobs already started are
+        settled and reported, the records not planned yet fail NOT_ATTEMPTED, and nothing is
+        raised (the caller raises the earlier batch's error).
+        """
         unresolved: list[str] = []
-        if batch.jobs is not None or not batch.fatal:
+        for groups, jobs in batch.parts:
             try:
-                if batch.jobs is not None:
-                    updates, inserts = batch.jobs.result()
-                else:
-                    updates = inserts = _JobResults(None, None)
-                unresolved = self._write(batch.groups, batch.lines, updates, inserts)
+                updates, inserts = jobs.result()
+                unresolved += self._write(groups, batch.lines, updates, inserts)
             except Exception as exc:
                 self._stage_failed(batch, exc)
+        done = {key for groups, _ in batch.parts for key in groups}
+        # Planned with nothing to write (skipped, or a dry run): their plan decides.
+        rest = {
+            k: g for k, g in batch.groups.items() if k not in done and g.plan is not None
+        }
+        try:
+            unresolved += self._write(
+                rest, batch.lines, _JobResults(None, None), _JobResults(None, None)
+            )
+        except Exception as exc:
+            self._stage_failed(batch, exc)
+        if stopped_by is not None:
+            not_attempted = (
+                "NOT_ATTEMPTED: the run stopped at an earlier batch before writing this "
+                "record (see the log); the tap sends it again on the next run"
+            )
+            self._fail_remaining(batch.groups, batch.lines, not_attempted)
+            self._fail_unreached(batch, not_attempted)
+            self._report_batch(batch)
+            return
         lines = self._report_batch(batch)
         if batch.fatal:
             raise RunError(" ".join(batch.fatal))

@@ -94,7 +94,8 @@ class PersonBatch:
 class RunStore:
     def __init__(self, cache_kib: int = 4096) -> None:
         # "" is SQLite's private temporary on-disk database, removed when closed.
-        self._db = sqlite3.connect("")
+        # Used by one thread at a time: the batch worker, then the thread that ends the run.
+        self._db = sqlite3.connect("", check_same_thread=False)
         self._db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         self._db.execute("PRAGMA temp_store = FILE")
         self._db.execute("PRAGMA journal_mode = OFF")  # nothing to recover: the run owns it

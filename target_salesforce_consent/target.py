@@ -40,6 +40,8 @@ from target_salesforce_consent.settings import (
 from target_salesforce_consent.sinks import BatchProcessor, BufferedRecord, ConsentSink, RunError
 
 SECRET_SETTINGS = ("client_id", "client_secret")
+#: From this batch_size_rows on, the first two batches are smaller (see _batch_limit).
+RAMP_MIN_BATCH = 4000
 
 MAPPING_SCHEMA = th.ObjectType(
     th.Property("id", th.StringType, required=True, description="Salesforce field API name."),
@@ -243,6 +245,7 @@ class TargetSalesforceConsent(Target):
         self._report: RunReport | None = None
         self._summary_logged = False
         self._writing = False  # a batch is being written to Salesforce
+        self._handed_over = 0  # batches handed to the processor
         if kwargs.get("validate_config", True):
             self._processor = self._start_run()
 
@@ -357,9 +360,20 @@ class TargetSalesforceConsent(Target):
         sink.tally_record_read()
         self.buffer(self.read_record(sink.stream_name, record))
         sink.record_counter_metric.increment()
-        if self.buffered >= sink.max_size:
+        if self.buffered >= self._batch_limit(sink.max_size):
             self.drain_one(sink)
         self._handle_max_record_age()
+
+    def _batch_limit(self, max_size: int) -> int:
+        """Records in the batch being read before it is handed over.
+
+        The first two batches of a large batch size are a quarter and a half of it: the org
+        starts writing after a fraction of the first batch was read, and has that batch's rows
+        to process while the next, larger one is read and matched.
+        """
+        if max_size < RAMP_MIN_BATCH or self._handed_over >= 2:
+            return max_size
+        return max_size >> (2 - self._handed_over)
 
     def _plain_sink(self, stream: Any) -> ConsentSink | None:
         """The stream's sink when nothing between the message and the sink would change the
@@ -408,7 +422,8 @@ class TargetSalesforceConsent(Target):
         self._writing = True
         try:
             if batch:
-                self._processor.process(batch)
+                self._handed_over += 1
+                self._processor.submit(batch)
             if settle:
                 self._processor.drain()
         except RunError:

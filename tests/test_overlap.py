@@ -9,6 +9,7 @@ every record gets exactly one outcome, and a failure in any stage stops the run 
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import itertools
 import json
@@ -128,13 +129,22 @@ def test_one_persons_writes_land_in_batch_order_and_once(distant: Sandbox, tmp_p
     created = [lead for lead in distant.records("Lead") if lead["Email"] == "new@example.com"]
     assert len(created) == 1, "the person created by the first batch was created again"
 
-    # Each job is created only once the one before it is complete.
+    # A job that writes a record again is uploaded only once the job before it is complete;
+    # jobs of different people may run side by side.
     events = job_events(distant)
     jobs = [job for kind, job in events if kind == "ingest_upload"]
-    for earlier, later in itertools.pairwise(jobs):
-        last_of_earlier = max(i for i, (_, job) in enumerate(events) if job == earlier)
-        upload_of_later = events.index(("ingest_upload", later))
-        assert last_of_earlier < upload_of_later
+    id_of = {lead["Email"].lower(): lead["Id"] for lead in distant.records("Lead")}
+    written: dict[str, list[str]] = {}
+    for job_id in jobs:
+        rows = csv.DictReader(io.StringIO((distant.ingest.get(job_id).data or b"").decode()))
+        for row in rows:
+            written.setdefault(row.get("Id") or id_of[row["Email"].lower()], []).append(job_id)
+    assert written[id_of["jane@example.com"]] and len(written[id_of["jane@example.com"]]) == 3
+    assert len(written[id_of["new@example.com"]]) == 2
+    for record_jobs in written.values():
+        for earlier, later in itertools.pairwise(record_jobs):
+            last_of_earlier = max(i for i, (_, job) in enumerate(events) if job == earlier)
+            assert last_of_earlier < events.index(("ingest_upload", later))
     # Report: one line per record; john's repeat and new's unchanged repeat wrote nothing.
     outcomes = [(line["organization_user_id"], line["outcome"]) for line in result.report]
     assert outcomes == [
@@ -202,20 +212,30 @@ def test_state_never_runs_ahead_of_a_confirmed_write(
     assert len(result.report) == 6
 
 
-def test_a_failed_job_stops_the_run_and_the_next_batch_is_not_written(
+def test_a_failed_job_stops_the_run_before_its_people_are_written_again(
     distant: Sandbox, tmp_path: Path
 ) -> None:
     distant.fail_next_job("InvalidBatch : Field name not found : Didomi_Newsletter__c")
-    records = people("first", 2, 1, True) + people("second", 2, 2, True)
+    # first0 comes back in the second batch: that write must wait for the first job, which
+    # fails, so it is never sent. second0 is nobody the first job writes: its job ran beside.
+    records = [
+        *people("first", 2, 1, True),
+        user("first0@example.com", purposes=[newsletter(False)], updated_at=stamp(2)),
+        user("second0@example.com", purposes=[newsletter(True)], updated_at=stamp(2)),
+    ]
     config = base_config(distant, tmp_path / "report.jsonl", upsert_mode=True, batch_size_rows=2,
                          insert_defaults={"LastName": "x", "Company": "y"})  # fmt: skip
     result = run_target(config, singer_lines(records, state={"s": 1}))
     assert result.error is not None and "Field name not found" in str(result.error)
     assert result.states == []
-    assert len(distant.ingest_jobs()) == 1  # the second batch never reached Salesforce
-    assert [line["outcome"] for line in result.report] == ["failed"] * 4
-    assert all(line["error"] for line in result.report)
-    assert "NOT_ATTEMPTED" in result.report[-1]["error"]
+    outcomes = [(line["organization_user_id"], line["outcome"]) for line in result.report]
+    assert outcomes == [
+        ("first0@example.com", "failed"), ("first1@example.com", "failed"),
+        ("first0@example.com", "failed"), ("second0@example.com", "inserted"),
+    ]  # fmt: skip
+    assert "NOT_ATTEMPTED" in result.report[2]["error"]
+    emails = {lead["Email"] for lead in distant.records("Lead")}
+    assert "first0@example.com" not in emails and "second0@example.com" in emails
 
 
 def test_a_failed_match_stops_the_run_after_the_previous_batch_is_settled(
@@ -279,11 +299,12 @@ def test_polls_wake_when_the_job_is_likely_done(distant: Sandbox, tmp_path: Path
 
 
 def test_time_to_done_follows_the_progress() -> None:
-    assert time_to_done(0, 100, 5.0, None, 0.0) is None  # nothing processed yet: no rate
-    assert time_to_done(100, 100, 5.0, None, 0.0) == 0.0
-    assert time_to_done(20, 100, 2.0, None, 0.0) == pytest.approx(8.0)  # 10 rows/s since close
-    assert time_to_done(60, 100, 4.0, (2.0, 20), 0.0) == pytest.approx(2.0)  # 20 rows/s lately
-    assert time_to_done(20, 100, 4.0, (2.0, 20), 0.0) == pytest.approx(16.0)  # no progress
+    assert time_to_done(0, 100, 5.0, None) is None  # nothing processed yet: no rate
+    assert time_to_done(100, 100, 5.0, (4.0, 50)) == 0.0
+    assert time_to_done(20, 100, 2.0, None) is None  # one sample: the job may have queued
+    assert time_to_done(20, 100, 2.0, (1.0, 0)) is None  # it started some time in between
+    assert time_to_done(60, 100, 4.0, (2.0, 20)) == pytest.approx(2.0)  # 20 rows/s
+    assert time_to_done(20, 100, 4.0, (2.0, 20)) is None  # no progress since
 
 
 def test_conflicting_keys_are_those_being_written() -> None:

@@ -158,25 +158,22 @@ def is_transient_job_error(error_message: str) -> bool:
 PROGRESS_POLL_CAP = 30.0
 
 
-def time_to_done(
-    processed: int, rows: int, now: float, previous: tuple[float, int] | None, since: float
-) -> float | None:
+def time_to_done(processed: int, rows: int, now: float, previous: tuple[float, int] | None
+                 ) -> float | None:
     """Seconds until a job of `rows` rows that has processed `processed` is likely done.
 
-    The rate is the progress since the previous poll (`previous`: its time and count), or
-    since the job was closed (`since`) when there is none; None when no progress shows yet
-    (a queued job), so the caller falls back to its back-off.
+    The rate is the progress since the previous poll (`previous`: its time and count), and
+    only once both polls saw rows processed: before its first row a job may wait in the org's
+    queue for any time, so a rate measured across that wait says nothing. None when no rate
+    is known yet; the caller then polls again after its usual interval.
     """
     if rows <= 0 or processed <= 0:
         return None
     if processed >= rows:
         return 0.0
-    if previous is not None and processed > previous[1] and now > previous[0]:
-        rate = (processed - previous[1]) / (now - previous[0])
-    elif now > since:
-        rate = processed / (now - since)
-    else:
+    if previous is None or previous[1] <= 0 or processed <= previous[1] or now <= previous[0]:
         return None
+    rate = (processed - previous[1]) / (now - previous[0])
     return (rows - processed) / rate
 
 
@@ -604,8 +601,10 @@ class BulkIngest:
                 return info, False
             processed = info.get("numberRecordsProcessed")
             if isinstance(processed, int) and not isinstance(processed, bool):
-                due = time_to_done(processed, rows, answered, previous, started)
+                due = time_to_done(processed, rows, answered, previous)
                 previous = (answered, processed)
+                if due is None and processed > 0:
+                    interval = self.poll_interval  # rows are moving: measure the rate soon
             else:
                 due = None
             if max(waited, time.monotonic() - started) >= self.poll_timeout:

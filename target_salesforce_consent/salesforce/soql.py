@@ -43,18 +43,24 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
-# quote_plus, as requests encodes params, for ASCII text in one C pass (a 14 KB query string
+#: Characters a query string may carry as they are (RFC 3986 allows them in a query, and they
+#: mean nothing to form decoding): SOQL is full of them (quotes, commas, parentheses, the @ of
+#: every address). Sent raw, a match query holds about a quarter more ids, and urllib3 has far
+#: fewer percent-escapes to re-check (it calls Python once per escape).
+QUERY_SAFE = "'(),@:!*/"
+
+# quote_plus(text, safe=QUERY_SAFE) for ASCII text in one C pass (a 14 KB query string
 # otherwise costs a Python call per byte): safe characters stay, a space becomes "+".
 _FORM_ESCAPES = {
     c: "+" if c == 32 else f"%{c:02X}"
     for c in range(128)
-    if chr(c) not in string.ascii_letters + string.digits + "_.-~"
+    if chr(c) not in string.ascii_letters + string.digits + "_.-~" + QUERY_SAFE
 }
 
 
 def form_encode(text: str) -> str:
-    """``urllib.parse.quote_plus(text)``: how a query string is sent."""
-    return text.translate(_FORM_ESCAPES) if text.isascii() else quote_plus(text)
+    """``urllib.parse.quote_plus(text, safe=QUERY_SAFE)``: how a query string is sent."""
+    return text.translate(_FORM_ESCAPES) if text.isascii() else quote_plus(text, QUERY_SAFE)
 
 
 def _encoded_len(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus
 
 import pytest
 import requests
@@ -29,7 +29,7 @@ from target_salesforce_consent.salesforce.bulk import (
 )
 from target_salesforce_consent.salesforce.client import parse_error_body
 from target_salesforce_consent.salesforce.describe import ObjectInfo
-from target_salesforce_consent.salesforce.soql import URL_SAFETY_MARGIN
+from target_salesforce_consent.salesforce.soql import QUERY_SAFE, URL_SAFETY_MARGIN
 
 # -- build_csv ------------------------------------------------------------------------------
 
@@ -234,12 +234,12 @@ def test_match_queries_chunk_under_the_uri_limit() -> None:
     head = "SELECT Id, Email FROM Contact WHERE Email IN ("
     seen: list[str] = []
     for query in queries:
-        url = prefix + "?" + urlencode({"q": query})
+        url = prefix + "?q=" + quote_plus(query, QUERY_SAFE)
         assert len(url.encode()) <= 16384 - URL_SAFETY_MARGIN
         seen.extend(_unquote_soql_literals(query[len(head) : -1]))
     assert seen == values  # order kept, nothing lost or duplicated
     # chunks are reasonably full: adding the next value would have overflowed
-    first_len = len(prefix + "?q=" + quote_plus(queries[0]))
+    first_len = len(prefix + "?q=" + quote_plus(queries[0], QUERY_SAFE))
     assert first_len > 16384 - URL_SAFETY_MARGIN - 200
 
 
@@ -393,8 +393,8 @@ def test_object_info_required_on_insert_includes_lead_company() -> None:
     assert info.field("EMAIL") is not None and info.field("Nope__c") is None
 
 
-def test_form_encode_is_quote_plus() -> None:
-    from urllib.parse import quote_plus
+def test_form_encode_is_quote_plus_keeping_soql_punctuation() -> None:
+    from urllib.parse import parse_qs, quote_plus
 
     from target_salesforce_consent.salesforce.soql import form_encode
 
@@ -405,4 +405,6 @@ def test_form_encode_is_quote_plus() -> None:
         "",
     ]
     for text in samples:
-        assert form_encode(text) == quote_plus(text)
+        assert form_encode(text) == quote_plus(text, QUERY_SAFE)
+        assert parse_qs("q=" + form_encode(text)).get("q", [""]) == [text]  # decodes back
+    assert form_encode("IN ('a@x.com', 'b')") == "IN+('a@x.com',+'b')"
