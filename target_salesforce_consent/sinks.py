@@ -87,7 +87,8 @@ def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
 
 def choice_problem(choices: Mapping[str, FieldChoice]) -> str | None:
     """Why the cells a record would write cannot be sent."""
-    if not all(is_valid_unicode(choice.cell) for choice in choices.values()):
+    # ASCII (nearly every cell: true, false, a picklist value) cannot hold a lone surrogate.
+    if not all(c.cell.isascii() or is_valid_unicode(c.cell) for c in choices.values()):
         return INVALID_UNICODE
     return None
 

@@ -313,3 +313,17 @@ def test_conflicting_keys_are_those_being_written() -> None:
     found = conflicting_keys(["a", "b", "c", "straße"], matches, {"c", "strasse"}, {"00Q2"})
     assert found == {"b", "c", "straße"}
     assert conflicting_keys(["a"], matches, set(), set()) == set()
+
+
+def test_the_first_batches_of_a_large_batch_size_are_smaller(tmp_path: Path) -> None:
+    # The org starts writing after a quarter of a batch, and has rows to process while the
+    # next, larger batch is read.
+    with Sandbox(seed=copy.deepcopy(SEED)) as sb:
+        records = people("ramp", 9000, 1, True)
+        result = run_target(base_config(sb, tmp_path / "report.jsonl", batch_size_rows=4000),
+                            singer_lines(records))  # fmt: skip
+    assert result.error is None, result.stderr
+    sizes = [int(line.split(": ")[1].split(" ")[0])
+             for line in result.stderr.splitlines() if line.startswith("Batch ")]  # fmt: skip
+    assert sizes == [1000, 2000, 4000, 2000]
+    assert len(result.report) == 9000
