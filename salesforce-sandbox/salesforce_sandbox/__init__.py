@@ -31,6 +31,8 @@ Python API::
         sb.fail_next_job(error_message); sb.leave_unprocessed(count)
         sb.set_api_limit(max_requests, remaining=None); sb.reset()
         sb.ingest_job(job_id); sb.ingest_jobs()
+        sb.delay = fn          # how an answer waits out `latency` (default time.sleep)
+        sb.ingest.clock = fn   # the clock of the ingest rate (default time.monotonic)
 
 A distant org: ``latency`` seconds are added to every answer (waited outside the org lock, so
 concurrent calls overlap), and with ``rows_per_second`` closed ingest jobs are processed one
