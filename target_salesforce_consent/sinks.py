@@ -17,6 +17,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk.exceptions import InvalidRecord
@@ -52,7 +53,13 @@ from target_salesforce_consent.salesforce.errors import (
 )
 from target_salesforce_consent.salesforce.soql import MatchQueryBuilder
 from target_salesforce_consent.settings import ResolvedSettings
-from target_salesforce_consent.store import NO_TIMESTAMP, PersonBatch, PersonState, RunStore
+from target_salesforce_consent.store import (
+    NO_TIMESTAMP,
+    PersonBatch,
+    PersonState,
+    RunStore,
+    StoredChoice,
+)
 
 if TYPE_CHECKING:
     from target_salesforce_consent.target import TargetSalesforceConsent
@@ -165,6 +172,9 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
         except ValueError:
             return None
     return value if isinstance(value, dict) else None
+
+
+_PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
 
 
 @dataclass
@@ -411,6 +421,7 @@ class BatchProcessor:
         written = self._written(matches)
         for key, group in groups.items():
             group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+            group.state.choices = _PLANNED  # the plan holds what is written: free the choices
 
     def _start_part(self, batch: _Batch, groups: dict[str, _Group]) -> None:
         """Jobs for the planned writes of `groups`, on a background thread."""
