@@ -160,7 +160,7 @@ def sandbox() -> Iterator[RunningSandbox]:
 
 
 def repository_copy(dest: Path, sandbox_url: str) -> Path:
-    """The repository's files (tracked and new, not ignored), sample_config.json on `sandbox_url`."""
+    """The repository's files (tracked and new, not ignored); sample_config.json on the sandbox."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout
     for name in filter(None, listed.split("\0")):
@@ -195,7 +195,7 @@ def _env_with(bin_dir: Path) -> dict[str, str]:
 def test_every_command_block_says_which_test_runs_it() -> None:
     untested = [block.name for block in all_blocks()
                 if block.lang in COMMAND_LANGS and block.kind not in KINDS]
-    assert not untested, f"command blocks without a known <!-- docs-test: KIND --> marker: {untested}"
+    assert not untested, f"command blocks without a <!-- docs-test: KIND --> marker: {untested}"
     unknown = [block.name for block in all_blocks()
                if block.kind is not None and block.kind not in KINDS]
     assert not unknown, unknown

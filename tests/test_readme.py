@@ -27,7 +27,8 @@ def test_settings_table_matches_about() -> None:
     match = MARKERS.search(CONFIGURATION.read_text())
     assert match, "docs/configuration.md lacks the settings markers"
     assert match.group(1) == about_settings_table(), (
-        "The settings table of docs/configuration.md differs from `--about --format=markdown`; regenerate it with "
+        "The settings table of docs/configuration.md differs from `--about --format=markdown`; "
+        "regenerate it with "
         "`python -c 'from tests.test_readme import regenerate; regenerate()'`"
     )
 
