@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
 
 import msgspec
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
+from singer_sdk.about import AboutInfo
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.contrib.msgspec import decoder as msgspec_decoder
 from singer_sdk.exceptions import (
@@ -22,7 +30,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
-from target_salesforce_consent.report import RunReport, format_counts
+from target_salesforce_consent.report import Outcome, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
@@ -242,6 +250,9 @@ class TargetSalesforceConsent(Target):
         self._processor: BatchProcessor | None = None
         self._report: RunReport | None = None
         self._summary_logged = False
+        self._progress = ProgressLog(
+            self.logger, self._outcome_counts, progress_interval(os.environ, self.logger)
+        )
         self._writing = False  # a batch is being written to Salesforce
         if kwargs.get("validate_config", True):
             self._processor = self._start_run()
@@ -396,6 +407,7 @@ class TargetSalesforceConsent(Target):
 
     def buffer(self, item: BufferedRecord) -> None:
         self._buffer.append(item)
+        self._progress.record_read()
 
     def flush(self) -> None:
         if not self._buffer:
@@ -437,6 +449,16 @@ class TargetSalesforceConsent(Target):
             super().process_endofpipe()
         finally:
             self._log_summary()
+
+    def _outcome_counts(self) -> Counter[Outcome]:
+        return self._report.run_counts if self._report is not None else Counter()
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
 
     def _log_summary(self) -> None:
         if self._summary_logged or self._report is None:
@@ -486,30 +508,141 @@ def report_file_path(report_path: str | None) -> str | None:
     return report_path.replace("{timestamp}", stamp)
 
 
+HELP = (
+    "Write Didomi consent, read as Singer messages on stdin, into Salesforce Leads or Contacts "
+    "through Bulk API 2.0. `target-salesforce-consent --about` lists every setting with its "
+    "description; the documentation is in the repository's README.md and docs/."
+)
+# Seconds between two progress lines; tests set 0 (a line for every record).
+PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
+
+
 def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -> None:
     """Console entry point: clean messages and a non-zero exit for what a user must fix.
 
     Exit status 2: the configuration or the credentials must be fixed. 1: the run left
-    something unresolved (Salesforce unavailable included) and can be retried.
+    something unresolved (Salesforce unavailable included) and can be retried. The message is
+    logged at error level, so that Meltano shows it at `--log-level=warning` too.
     """
+    command = target_class.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:])
+    if problem is not None:
+        _fail(f"{problem}. Nothing was read.", 2)
     try:
-        target_class.cli()
+        command()
     except (ConfigurationError, RunError) as exc:
-        sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
-        sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
+        _fail(str(exc), 2 if isinstance(exc, ConfigurationError) else 1)
     except RecordsWithoutSchemaException as exc:
         _invalid_input(f"{exc} Each stream needs a SCHEMA message before its records.")
     except MissingKeyPropertiesError as exc:
         _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
 
 
-def _invalid_input(problem: str) -> None:
-    sys.stderr.write(
-        f"target-salesforce-consent: error: the Singer input is not valid: {problem} Fix the "
-        "tap or the input; no STATE was emitted for the records not yet written, so they are "
-        "sent again next run.\n"
+def _fail(message: str, status: int) -> None:
+    logging.getLogger(TargetSalesforceConsent.name).error(
+        "target-salesforce-consent: error: %s", message
     )
-    sys.exit(1)
+    sys.exit(status)
+
+
+def _invalid_input(problem: str) -> None:
+    _fail(
+        f"the Singer input is not valid: {problem} Fix the tap or the input; no STATE was "
+        "emitted for the records not yet written, so they are sent again next run.",
+        1,
+    )
+
+
+def config_file_problem(argv: list[str]) -> str | None:
+    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if path == "ENV":
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return (f"the config file {path} does not exist: give the path of a JSON file of "
+                    "settings (`--about` lists them)")
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"the config file {path} cannot be read ({exc})"
+        try:
+            settings = json.loads(text)
+        except ValueError as exc:
+            where = (f" at line {exc.lineno}, column {exc.colno}"
+                     if isinstance(exc, json.JSONDecodeError) else "")
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return f"the config file {path} is not valid JSON ({reason}{where}): fix it"
+        if not isinstance(settings, dict):
+            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
+                    'be an object of settings, e.g. {"instance_url": "https://..."}')
+    return None
+
+
+def about_text(info: AboutInfo) -> str:
+    """`--about` as text: every setting with its description, default and variable."""
+    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
+    required = set(info.settings.get("required", []))
+    for name, schema in info.settings.get("properties", {}).items():
+        facts = ["required" if name in required else "optional"]
+        if schema.get("default") is not None:
+            facts.append(f"default {json.dumps(schema['default'])}")
+        if schema.get("secret"):
+            facts.append("secret")
+        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
+        lines.append(f"  {name} ({', '.join(facts)})")
+        description = schema.get("description") or ""
+        lines += textwrap.wrap(description, 96, initial_indent="      ",
+                               subsequent_indent="      ", break_on_hyphens=False)
+    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
+    return "\n".join(lines)
+
+
+def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
+    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
+    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
+                       PROGRESS_INTERVAL_VARIABLE, raw)
+        return 10.0
+    return seconds
+
+
+class ProgressLog:
+    """A line at most every `interval` seconds: records read, outcomes so far, the rate."""
+
+    def __init__(self, logger: logging.Logger, outcomes: Callable[[], Counter[Outcome]],
+                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.outcomes = outcomes
+        self.interval = interval
+        self.clock = clock
+        self.read = 0
+        self.started = clock()
+        self.next_line = self.started + interval
+
+    def record_read(self) -> None:
+        self.read += 1
+        now = self.clock()
+        if now >= self.next_line:
+            self.next_line = now + self.interval
+            self.logger.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        outcomes = self.outcomes()
+        done = sum(outcomes.values())
+        rate = self.read / (now - self.started) if now > self.started else 0.0
+        counts = f" ({format_counts(outcomes)})" if done else ""
+        return (f"Progress: {self.read} record(s) read, {done} with an outcome{counts}, "
+                f"{rate:.1f} records/s")
 
 
 if __name__ == "__main__":

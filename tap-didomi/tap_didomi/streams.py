@@ -16,8 +16,12 @@ output, so that a STATE message never covers data that was not completely read:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
-from collections.abc import Iterable, Iterator
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import backoff
@@ -39,7 +43,7 @@ from tap_didomi.client import (
     http_date,
     retry_after_seconds,
 )
-from tap_didomi.exports import ExportDataError, ExportStore
+from tap_didomi.exports import ExportDataError, ExportError, ExportStore
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
 if TYPE_CHECKING:
@@ -76,8 +80,70 @@ def format_timestamp(value: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+# Seconds between two progress lines; tests set 0 (a line for every record).
+PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
+# Errors the console entry point reports in one line of its own.
+HANDLED_ERRORS = (ExportError, DidomiAPIError, FatalAPIError, RetriableAPIError)
+
+
+def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
+    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
+    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
+                       PROGRESS_INTERVAL_VARIABLE, raw)
+        return 10.0
+    return seconds
+
+
+class ProgressLog:
+    """A line at most every `interval` seconds: records read per stream and the rate."""
+
+    def __init__(self, logger: logging.Logger, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.read: Counter[str] = Counter()
+        self.started = clock()
+        self.next_line = self.started + interval
+
+    def record_read(self, stream: str) -> None:
+        self.read[stream] += 1
+        now = self.clock()
+        if now >= self.next_line:
+            self.next_line = now + self.interval
+            self.logger.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        total = sum(self.read.values())
+        rate = total / (now - self.started) if now > self.started else 0.0
+        streams = " ".join(f"{name}={count}" for name, count in sorted(self.read.items()))
+        return f"Progress: {total} record(s) read ({streams}), {rate:.1f} records/s"
+
+
 class _SelfBookmarkedStream(Stream):
     """A stream that writes its bookmarks itself (see the module docstring)."""
+
+    def _write_record_message(self, record: Record) -> None:
+        super()._write_record_message(record)
+        progress = getattr(self._tap, "progress", None)
+        if isinstance(progress, ProgressLog):
+            progress.record_read(self.name)
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        # The SDK logs "An unhandled error occurred" for any error of a sync; the errors the
+        # console entry point reports itself, in one line, need no such line before theirs.
+        if message.startswith("An unhandled error") and isinstance(sys.exc_info()[1],
+                                                                    HANDLED_ERRORS):
+            return
+        super().log(message, *args, level=level, **kwargs)
 
     # Didomi's objects go out as they came in: no key dropped, no value rewritten.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE

@@ -7,19 +7,29 @@ import functools
 import ipaddress
 import json
 import logging
+import os
 import sys
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.about import AboutInfo
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 
 from tap_didomi.client import DidomiAPIError
 from tap_didomi.exports import ExportDataError, ExportError, ExportPathError, ExportStore
-from tap_didomi.streams import ApiUsersStream, ExportEventsStream, ExportUsersStream
+from tap_didomi.streams import (
+    ApiUsersStream,
+    ExportEventsStream,
+    ExportUsersStream,
+    ProgressLog,
+    progress_interval,
+)
 
 DEFAULT_API_URL = "https://api.didomi.io/v1"
 API_SETTINGS = ("api_key", "api_secret", "organization_id")
@@ -247,12 +257,28 @@ class TapDidomi(Tap):
     def source(self) -> ExportSource | ApiSource:
         source = resolve_source(self.config)
         given = getattr(self, "_settings_given", set(self.config))
-        ignored = [name for name in API_ONLY_SETTINGS if name in given]
+        # A value equal to the default is no choice of the user's: Meltano passes a plugin
+        # definition's defaults as if they had been set.
+        defaults = {name: schema.get("default")
+                    for name, schema in self.config_jsonschema["properties"].items()}
+        ignored = [name for name in API_ONLY_SETTINGS
+                   if name in given and self.config.get(name) != defaults.get(name)]
         if isinstance(source, ExportSource) and ignored:
             logger.warning("%s %s to the Consents API only: ignored when reading exports "
                            "(export_path)", " and ".join(ignored),
                            "applies" if len(ignored) == 1 else "apply")
         return source
+
+    @functools.cached_property
+    def progress(self) -> ProgressLog:
+        return ProgressLog(logger, progress_interval(os.environ, logger))
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
 
     def discover_streams(self) -> list[Stream]:
         source = self.source
@@ -276,32 +302,86 @@ def _has_events(store: ExportStore) -> bool:
     return False
 
 
+HELP = (
+    "Read Didomi consent (users and events) from batch exports in a folder, S3, GCS or Azure, or "
+    "from the Consents API, and write it as Singer messages on stdout. `tap-didomi --about` "
+    "lists every setting with its description; see tap-didomi's README.md."
+)
+RESUME_NOTE = ("No STATE was emitted past the last partition (exports) or listing (API) read "
+               "completely: the next run starts from there.")
+
+
 def cli() -> None:
-    """Console entry point: a clean message and a non-zero exit for what a user must fix."""
+    """Console entry point: a clean message and a non-zero exit for what a user must fix.
+
+    The message is one line logged at error level, so that Meltano shows it at
+    `--log-level=warning` too.
+    """
+    command = TapDidomi.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:])
+    if problem is not None:
+        _fail(f"configuration error: {problem}", 2)
     try:
-        TapDidomi.cli()
-    except ConfigError as exc:
-        sys.stderr.write(f"tap-didomi: configuration error: {exc}\n")
-        sys.exit(2)
+        command()
+    except (ConfigError, ExportPathError) as exc:
+        # ExportPathError: nothing exists at export_path, so nothing was read or is to resume.
+        _fail(f"configuration error: {exc}", 2)
     except ConfigValidationError as exc:
         details = "; ".join(str(e) for e in exc.errors) or str(exc)
-        sys.stderr.write(f"tap-didomi: configuration error: {details}\n")
-        sys.exit(2)
-    except ExportPathError as exc:
-        # Nothing exists at export_path: nothing was read, so nothing to resume.
-        sys.stderr.write(f"tap-didomi: configuration error: {exc}\n")
-        sys.exit(2)
+        _fail(f"configuration error: {details}", 2)
     except (ExportDataError, DidomiAPIError, FatalAPIError, RetriableAPIError) as exc:
-        sys.stderr.write(
-            f"tap-didomi: error: {exc}\nNo STATE was emitted past the last partition (exports) "
-            "or listing (API) read completely: the next run starts from there.\n"
-        )
-        sys.exit(1)
+        _fail(f"error: {exc}. {RESUME_NOTE}", 1)
     except ExportError as exc:
         # Listing and storage problems: the note about resuming would only mislead when the
         # tap could not even list the export.
-        sys.stderr.write(f"tap-didomi: error: {exc}\n")
-        sys.exit(1)
+        _fail(f"error: {exc}", 1)
+
+
+def _fail(message: str, status: int) -> None:
+    logger.error("tap-didomi: %s", message)
+    sys.exit(status)
+
+
+def config_file_problem(argv: list[str]) -> str | None:
+    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if path == "ENV":
+            continue
+        try:
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return (f"the config file {path} does not exist: give the path of a JSON file of "
+                    "settings (`--about` lists them)")
+        except json.JSONDecodeError as exc:
+            return (f"the config file {path} is not valid JSON ({exc.msg} at line "
+                    f"{exc.lineno}, column {exc.colno}): fix it")
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"the config file {path} cannot be read ({exc})"
+        if not isinstance(settings, dict):
+            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
+                    'be an object of settings, e.g. {"export_path": "s3://bucket/prefix"}')
+    return None
+
+
+def about_text(info: AboutInfo) -> str:
+    """`--about` as text: every setting with its description, default and variable."""
+    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
+    for name, schema in info.settings.get("properties", {}).items():
+        facts = []
+        if schema.get("default") is not None:
+            facts.append(f"default {json.dumps(schema['default'])}")
+        if schema.get("secret"):
+            facts.append("secret")
+        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
+        lines.append(f"  {name} ({', '.join(facts)})")
+        lines += textwrap.wrap(schema.get("description") or "", 96,
+                               initial_indent="      ", subsequent_indent="      ",
+                               break_on_hyphens=False)
+    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
