@@ -1,7 +1,7 @@
 """Didomi consent records: recognise their shape, normalise them and merge them per user.
 
 Pure logic, no I/O. The shapes are those of ``reference/didomi-consent-data.md`` (sections 1, 2
-and 8) and SPEC section 3:
+and 8):
 
 * **user-shaped** (``/consents/users``, batch exports): top-level ``organization_user_id``;
   ``consents`` is the user's full current state.
@@ -11,7 +11,7 @@ and 8) and SPEC section 3:
   the record inside (``parameters.new_entity``, else ``parameters.entity``); ``*.deleted``
   envelopes become records of kind ``"deleted"``.
 
-Choices this module makes where the SPEC is silent (the docstrings below repeat them):
+Choices this module makes where the data contract is silent (the docstrings below repeat them):
 
 * ``null`` and a missing key are the same thing everywhere: "no choice expressed".
 * Nested objects that arrive as JSON strings are parsed; keys flattened with ``__`` (Meltano's

@@ -3,9 +3,9 @@ outcomes.
 
 Pure functions, no I/O: given what the run's consent says (the newest choice per field, see
 ``extract.py`` and ``store.py``) and what Salesforce holds, decide per ``organization_user_id``
-whether to update (which records, which cells), insert, or skip and why (SPEC sections 5 and
-6). Newest consent wins per choice: a choice at or before a record's consent timestamp is never
-written to it. The sink runs the resulting rows through Bulk API 2.0.
+whether to update (which records, which cells), insert, or skip and why. Newest consent wins
+per choice: a choice at or before a record's consent timestamp is never written to it. The
+sink runs the resulting rows through Bulk API 2.0.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def baseline_of(
     """The consent timestamp a matched record held before this run wrote it.
 
     A record the run itself stamped earlier is judged by the timestamp it had before, so that
-    the run's outcome does not depend on where the batches were cut (SPEC 3); if someone else
+    the run's outcome does not depend on where the batches were cut; if someone else
     changed the field since, theirs is the newer consent and stands.
     """
     earlier = written.get(record_id)
@@ -95,7 +95,7 @@ class GroupPlan:
     """The decision for one organization_user_id (all its input records share it).
 
     ``stale_at``: a record of the batch timestamped at or before it (or without a timestamp)
-    contributed to no match and is ``skipped_stale`` (SPEC 6), whatever the others' outcome.
+    contributed to no match and is ``skipped_stale``, whatever the others' outcome.
     """
 
     outcome: Outcome | None  # None while a write is pending
@@ -120,7 +120,7 @@ def plan_group(
     newest = person.newest if ts_field else None
     ts_cell = format_timestamp(from_micros(newest)) if newest is not None else None
     # The report lists every mapped value the consent holds, written or not, and the consent
-    # timestamp beside them when consent_timestamp_field is set (SPEC 7).
+    # timestamp beside them when consent_timestamp_field is set.
     fields = {
         f: report_value(c.cell, rs.field_types[f]) for f, c in person.choices.items() if c.cell
     }
@@ -131,7 +131,7 @@ def plan_group(
     converted = [m for m in matches if m.get("IsConverted")]
 
     if not live and converted:
-        # A converted Lead is read-only; the person is a Contact now (SPEC 5).
+        # A converted Lead is read-only; the person is a Contact now.
         return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), fields)
 
     if not live:

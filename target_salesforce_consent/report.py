@@ -1,6 +1,6 @@
 """Outcomes: one per input record, written to the JSON Lines report and counted in the log.
 
-SPEC section 7 is the contract. Every input record gets exactly one :class:`Outcome`; the
+Every input record gets exactly one :class:`Outcome`; the
 report line carries what a compliance reviewer needs to trace it (which Salesforce records,
 which values, which Bulk job, which error).
 """

@@ -1,7 +1,7 @@
 """Typed settings and the configuration check that runs before any record is read.
 
 Two passes, both collecting every problem rather than stopping at the first, so that one
-run tells the user everything to fix (SPEC section 2):
+run tells the user everything to fix:
 
 1. :func:`read_settings` checks what can be checked offline (URL, mapping paths, options);
 2. :func:`check_against_object` checks the mappings against the object's describe (field
@@ -62,7 +62,7 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """The settings of SPEC section 2, parsed and checked offline."""
+    """The loader's settings, parsed and checked offline."""
 
     instance_url: str
     client_id: str = field(repr=False)

@@ -92,7 +92,7 @@ def choice_problem(choices: Mapping[str, FieldChoice]) -> str | None:
 
 
 class RunError(Exception):
-    """The run cannot finish cleanly: something is left unresolved (SPEC 7). No STATE follows."""
+    """The run cannot finish cleanly: something is left unresolved. No STATE follows."""
 
 
 @dataclass(slots=True)  # one per record: a frozen __init__ is 3x slower
@@ -169,7 +169,7 @@ class BatchProcessor:
     """Turns one buffer of records into Salesforce writes and report lines.
 
     Keeps what the whole run has merged and written (``RunStore``), so that the outcome of a
-    run does not depend on where its batches were cut (SPEC 3).
+    run does not depend on where its batches were cut.
     """
 
     def __init__(

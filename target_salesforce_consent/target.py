@@ -55,7 +55,7 @@ MAPPING_SCHEMA = th.ObjectType(
         "value",
         th.StringType,
         required=True,
-        description="Source path, e.g. `purposes.newsletter.enabled` (SPEC 4).",
+        description="Source path, e.g. `purposes.newsletter.enabled`.",
     ),
     th.Property("invert", th.BooleanType, description="Negate a boolean (null stays null)."),
     th.Property(
@@ -240,7 +240,7 @@ class TargetSalesforceConsent(Target):
         self._schema_problems: list[str] = []
         super().__init__(*args, **kwargs)
         # singer-sdk reads config.get("validate_records", True), and a schema default never
-        # reaches the config: make "off unless set" (SPEC 3) explicit in the effective config.
+        # reaches the config: make "off unless set" explicit in the effective config.
         if self._config.get("validate_records") is None:
             self._config = {**self._config, "validate_records": False}
         # One Salesforce writer at a time: jobs of two sinks must never race on a record.
@@ -262,7 +262,7 @@ class TargetSalesforceConsent(Target):
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         super().append_builtin_config(config_jsonschema)
-        # upsert_mode alone decides whether records are created (SPEC 2).
+        # upsert_mode alone decides whether records are created.
         config_jsonschema["properties"].pop("load_method", None)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -286,7 +286,7 @@ class TargetSalesforceConsent(Target):
         return problems
 
     def _start_run(self) -> BatchProcessor:
-        """Everything that can fail before the first record is read (SPEC 2)."""
+        """Everything that can fail before the first record is read."""
         settings, problems = read_settings(self.config)
         # A setting the schema check already named is not named again by the settings check.
         named = {p.split(":")[0].split(".")[0].split(" ")[0] for p in self._schema_problems}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ pytestmark = pytest.mark.meltano
 
 def sample_export() -> Path:
     """The tap's bundled sample export: the folder holding its `export-id=...` folders."""
-    assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ (issue 8) does not exist yet"
+    assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ does not exist"
     for path in sorted((TAP_PROJECT / "tap_didomi").rglob("*.json.gz")):
         for parent in path.parents:
             if parent.name.startswith("export-id="):
@@ -196,6 +197,44 @@ def test_meltano_runs_in_a_fresh_project(docs_run: DocsRun) -> None:
 def test_schedule_is_listed(docs_run: DocsRun) -> None:
     assert "daily-consent-sync" in docs_run.output
     assert (docs_run.project / "consent-sync.log").exists(), "the cron line wrote no log"
+
+
+def _meltano_run_warning(docs_run: DocsRun, env: dict[str, str]) -> str:
+    """`meltano --log-level=warning run ...` in the project, expected to fail; its output."""
+    run_env = _clean_env()
+    run_env.update(env)
+    proc = subprocess.run(
+        ["meltano", "--log-level=warning", "run", "--full-refresh", "tap-didomi",
+         "target-salesforce-consent"],
+        cwd=docs_run.project, env=run_env, capture_output=True, text=True, timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_a_failed_run_names_the_problem_at_log_level_warning(docs_run: DocsRun,
+                                                             tmp_path: Path) -> None:
+    connection = {
+        "TARGET_SALESFORCE_CONSENT_INSTANCE_URL": docs_run.sandbox.url,
+        "TARGET_SALESFORCE_CONSENT_CLIENT_ID": docs_run.sandbox.client_id,
+        "TARGET_SALESFORCE_CONSENT_CLIENT_SECRET": docs_run.sandbox.client_secret,
+        "TAP_DIDOMI_EXPORT_PATH": str(sample_export()),
+    }
+    output = _meltano_run_warning(
+        docs_run, {**connection, "TARGET_SALESFORCE_CONSENT_SALESFORCE_OBJECT": "Account"})
+    assert "target-salesforce-consent: error: The configuration has 1 problem(s)" in output
+    assert "salesforce_object" in output and "'Lead' or 'Contact'" in output
+    assert "Loader failed" in output
+    assert "[info" not in output, output[-3000:]
+
+    corrupt = tmp_path / "export-id=broken" / "date=2025-03-01" / "users" / "part-00000.json.gz"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(gzip.compress(b'{"id": "a"}\n' * 500)[:60])
+    output = _meltano_run_warning(docs_run, {**connection, "TAP_DIDOMI_EXPORT_PATH": str(tmp_path)})
+    assert f"tap-didomi: error: {corrupt}: corrupt gzip data" in output, output[-3000:]
+    assert "unhandled error" not in output
+    assert "[info" not in output, output[-3000:]
 
 
 if __name__ == "__main__":  # pragma: no cover

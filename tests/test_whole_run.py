@@ -1,4 +1,4 @@
-"""Consent that stays right across a whole run (SPEC 3 and 6, issue 7), through the sandbox.
+"""Consent that stays right across a whole run through the sandbox.
 
 The outcome of a run must not depend on where its batches are cut, on the streams the records
 come by, or on their order of arrival: the newest choice of each field wins, and a record at or

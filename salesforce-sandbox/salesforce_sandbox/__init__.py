@@ -1,4 +1,4 @@
-"""A local HTTP emulator of Salesforce for tests and demos (SPEC section 8).
+"""A local HTTP emulator of Salesforce for tests and demos.
 
 It follows ``reference/salesforce-api.md``: section 10 is its blueprint, sections 1-8 the
 behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
