@@ -221,10 +221,11 @@ def test_a_failed_run_names_the_problem_at_log_level_warning(docs_run: DocsRun,
         "TARGET_SALESFORCE_CONSENT_CLIENT_SECRET": docs_run.sandbox.client_secret,
         "TAP_DIDOMI_EXPORT_PATH": str(sample_export()),
     }
+    bad_mapping = json.dumps([{"id": "Didomi_Newsletter__c", "value": "purposes.x.enabledd"}])
     output = _meltano_run_warning(
-        docs_run, {**connection, "TARGET_SALESFORCE_CONSENT_SALESFORCE_OBJECT": "Account"})
+        docs_run, {**connection, "TARGET_SALESFORCE_CONSENT_MAPPINGS": bad_mapping})
     assert "target-salesforce-consent: error: The configuration has 1 problem(s)" in output
-    assert "salesforce_object" in output and "'Lead' or 'Contact'" in output
+    assert "source path 'purposes.x.enabledd' is not valid" in output, output[-3000:]
     assert "Loader failed" in output
     assert "[info" not in output, output[-3000:]
 
