@@ -439,8 +439,7 @@ class TargetSalesforceConsent(Target):
         try:
             self.flush()
         except RunError as exc:
-            sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
-            sys.exit(1)
+            _fail(str(exc), 1)
         super()._handle_termination(signum, frame)
 
     def process_endofpipe(self) -> None:
