@@ -172,8 +172,10 @@ def install_sf_cli() -> Path:
 
 
 def quiet_env() -> dict[str, str]:
-    """No telemetry, update checks or OS keychain: the CLI only talks to the sandbox."""
-    return {"SF_DISABLE_TELEMETRY": "true", "SF_AUTOUPDATE_DISABLE": "true",
+    """No telemetry, update checks or OS keychain: the CLI only talks to the sandbox (and
+    leaves no background ``sf update`` behind: the updater reads SF_DISABLE_AUTOUPDATE)."""
+    return {"SF_DISABLE_TELEMETRY": "true", "SF_DISABLE_AUTOUPDATE": "true",
+            "SF_AUTOUPDATE_DISABLE": "true",
             "SF_SKIP_NEW_VERSION_CHECK": "true", "SF_USE_GENERIC_UNIX_KEYCHAIN": "true",
             "SF_CONTAINER_MODE": "true"}
 
