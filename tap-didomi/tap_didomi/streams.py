@@ -140,8 +140,8 @@ class ExportStream(_SelfBookmarkedStream):
                                          lookback_days)
                     continue
                 names = [f.name for f in files]
-                to_read = [f for f in files if f.name in set(bookmark.unread(partition.date,
-                                                                             names))]
+                unread = set(bookmark.unread(partition.date, names))
+                to_read = [f for f in files if f.name in unread]
                 if status is PartitionStatus.IN_WINDOW and not to_read:
                     continue  # nothing new in this partition: state unchanged
                 count = 0

@@ -82,3 +82,14 @@ def test_a_bad_look_back_is_a_configuration_error(
     run = run_tap({"export_path": str(tmp_path / "exports"), "export_lookback_days": value})
     assert run.returncode == 2 and run.stdout == "", run.stderr[-3000:]
     assert "tap-didomi: configuration error: export_lookback_days" in run.stderr
+
+
+def test_a_look_back_set_for_the_api_is_warned_about(run_tap: TapRunner) -> None:
+    api = {"api_key": "k", "api_secret": "s", "organization_id": "acme",
+           "api_url": "http://127.0.0.1:1/v1"}
+    run = run_tap(dict(api, export_lookback_days=30), None, "--discover")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "export_lookback_days applies to exports only" in run.stderr
+    # The default, which a Meltano definition passes along, is no choice of the user's.
+    run = run_tap(dict(api, export_lookback_days=7), None, "--discover")
+    assert run.returncode == 0 and "exports only" not in run.stderr
