@@ -8,12 +8,14 @@ exactly once whatever day folder it lands in::
     {"date": "2024-06-18",                        # newest partition read: the window ends here
      "files": {"2024-06-12": ["part-0.json.gz"],  # per partition of the window: files read
                "2024-06-18": ["part-0.json.gz", "part-1.json.gz"]},
-     "closed": [["2024-01-01", "2024-06-11"]]}    # partitions that left the window (day ranges)
+     "closed": [["2024-01-01", "2024-06-11"]],    # partitions that left the window (day ranges)
+     "seen_until": 1718679600.0}                  # newest modification time of a file seen
 
 The window is ``lookback_days`` days ending at ``date`` (the newest partition, not today's
 date, so that a pause in the exports does not close partitions unread). A partition leaves
-``files`` for ``closed`` when the window moves past it; closed partitions are not listed again.
-A partition older than the window and never seen is reported, not read.
+``files`` for ``closed`` when the window moves past it. A file that lands in a closed partition
+is found by its modification time (after ``seen_until``, the storage's own clock) and reported,
+not read; so is a partition older than the window that was never seen.
 
 A bookmark written before the window existed, ``{"date": D, "files": [names in D]}``, is
 migrated: every partition before D is taken as read (that bookmark said so) and D's files as
@@ -23,7 +25,9 @@ listed.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -69,6 +73,7 @@ class ExportBookmark:
     newest: str | None = None
     files: dict[str, set[str]] = field(default_factory=dict)
     closed: list[tuple[str, str]] = field(default_factory=list)
+    seen_until: float | None = None
 
     # -- reading a state ---------------------------------------------------------------------
 
@@ -96,6 +101,15 @@ class ExportBookmark:
             )
         files = entry.get("files")
         closed = entry.get("closed")
+        seen_until = entry.get("seen_until")
+        numeric = (int, float, decimal.Decimal)  # the SDK reads 1.5 as a Decimal
+        if seen_until is not None and (isinstance(seen_until, bool)
+                                       or not isinstance(seen_until, numeric)):
+            raise StateError(
+                f"{where}.seen_until is {_shown(seen_until)}: write a number (seconds since "
+                '1970, as the tap writes it), or remove "seen_until"'
+            )
+        seen = float(seen_until) if seen_until is not None else None
         if files is None or isinstance(files, list):
             # The bookmark before the look-back window: every partition before `date` was read.
             names = _names(files or [], f"{where}.files")
@@ -125,7 +139,7 @@ class ExportBookmark:
                         or not all(_is_date(d) for d in pair) or pair[0] > pair[1]):
                     raise StateError(_closed_error(where, pair))
                 ranges.append((pair[0], pair[1]))
-        return cls(newest=date, files=read, closed=_merged(ranges))
+        return cls(newest=date, files=read, closed=_merged(ranges), seen_until=seen)
 
     def to_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -134,6 +148,8 @@ class ExportBookmark:
         }
         if self.closed:
             state["closed"] = [[first, last] for first, last in self.closed]
+        if self.seen_until is not None:
+            state["seen_until"] = self.seen_until
         return state
 
     # -- deciding what to read ---------------------------------------------------------------
@@ -220,7 +236,9 @@ def _shown(value: Any) -> str:
     kind = kinds.get(type(value), type(value).__name__)
     if value is None:
         return "null"
-    text = json.dumps(value)
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        kind = "a number"  # the SDK reads JSON numbers with a fraction as Decimal
+    text = json.dumps(value, default=str)
     return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 

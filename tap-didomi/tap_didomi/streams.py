@@ -43,7 +43,7 @@ from tap_didomi.client import (
     retry_after_seconds,
 )
 from tap_didomi.export_state import DEFAULT_LOOKBACK_DAYS, ExportBookmark, PartitionStatus
-from tap_didomi.exports import ExportDataError, ExportFile, ExportStore, redact
+from tap_didomi.exports import DatedFile, ExportDataError, ExportFile, ExportStore, redact
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
 if TYPE_CHECKING:
@@ -128,6 +128,10 @@ class ExportStream(_SelfBookmarkedStream):
                 f"bookmarks.{self.name}.exports[{json.dumps(export.export_id)}]",
             )
             bookmark.close_old(lookback_days)
+            mine = [f for f in self._store.all_files(export) if f.folder == self.folder]
+            self._report_landed_late(export.export_id, mine, bookmark, start_date)
+            seen_before = bookmark.seen_until
+            bookmark.seen_until = _newest(seen_before, (f.file for f in mine))
             for partition in self._store.partitions(export):
                 if start_date and partition.date < start_date:
                     continue
@@ -140,6 +144,7 @@ class ExportStream(_SelfBookmarkedStream):
                                          lookback_days)
                     continue
                 names = [f.name for f in files]
+                bookmark.seen_until = _newest(bookmark.seen_until, files)
                 unread = set(bookmark.unread(partition.date, names))
                 to_read = [f for f in files if f.name in unread]
                 if status is PartitionStatus.IN_WINDOW and not to_read:
@@ -164,6 +169,30 @@ class ExportStream(_SelfBookmarkedStream):
                 bookmarks[export.export_id] = bookmark.to_state()
                 # Every record of this partition has been written: say so before going on.
                 self._emit_state()
+            if bookmark.seen_until != seen_before and bookmark.newest is not None:
+                bookmarks[export.export_id] = bookmark.to_state()
+                self._emit_state()  # only the files seen moved on: late files warned once
+
+    def _report_landed_late(self, export_id: str, files: list[DatedFile],
+                            bookmark: ExportBookmark, start_date: str | None) -> None:
+        """Files written after the last run into partitions that had left the window: their
+        partition is not listed file by file any more, so they are named, not read."""
+        if bookmark.seen_until is None:
+            return
+        late = [f for f in files if bookmark.is_closed(f.date)
+                and not (start_date and f.date < start_date)
+                and f.file.modified is not None and f.file.modified > bookmark.seen_until]
+        if not late:
+            return
+        shown = ", ".join(self._store.display(f.file.path) for f in late[:20])
+        more = f" and {len(late) - 20} more" if len(late) > 20 else ""
+        self.logger.warning(
+            "%s: export-id=%s: NOT reading %s%s: written after the last run into days older "
+            "than the look-back window, which are not read again. Raise export_lookback_days "
+            "if files land this late; to read these once, run with a fresh state and "
+            "start_date=%s (the target skips what it already holds)", self.name, export_id,
+            shown, more, late[0].date,
+        )
 
     def _report_too_old(self, export_id: str, date: str, files: list[ExportFile],
                         bookmark: ExportBookmark, lookback_days: int) -> None:
@@ -408,6 +437,14 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
         if saved is None or saved < start:
             return start, True
         return bookmark, False
+
+
+def _newest(mark: float | None, files: Iterable[ExportFile]) -> float | None:
+    """The later of ``mark`` and the files' modification times."""
+    times = [f.modified for f in files if f.modified is not None]
+    if mark is not None:
+        times.append(mark)
+    return max(times) if times else None
 
 
 def _server_time(response: requests.Response) -> dt.datetime | None:

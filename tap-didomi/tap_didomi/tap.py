@@ -266,8 +266,8 @@ class TapDidomi(Tap):
             description=(
                 "Exports: how many days of partitions, up to the newest one read, the state "
                 "remembers file by file, so that a file landing late in one of them (or a "
-                "back-filled day) is read once. A file landing in an older partition is not "
-                "read; a never-seen older partition is named in a warning."
+                "back-filled day) is read once. Files landing in older partitions are named "
+                "in a warning, not read."
             ),
         ),
     ).to_dict()

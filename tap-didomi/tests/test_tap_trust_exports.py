@@ -108,6 +108,35 @@ def test_partitions_older_than_the_window_are_named_not_read(
     assert again.returncode == 0 and again.records() == []
 
 
+def test_files_landing_in_days_past_the_window_are_named_once(
+    tmp_path: Path, run_tap: TapRunner
+) -> None:
+    root = tmp_path / "exports"
+    config = {"export_path": str(root), "export_lookback_days": 2}
+    first = _first_run(root, run_tap, config)
+    bookmark = first.state["bookmarks"]["users"]["exports"]["exp-1"]
+    seen_until = bookmark["seen_until"]
+    written = max(p.stat().st_mtime for p in root.rglob("*.json.gz"))
+    assert seen_until == written
+
+    # A retried upload lands in 06-15, which has left the 2-day window: not listed file by
+    # file any more, but found by its modification time and named.
+    _day_file(root, "2024-06-15", "part-00009.json.gz", 700)
+    late_file = partition_dir(root, "2024-06-15") / "part-00009.json.gz"
+    second = run_tap(config, first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.records() == []
+    assert f"export-id=exp-1: NOT reading {late_file}: written after the last run" \
+        in second.stderr
+    assert "start_date=2024-06-15" in second.stderr
+    assert second.state["bookmarks"]["users"]["exports"]["exp-1"]["seen_until"] \
+        == late_file.stat().st_mtime
+
+    third = run_tap(config, second.state)
+    assert third.returncode == 0 and third.records() == []
+    assert "NOT reading" not in third.stderr  # named once
+
+
 def test_a_bookmark_of_the_earlier_format_is_migrated(
     tmp_path: Path, run_tap: TapRunner
 ) -> None:
