@@ -9,7 +9,7 @@ exactly once whatever day folder it lands in::
      "files": {"2024-06-12": ["part-0.json.gz"],  # per partition of the window: files read
                "2024-06-18": ["part-0.json.gz", "part-1.json.gz"]},
      "closed": [["2024-01-01", "2024-06-11"]],    # partitions that left the window (day ranges)
-     "seen_until": 1718679600.0}                  # newest modification time of a file seen
+     "seen_until": "2024-06-18T03:00:00.000001Z"} # newest modification time of a file seen
 
 The window is ``lookback_days`` days ending at ``date`` (the newest partition, not today's
 date, so that a pause in the exports does not close partitions unread). A partition leaves
@@ -25,8 +25,8 @@ listed.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
+import math
 import numbers
 import re
 from dataclasses import dataclass, field
@@ -102,14 +102,12 @@ class ExportBookmark:
         files = entry.get("files")
         closed = entry.get("closed")
         seen_until = entry.get("seen_until")
-        numeric = (int, float, decimal.Decimal)  # the SDK reads 1.5 as a Decimal
-        if seen_until is not None and (isinstance(seen_until, bool)
-                                       or not isinstance(seen_until, numeric)):
+        seen = _epoch(seen_until) if seen_until is not None else None
+        if seen_until is not None and seen is None:
             raise StateError(
-                f"{where}.seen_until is {_shown(seen_until)}: write a number (seconds since "
-                '1970, as the tap writes it), or remove "seen_until"'
+                f"{where}.seen_until is {_shown(seen_until)}: write a UTC time as the tap "
+                'writes it, e.g. "2024-06-18T03:00:00.000001Z", or remove "seen_until"'
             )
-        seen = float(seen_until) if seen_until is not None else None
         if files is None or isinstance(files, list):
             # The bookmark before the look-back window: every partition before `date` was read.
             names = _names(files or [], f"{where}.files")
@@ -149,7 +147,9 @@ class ExportBookmark:
         if self.closed:
             state["closed"] = [[first, last] for first, last in self.closed]
         if self.seen_until is not None:
-            state["seen_until"] = self.seen_until
+            # A string: the SDK reads a JSON number with a fraction as a Decimal, which a
+            # target built on it then cannot write back as STATE.
+            state["seen_until"] = _timestamp(self.seen_until)
         return state
 
     # -- deciding what to read ---------------------------------------------------------------
@@ -197,6 +197,28 @@ class ExportBookmark:
             del self.files[day]
         if old:
             self.closed = _merged(self.closed + [(day, day) for day in old])
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _timestamp(seconds: float) -> str:
+    """Seconds since 1970 as a UTC time, rounded up to the next microsecond: a file whose
+    modification time is the one seen is never taken as written after it."""
+    when = _EPOCH + dt.timedelta(microseconds=math.floor(seconds * 1_000_000) + 1)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _epoch(value: Any) -> float | None:
+    """A UTC time written by _timestamp, as seconds since 1970; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    delta = when.replace(tzinfo=dt.timezone.utc) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) + delta.microseconds / 1_000_000
 
 
 def _names(value: Any, where: str) -> set[str]:

@@ -115,9 +115,9 @@ def test_files_landing_in_days_past_the_window_are_named_once(
     config = {"export_path": str(root), "export_lookback_days": 2}
     first = _first_run(root, run_tap, config)
     bookmark = first.state["bookmarks"]["users"]["exports"]["exp-1"]
-    seen_until = bookmark["seen_until"]
-    written = max(p.stat().st_mtime for p in root.rglob("*.json.gz"))
-    assert seen_until == written
+    # The newest modification time of a file seen, as a UTC time string (a JSON number with a
+    # fraction would reach an SDK target as a Decimal it cannot write back).
+    assert isinstance(bookmark["seen_until"], str) and bookmark["seen_until"].endswith("Z")
 
     # A retried upload lands in 06-15, which has left the 2-day window: not listed file by
     # file any more, but found by its modification time and named.
@@ -130,7 +130,7 @@ def test_files_landing_in_days_past_the_window_are_named_once(
         in second.stderr
     assert "start_date=2024-06-15" in second.stderr
     assert second.state["bookmarks"]["users"]["exports"]["exp-1"]["seen_until"] \
-        == late_file.stat().st_mtime
+        > bookmark["seen_until"]
 
     third = run_tap(config, second.state)
     assert third.returncode == 0 and third.records() == []
@@ -209,6 +209,17 @@ def test_bookmark_statuses_and_window() -> None:
     assert again == bookmark
     bookmark.record("2024-06-07", [], 3)
     assert bookmark.closed == [("2024-06-01", "2024-06-02"), ("2024-06-04", "2024-06-04")]
+
+
+def test_seen_until_is_rounded_up_to_the_microsecond() -> None:
+    for seconds in (1718679600.0, 1718679600.1234567, 1796562120.4955876, 0.0000004):
+        bookmark = ExportBookmark(newest="2024-06-18", seen_until=seconds)
+        again = ExportBookmark.from_state(bookmark.to_state(), "x")
+        assert again.seen_until is not None
+        assert seconds < again.seen_until <= seconds + 0.000002
+    with pytest.raises(StateError, match=r"x.seen_until is a number 1718679600"):
+        ExportBookmark.from_state({"date": "2024-06-05", "files": {},
+                                   "seen_until": 1718679600}, "x")
 
 
 def test_bookmark_refuses_malformed_closed_ranges() -> None:
