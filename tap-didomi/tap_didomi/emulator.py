@@ -13,8 +13,11 @@ Serves, under ``http://127.0.0.1:<port>/v1``:
   past that, 429 TooManyRequests with ``Retry-After`` (seconds) and ``RateLimit`` headers.
 
 Every error body is Didomi's ``{"code", "name", "message", "errors"}``. Tests steer it with
-``expire_tokens()``, ``expire_tokens_after(n)``, ``throttle(n, retry_after)`` and read what it
-saw in ``calls`` and ``tokens_minted``.
+``expire_tokens()``, ``expire_tokens_after(n)``, ``throttle(n, retry_after[, status])``,
+``insert_empty_pages(n)`` (pages ``{"data": [], "cursor": <next>}``, as Didomi may serve),
+``cut_connections(n)`` (the connection closed without an answer) and ``hold_faults(pages)``
+(the queued 429/503s and cuts start after that many pages), and read what it saw in
+``calls`` (status 0: a cut connection) and ``tokens_minted``.
 """
 
 from __future__ import annotations
@@ -74,7 +77,10 @@ class DidomiEmulator:
         self._users: dict[str, list[dict[str, Any]]] = {"gdpr": [dict(u) for u in users]}
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._expire_after: int | None = None
-        self._throttled: list[float] = []  # Retry-After of each forced 429 to come
+        # Forced answers to come, in order: (status, Retry-After); status 0 cuts the connection.
+        self._throttled: list[tuple[int, float]] = []
+        self._fault_hold = 0  # pages to serve before the forced answers start
+        self._empty_pages = 0  # empty pages (with a cursor) to serve before the next real ones
         self._window_start = 0.0
         self._window_count = 0
         self.calls: list[Call] = []
@@ -142,10 +148,28 @@ class DidomiEmulator:
         with self._lock:
             self._expire_after = pages
 
-    def throttle(self, count: int, retry_after: float = 1.0) -> None:
-        """Answer the next ``count`` consents calls with 429 and this ``Retry-After``."""
+    def throttle(self, count: int, retry_after: float = 1.0, status: int = 429) -> None:
+        """Answer the next ``count`` consents calls with 429 (or ``status``, e.g. 503) and this
+        ``Retry-After``."""
         with self._lock:
-            self._throttled.extend([retry_after] * count)
+            self._throttled.extend([(status, retry_after)] * count)
+
+    def insert_empty_pages(self, count: int) -> None:
+        """Answer the next ``count`` calls that carry a ``$cursor`` with no user and a cursor to
+        the page they would have served."""
+        with self._lock:
+            self._empty_pages += count
+
+    def cut_connections(self, count: int) -> None:
+        """Close the connection of the next ``count`` consents calls without answering (after
+        the forced answers already queued)."""
+        with self._lock:
+            self._throttled.extend([(0, 0.0)] * count)
+
+    def hold_faults(self, pages: int) -> None:
+        """Serve ``pages`` pages normally before the queued 429/503s and cuts begin."""
+        with self._lock:
+            self._fault_hold = pages
 
     def statuses(self, path: str | None = None) -> list[int]:
         with self._lock:
@@ -182,10 +206,13 @@ class DidomiEmulator:
             return _error(401, "NotAuthenticated", "jwt expired")
         headers: dict[str, str] = {}
         with self._lock:
-            if self._throttled:
-                wait = self._throttled.pop(0)
-                return _error(429, "TooManyRequests", "Rate limit exceeded",
-                              headers={"Retry-After": _seconds(wait)})
+            if self._throttled and self._fault_hold <= 0:
+                status, wait = self._throttled.pop(0)
+                if status == 0:
+                    return 0, {}, {}  # the handler closes the connection
+                name = "TooManyRequests" if status == 429 else "ServiceUnavailable"
+                return _error(status, name, "Rate limit exceeded" if status == 429
+                              else "Service unavailable", headers={"Retry-After": _seconds(wait)})
             if query.get("$include_full_tree") == "true":
                 now = time.monotonic()
                 if now - self._window_start >= self.full_tree_window:
@@ -225,10 +252,17 @@ class DidomiEmulator:
             if offset_or_none is None:
                 return _error(400, "BadRequest", "Invalid cursor", {"$cursor": "invalid"})
             offset = offset_or_none
+            with self._lock:
+                if self._empty_pages > 0:
+                    self._empty_pages -= 1
+                    # A cursor of its own (the SDK refuses a cursor equal to the last one).
+                    again = _encode_cursor(offset, regulation, f"e{self._empty_pages}")
+                    return 200, {"data": [], "limit": self.page_size, "cursor": again}, headers
         page = users[offset:offset + self.page_size]
         following = offset + self.page_size
         cursor = _encode_cursor(following, regulation) if following < len(users) else None
         with self._lock:
+            self._fault_hold -= 1
             if self._expire_after is not None:
                 self._expire_after -= 1
                 if self._expire_after <= 0:
@@ -249,14 +283,15 @@ def _error(
         headers or {}
 
 
-def _encode_cursor(offset: int, regulation: str) -> str:
-    return base64.urlsafe_b64encode(f"{regulation}:{offset}".encode()).decode()
+def _encode_cursor(offset: int, regulation: str, tag: str = "") -> str:
+    text = f"{regulation}:{offset}" + (f":{tag}" if tag else "")
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 def _decode_cursor(cursor: str, regulation: str) -> int | None:
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
-        cursor_regulation, offset = text.rsplit(":", 1)
+        cursor_regulation, offset, *_tag = text.split(":")
         value = int(offset)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return None
@@ -309,6 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send("GET", path, query, _error(404, "NotFound", f"No route GET {path}"))
             return
         result = self.emulator.handle_users(self.headers.get("Authorization"), query)
+        if result[0] == 0:
+            self.close_connection = True  # no status line: the client sees the connection drop
+            self.emulator._record("GET", path, query, 0)
+            return
         self._send("GET", path, query, result)
 
 

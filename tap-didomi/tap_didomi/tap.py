@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import ipaddress
 import json
 import logging
+import numbers
 import os
 import sys
 import textwrap
@@ -22,6 +24,7 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, Retriabl
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 
 from tap_didomi.client import DidomiAPIError
+from tap_didomi.export_state import DEFAULT_LOOKBACK_DAYS, StateError, check_state
 from tap_didomi.exports import ExportDataError, ExportError, ExportPathError, ExportStore
 from tap_didomi.streams import (
     ApiUsersStream,
@@ -35,6 +38,8 @@ DEFAULT_API_URL = "https://api.didomi.io/v1"
 API_SETTINGS = ("api_key", "api_secret", "organization_id")
 # Settings that only the Consents API reads: set with export_path, they do nothing.
 API_ONLY_SETTINGS = ("regulations", "include_full_tree", "api_url")
+# And the one that only exports read.
+EXPORT_ONLY_SETTINGS = ("export_lookback_days",)
 
 logger = logging.getLogger("tap-didomi")
 
@@ -64,6 +69,7 @@ SETTING_TYPES: dict[str, tuple[type, str]] = {
     "include_full_tree": (bool, "true or false, without quotes"),
     "regulations": (list, 'a list of regulation ids, e.g. ["gdpr"] or ["gdpr", "ccpa"]'),
     "start_date": (str, 'a date in quotes, "YYYY-MM-DD", e.g. "2025-03-19"'),
+    "export_lookback_days": (int, f"a whole number of days, e.g. {DEFAULT_LOOKBACK_DAYS}"),
 }
 SECRET_SETTINGS = ("api_secret",)
 
@@ -77,14 +83,30 @@ def check_setting_types(config: dict[str, Any] | Any) -> None:
         # bool is an int in Python, and JSON true is no string: check the exact kind.
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             continue
-        shown = "" if name in SECRET_SETTINGS else " " + json.dumps(value)
+        # default=str: the SDK reads JSON numbers with a fraction as Decimal.
+        shown = "" if name in SECRET_SETTINGS else " " + json.dumps(value, default=str)
         raise ConfigError(f"{name} must be {what} (it is {_json_type(value)}{shown})")
+
+
+def check_known_settings(config: dict[str, Any] | Any, known: set[str]) -> None:
+    """ConfigError naming the first setting the tap does not know, and the nearest known name:
+    a misspelt setting would otherwise be silently ignored."""
+    for name in sorted(str(key) for key in config):
+        if name in known:
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = (f"did you mean {nearest[0]}?" if nearest
+                else "tap-didomi --about lists the settings.")
+        raise ConfigError(
+            f"unknown setting {name}: {hint} A setting the tap does not know would be "
+            "ignored; rename or remove it"
+        )
 
 
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Number):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -114,6 +136,12 @@ def resolve_source(config: dict[str, Any] | Any) -> ExportSource | ApiSource:
             raise ConfigError(
                 f"start_date {start_date!r} is not a date: write it as YYYY-MM-DD"
             ) from None
+    lookback_days = config.get("export_lookback_days")
+    if lookback_days is not None and lookback_days < 1:
+        raise ConfigError(
+            f"export_lookback_days is {lookback_days}: write a number of days of 1 or more "
+            f"(default {DEFAULT_LOOKBACK_DAYS})"
+        )
     if export_path:
         if not isinstance(export_path, str) or not export_path.strip():
             raise ConfigError("export_path must be a folder path or a URL")
@@ -240,11 +268,28 @@ class TapDidomi(Tap):
                 "updated on or after it, on the first run."
             ),
         ),
+        th.Property(
+            "export_lookback_days",
+            th.IntegerType,
+            default=DEFAULT_LOOKBACK_DAYS,
+            title="Export look-back days",
+            description=(
+                "Exports: how many days of partitions, up to the newest one read, the state "
+                "remembers file by file, so that a file landing late in one of them (or a "
+                "back-filled day) is read once. Files landing in older partitions are named "
+                "in a warning, not read."
+            ),
+        ),
     ).to_dict()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # Before the SDK's check: its own messages end in "Config validation failed" and exit 1,
         # where a wrong setting is a configuration error (exit 2) saying what to write.
+        # The known settings are the tap's and the SDK's built-in ones (stream maps,
+        # flattening): what --about lists.
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        check_known_settings(self._config, set(schema.get("properties", {})))
         check_setting_types(self._config)
         # Only the settings the user wrote: validation fills in the schema's defaults.
         self._settings_given = {k for k, v in self._config.items() if v is not None}
@@ -267,6 +312,12 @@ class TapDidomi(Tap):
             logger.warning("%s %s to the Consents API only: ignored when reading exports "
                            "(export_path)", " and ".join(ignored),
                            "applies" if len(ignored) == 1 else "apply")
+        # Not a default a Meltano definition passes along: a value the user chose.
+        ignored = [name for name in EXPORT_ONLY_SETTINGS if name in given
+                   and self.config.get(name) != DEFAULT_LOOKBACK_DAYS]
+        if isinstance(source, ApiSource) and ignored:
+            logger.warning("%s applies to exports only: ignored when reading the Consents API",
+                           " and ".join(ignored))
         return source
 
     @functools.cached_property
@@ -279,6 +330,12 @@ class TapDidomi(Tap):
             super().print_about(output_format)
             return
         print(about_text(cls._get_about_info()))
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        # A hand-edited export bookmark stops the tap here, before any output, with the entry
+        # named and what to write instead (not a traceback from the middle of a stream).
+        check_state(state)
+        super().load_state(state)
 
     def discover_streams(self) -> list[Stream]:
         source = self.source
@@ -327,6 +384,8 @@ def cli() -> None:
     except (ConfigError, ExportPathError) as exc:
         # ExportPathError: nothing exists at export_path, so nothing was read or is to resume.
         _fail(f"configuration error: {exc}", 2)
+    except StateError as exc:
+        _fail(f"state error: {exc}", 2)
     except ConfigValidationError as exc:
         details = "; ".join(str(e) for e in exc.errors) or str(exc)
         _fail(f"configuration error: {details}", 2)
