@@ -10,7 +10,8 @@ run tells the user everything to fix (SPEC section 2):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -47,6 +48,41 @@ CHECKED_SETTINGS = (
     "insert_defaults",
     "regulations",
 )
+
+
+#: Settings of singer-sdk targets that Meltano or a shared configuration may pass but that mean
+#: nothing to this target (no SQL tables, no schema flattening, no BATCH files, no ACTIVATE_VERSION
+#: messages; upsert_mode alone decides whether records are created): accepted, with a warning.
+INAPPLICABLE_SDK_SETTINGS = (
+    "load_method",
+    "hard_delete",
+    "default_target_schema",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "batch_config",
+    "process_activate_version_messages",
+)
+
+
+def unknown_setting_problems(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """A problem per setting the target does not know, naming the nearest known one.
+
+    An unknown setting is never ignored: a misspelt ``consent_timestamp_field`` would silently
+    switch the newest-consent guard off.
+    """
+    names = sorted({*known, *INAPPLICABLE_SDK_SETTINGS})
+    problems = []
+    for name in config:
+        if name in names:
+            continue
+        nearest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {nearest[0]}?"
+            if nearest
+            else "remove it (the README's settings table lists every setting)"
+        )
+        problems.append(f"{name} is not a setting of target-salesforce-consent: {hint}")
+    return problems
 
 
 class ConfigurationError(Exception):

@@ -577,6 +577,12 @@ class ConsentSink(BatchSink):
     def is_full(self) -> bool:
         return self.consent_target.buffered >= self.max_size
 
+    def _singer_validate_message(self, record: dict) -> None:
+        """No key-property check: the target identifies a record by its own reading of it
+        (organization_user_id, and the id of the record inside a webhook envelope), never by
+        the stream's key_properties, so a record without them (a webhook envelope on a stream
+        keyed by ``id``) is read like any other."""
+
     def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
         """Keep records as the tap sent them: the target reads Didomi timestamps itself."""
 

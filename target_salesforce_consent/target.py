@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -20,8 +21,10 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.target_base import Target
 
+from target_salesforce_consent.didomi import UnreadableRecord
 from target_salesforce_consent.report import RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
@@ -33,9 +36,11 @@ from target_salesforce_consent.salesforce.errors import (
 )
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
+    INAPPLICABLE_SDK_SETTINGS,
     ConfigurationError,
     check_against_object,
     read_settings,
+    unknown_setting_problems,
 )
 from target_salesforce_consent.sinks import BatchProcessor, BufferedRecord, ConsentSink, RunError
 
@@ -74,6 +79,68 @@ class SingerLineReader(MsgSpecReader):
                 return json.loads(line, parse_float=Decimal)
             except ValueError:
                 return super().deserialize_json(line)  # raises the SDK's own error
+            except RecursionError:
+                return too_deep_message(line)
+        except RecursionError:
+            return too_deep_message(line)
+
+
+def too_deep_message(line: str) -> dict:
+    """A line nested deeper than the JSON readers go: a RECORD fails alone (its stream and
+    type are read from the top level of the line); any other message stops the run."""
+    top = top_level_strings(line, {"type", "stream"})
+    if top.get("type") == "RECORD" and "stream" in top:
+        problem = (
+            "the record is nested deeper than the JSON reader can follow "
+            f"({len(line)} characters); no Didomi record nests this deep, so the tap or a "
+            "relay produced it: fix the source of this record"
+        )
+        return {"type": "RECORD", "stream": top["stream"], "record": UnreadableRecord(problem)}
+    raise InvalidInputLine(
+        "a Singer message is nested deeper than the JSON reader can follow "
+        f"({len(line)} characters, type {top.get('type')!r})"
+    )
+
+
+_COLON = re.compile(r"\s*:")
+
+
+def top_level_strings(line: str, names: set[str]) -> dict[str, str]:
+    """The string values of the top-level keys `names` of a JSON object line, found without
+    decoding the whole line (a scan that keeps count of the nesting, never recursing)."""
+    found: dict[str, str] = {}
+    depth = 0
+    key: str | None = None  # a top-level key whose value comes next
+    i, end = 0, len(line)
+    while i < end:
+        char = line[i]
+        if char == '"':
+            j = i + 1
+            while j < end and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            if depth == 1:
+                try:
+                    text = json.loads(line[i : j + 1])
+                except ValueError:
+                    return found
+                if key is not None:
+                    if key in names:
+                        found[key] = text
+                    key = None
+                elif _COLON.match(line, j + 1):
+                    key = text
+            i = j + 1
+            continue
+        if char in "{[":
+            depth += 1
+            if depth == 2:
+                key = None  # the value is an object or array
+        elif char in "}]":
+            depth -= 1
+        elif char == "," and depth == 1:
+            key = None
+        i += 1
+    return found
 
 
 class TargetSalesforceConsent(Target):
@@ -271,6 +338,14 @@ class TargetSalesforceConsent(Target):
                 problems.append(f"{where} must be a non-empty string")  # never echo a secret
             else:
                 problems.append(f"{where}: {error.message}")
+        problems += unknown_setting_problems(self._config, schema["properties"])
+        for name in INAPPLICABLE_SDK_SETTINGS:
+            if self._config.get(name) not in (None, False, ""):
+                self.logger.warning(
+                    "%s does not apply to this target and is ignored (upsert_mode alone "
+                    "decides whether records are created)",
+                    name,
+                )
         self._schema_problems = problems
         return problems
 
@@ -351,9 +426,8 @@ class TargetSalesforceConsent(Target):
             super()._process_record_message(message_dict)
             return
         # The SDK's per-record path, for a stream without maps, metadata or validation: what
-        # remains of it is the key-property check and the counters (about 40% of a no-op
-        # target's time is spent in the steps skipped here).
-        sink._singer_validate_message(record)
+        # remains of it are the counters (about 40% of a no-op target's time is spent in the
+        # steps skipped here; the sink makes no key-property check, see ConsentSink).
         sink.tally_record_read()
         self.buffer(self.read_record(sink.stream_name, record))
         sink.record_counter_metric.increment()
