@@ -28,6 +28,7 @@ from target_salesforce_consent.didomi import (
     parse_record,
     read_needed,
 )
+from target_salesforce_consent.dry_run import PlannedWrites
 from target_salesforce_consent.extract import (
     NO_CHOICE,
     CellError,
@@ -187,6 +188,9 @@ class BatchProcessor:
         self.logger = logger
         self.batches = 0
         self.store = RunStore()
+        self.planned = (
+            PlannedWrites(rs.field_types, rs.match_field) if rs.settings.dry_run else None
+        )
         self.queries = MatchQueryBuilder(
             rs.settings.salesforce_object,
             rs.select_fields,
@@ -207,6 +211,8 @@ class BatchProcessor:
 
     def close(self) -> None:
         self.store.close()
+        if self.planned is not None:
+            self.planned.close()
 
     # -- reading, on arrival --------------------------------------------------------------
 
@@ -281,10 +287,14 @@ class BatchProcessor:
         try:
             groups = self._group(buffer, lines)
             matches = self._find_matches(groups)
+            if self.planned is not None:  # a dry run plans on top of its earlier plans
+                matches = self.planned.overlay(matches, groups)
             written = self._written(matches)
             for key, group in groups.items():
                 group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
             unresolved = self._write(groups, lines, fatal)
+            if self.planned is not None:
+                self.planned.remember(groups, self.store, bool(self.rs.consent_timestamp_field))
         except SalesforceError as exc:
             fatal.append(self._fatal_message(exc))
             self._fail_remaining(groups, lines, str(exc))
