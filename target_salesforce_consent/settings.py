@@ -38,6 +38,7 @@ TEXT_SETTINGS = (
     "consent_timestamp_field",
     "report_path",
     "api_version",
+    "failed_records_path",
 )
 #: Top-level settings whose type and value read_settings checks itself, naming what to write;
 #: the schema check leaves them to it, so each wrong setting is named once.
@@ -47,6 +48,7 @@ CHECKED_SETTINGS = (
     "mappings",
     "insert_defaults",
     "regulations",
+    "max_record_retries",
 )
 
 
@@ -115,6 +117,8 @@ class Settings:
     report_path: str | None = None
     api_version: str = "62.0"
     fail_on_record_errors: bool = False
+    failed_records_path: str | None = None  # None: the default folder (failed_records.py)
+    max_record_retries: int = 5
 
 
 def _json_kind(value: Any) -> str:
@@ -272,6 +276,20 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             "(47.0 or newer)"
         )
 
+    max_record_retries = config.get("max_record_retries")
+    if max_record_retries is None:
+        max_record_retries = 5
+    if (
+        isinstance(max_record_retries, bool)
+        or not isinstance(max_record_retries, int)
+        or max_record_retries < 0
+    ):
+        problems.append(
+            _wrong_type("max_record_retries", max_record_retries, "a whole number, 0 or more")
+            + " (0: failed records are neither kept nor retried)"
+        )
+        max_record_retries = 5
+
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
     report_path = texts["report_path"] or None
@@ -302,6 +320,8 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             report_path=report_path,
             api_version=api_version,
             fail_on_record_errors=booleans["fail_on_record_errors"],
+            failed_records_path=(texts["failed_records_path"] or "").strip() or None,
+            max_record_retries=max_record_retries,
         ),
         problems,
     )

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,6 +117,9 @@ class BufferedRecord:
     outcome: Outcome | None = None
     error: str | None = None
     fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
+    raw: bytes | None = None  # the record as sent (JSON), kept should it fail (failed_records)
+    retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
+    failed_key: str | None = None  # and its key in the failed-records store
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
@@ -198,6 +201,8 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        self.on_batch: Callable[[list[BufferedRecord], dict[int, OutcomeLine], bool], None] | None
+        self.on_batch = None
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
@@ -311,6 +316,8 @@ class BatchProcessor:
                         item, Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
                     )
         counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
+        if self.on_batch is not None:  # keeps the failed records (failed_records.py)
+            self.on_batch(buffer, lines, not (fatal or unresolved))
         self.logger.info(
             "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
         )
@@ -516,6 +523,7 @@ class BatchProcessor:
             fields=dict(fields or {}),
             error=error,
             job_id=job_id,
+            retry=item.retry,
         )
 
     def _log_errors(self, lines: Any) -> None:

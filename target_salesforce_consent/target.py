@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -25,7 +26,13 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.target_base import Target
 
 from target_salesforce_consent.didomi import UnreadableRecord
-from target_salesforce_consent.report import RunReport, format_counts
+from target_salesforce_consent.failed_records import (
+    FailedRecordStore,
+    default_failed_records_root,
+    encode_record,
+    open_folder,
+)
+from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
@@ -38,6 +45,7 @@ from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
     INAPPLICABLE_SDK_SETTINGS,
     ConfigurationError,
+    Settings,
     check_against_object,
     read_settings,
     unknown_setting_problems,
@@ -286,6 +294,24 @@ class TargetSalesforceConsent(Target):
             "(non-zero exit, no STATE).",
         ),
         th.Property(
+            "failed_records_path",
+            th.StringType,
+            title="Failed Records Path",
+            description="Folder (or s3://, gs://, az:// URL, with the `buckets` extra) where "
+            "failed records are kept and retried from on the next runs. Default: "
+            "`.meltano/run/target-salesforce-consent/failed-records` in a Meltano project, "
+            "else `$XDG_STATE_HOME/target-salesforce-consent/failed-records` "
+            "(`~/.local/state/...`); one sub-folder per org and object.",
+        ),
+        th.Property(
+            "max_record_retries",
+            th.IntegerType,
+            default=5,
+            title="Max Record Retries",
+            description="How many later runs send a failed record again before it is given up "
+            "(moved to exhausted.jsonl). 0: failed records are neither kept nor retried.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -310,8 +336,9 @@ class TargetSalesforceConsent(Target):
         self._report: RunReport | None = None
         self._summary_logged = False
         self._writing = False  # a batch is being written to Salesforce
+        self._failed: FailedRecordStore | None = None
         if kwargs.get("validate_config", True):
-            self._processor = self._start_run()
+            self._start_run()
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -396,6 +423,7 @@ class TargetSalesforceConsent(Target):
                     "give a file path in a writable directory"
                 ]
             ) from None
+        self._failed = self._open_failed_records(settings)
         self.logger.info(
             "Writing %s to %s %s through Bulk API 2.0%s",
             ", ".join(m.field for m in resolved.mappings),
@@ -403,12 +431,73 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
-        return BatchProcessor(
+        processor = BatchProcessor(
             resolved,
             client,
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
+        )
+        self._processor = processor
+        if self._failed is not None:
+            processor.on_batch = self._batch_settled
+            self._send_failed_again(self._failed)
+        return processor
+
+    # -- failed records, kept and sent again (failed_records.py) -----------------------------
+
+    def _open_failed_records(self, settings: Settings) -> FailedRecordStore | None:
+        if settings.max_record_retries == 0:
+            return None
+        root = settings.failed_records_path or default_failed_records_root(os.environ)
+        try:
+            folder = open_folder(root, settings.instance_url, settings.salesforce_object)
+            store = FailedRecordStore(
+                folder, settings.max_record_retries, dry_run=settings.dry_run, logger=self.logger
+            )
+            store.check()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigurationError(
+                [
+                    f"failed_records_path {root!r} cannot be used ({reason}): give a writable "
+                    "folder or bucket URL, or set max_record_retries to 0 to keep no failed "
+                    "records"
+                ]
+            ) from None
+        return store
+
+    def _send_failed_again(self, store: FailedRecordStore) -> None:
+        """Records that failed in earlier runs go first, before any new input."""
+        assert self._processor is not None
+        try:
+            entries = store.load()
+        except OSError as exc:
+            raise RunError(
+                f"the failed records kept in {store.folder.location} cannot be read "
+                f"({exc.strerror or exc}); nothing was read or written"
+            ) from None
+        batch_rows = self.config.get("batch_size_rows") or ConsentSink.MAX_SIZE_DEFAULT
+        for entry in entries:
+            record = entry.record if entry.record is not None else UnreadableRecord(
+                entry.error or "the record could not be decoded"
+            )
+            item = self._processor.read(entry.stream, record)
+            item.retry, item.failed_key = entry.failures, entry.key
+            self.buffer(item)
+            if self.buffered >= batch_rows:
+                self.flush()
+
+    def _batch_settled(
+        self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine], completed: bool
+    ) -> None:
+        assert self._failed is not None
+        self._failed.batch_done(
+            (
+                (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
+                for seq, line in lines.items()
+            ),
+            completed,
         )
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
@@ -461,8 +550,12 @@ class TargetSalesforceConsent(Target):
 
     def read_record(self, stream: str, raw: Any) -> BufferedRecord:
         if self._processor is None:
-            self._processor = self._start_run()
-        return self._processor.read(stream, raw)
+            self._start_run()
+            assert self._processor is not None
+        item = self._processor.read(stream, raw)
+        if self._failed is not None and not self._failed.dry_run:
+            item.raw = encode_record(raw)  # kept should the record fail
+        return item
 
     @property
     def buffered(self) -> int:
@@ -475,7 +568,8 @@ class TargetSalesforceConsent(Target):
         if not self._buffer:
             return
         if self._processor is None:
-            self._processor = self._start_run()
+            self._start_run()
+            assert self._processor is not None
         batch, self._buffer = self._buffer, []
         self._writing = True
         try:
@@ -508,6 +602,15 @@ class TargetSalesforceConsent(Target):
     def process_endofpipe(self) -> None:
         try:
             self.flush()  # before the SDK's final drain writes STATE
+            if self._failed is not None:
+                try:
+                    self._failed.finish()
+                except OSError as exc:
+                    raise RunError(
+                        f"the failed records could not be saved to "
+                        f"{self._failed.folder.location} ({exc.strerror or exc}); no STATE was "
+                        "emitted, so the tap sends this run's records again"
+                    ) from None
             super().process_endofpipe()
         finally:
             self._log_summary()

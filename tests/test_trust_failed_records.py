@@ -1,0 +1,160 @@
+"""Failed records are kept durably and sent again at the start of the next runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from salesforce_sandbox import Sandbox
+
+from tests.conftest import base_config, newsletter, run_target, singer_lines, user
+from tests.test_cli import run_cli, write_config
+
+TOPICS = {"id": "Didomi_Topics__c", "value": "purposes.marketing.values.topics"}
+FULL_MAP = {"news": "News", "offers": "Offers", "events": "Events"}
+
+
+def topics(selected: str) -> dict[str, Any]:
+    return {"id": "marketing", "enabled": True, "values": {"topics": {"value": selected}}}
+
+
+def config(
+    sandbox: Sandbox, report: Path, value_map: dict[str, str], **extra: Any
+) -> dict[str, Any]:
+    return base_config(sandbox, report, mappings=[{**TOPICS, "value_map": value_map}], **extra)
+
+
+def lead(sb: Sandbox, email: str) -> dict[str, Any]:
+    found = [r for r in sb.records("Lead") if (r.get("Email") or "").lower() == email.lower()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def kept(folder: Path, name: str = "pending.jsonl") -> list[dict[str, Any]]:
+    files = list(folder.glob(f"*/{name}"))
+    assert len(files) <= 1, files
+    if not files:
+        return []
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line]
+
+
+def test_records_failed_on_a_missing_value_map_entry_are_written_after_the_fix(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    records = [
+        user("jane@example.com", purposes=[topics("news,offers")]),
+        user("john@example.com", purposes=[topics("news")]),
+    ]
+    partial = {"news": "News"}  # "offers" is missing: Salesforce refuses it
+    first = run_target(
+        config(sandbox, tmp_path / "r1.jsonl", partial),
+        singer_lines(records, state={"bookmarks": {"users": "day-1"}}),
+    )
+    assert first.error is None, first.stderr
+    assert first.outcomes == {"jane@example.com": "failed", "john@example.com": "updated"}
+    assert first.states == [{"bookmarks": {"users": "day-1"}}]  # STATE moves on
+    stored = kept(failed_records_home)
+    assert [(e["organization_user_id"], e["failures"]) for e in stored] == [("jane@example.com", 1)]
+    assert stored[0]["record"] == records[0]
+    assert stored[0]["error"] == first.line_for("jane@example.com")["error"]
+
+    # The mapping is fixed; the tap has nothing new. The failed record is sent again.
+    second = run_target(config(sandbox, tmp_path / "r2.jsonl", FULL_MAP), singer_lines([]))
+    assert second.error is None, second.stderr
+    line = second.line_for("jane@example.com")
+    assert (line["outcome"], line["retry"]) == ("updated", 1)
+    assert set(lead(sandbox, "jane@example.com")["Didomi_Topics__c"].split(";")) == {
+        "News",
+        "Offers",
+    }
+    assert kept(failed_records_home) == []
+
+    third = run_target(config(sandbox, tmp_path / "r3.jsonl", FULL_MAP), singer_lines([]))
+    assert third.report == []
+
+
+def test_retries_end_after_max_record_retries_and_the_record_stays_listed(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    bad = user("jane@example.com", purposes=[topics("offers")])
+    partial = {"news": "News"}
+    retries = []
+    for run in range(4):
+        result = run_target(
+            config(sandbox, tmp_path / f"r{run}.jsonl", partial, max_record_retries=2),
+            singer_lines([bad] if run == 0 else []),
+        )
+        assert result.error is None, result.stderr
+        retries.append([(line["outcome"], line.get("retry")) for line in result.report])
+    assert retries == [[("failed", None)], [("failed", 1)], [("failed", 2)], []]
+    assert kept(failed_records_home) == []
+    given_up = kept(failed_records_home, "exhausted.jsonl")
+    assert [(e["organization_user_id"], e["failures"]) for e in given_up] == [
+        ("jane@example.com", 3)
+    ]
+
+
+def test_a_failed_record_superseded_by_a_newer_one_is_not_sent_again(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    older = user("jane@example.com", updated_at="2024-06-01T00:00:00Z")
+    older["consents"]["purposes"] = {"0": {"enabled": False}}  # unreadable: no purpose id
+    first = run_target(base_config(sandbox, tmp_path / "r1.jsonl"), singer_lines([older]))
+    assert first.line_for("jane@example.com")["outcome"] == "failed"
+    assert len(kept(failed_records_home)) == 1
+
+    newer = user("jane@example.com", purposes=[newsletter(True)], updated_at="2024-06-02T00:00:00Z")
+    second = run_target(base_config(sandbox, tmp_path / "r2.jsonl"), singer_lines([newer]))
+    assert second.error is None, second.stderr
+    assert [(line["outcome"], line.get("retry")) for line in second.report] == [
+        ("failed", 1),
+        ("updated", None),
+    ]
+    assert kept(failed_records_home) == []  # the newer record settled the person
+    assert lead(sandbox, "jane@example.com")["Didomi_Newsletter__c"] is True
+
+
+def test_a_retried_older_record_never_overwrites_a_newer_one(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    older = user("jane@example.com", purposes=[topics("offers")], updated_at="2024-06-01T00:00:00Z")
+    run_target(config(sandbox, tmp_path / "r1.jsonl", {"news": "News"}), singer_lines([older]))
+    newer = user("jane@example.com", purposes=[topics("news")], updated_at="2024-06-02T00:00:00Z")
+    second = run_target(config(sandbox, tmp_path / "r2.jsonl", FULL_MAP), singer_lines([newer]))
+    assert second.error is None, second.stderr
+    assert lead(sandbox, "jane@example.com")["Didomi_Topics__c"] == "News"
+    assert kept(failed_records_home) == []
+    third = run_target(config(sandbox, tmp_path / "r3.jsonl", FULL_MAP), singer_lines([]))
+    assert third.report == []
+    assert lead(sandbox, "jane@example.com")["Didomi_Topics__c"] == "News"
+
+
+def test_a_dry_run_reports_the_retries_and_keeps_them(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    bad = user("jane@example.com", purposes=[topics("offers")])
+    run_target(config(sandbox, tmp_path / "r1.jsonl", {"news": "News"}), singer_lines([bad]))
+    before = kept(failed_records_home)
+    dry = run_target(
+        config(sandbox, tmp_path / "dry.jsonl", FULL_MAP, dry_run=True), singer_lines([])
+    )
+    assert [(line["outcome"], line.get("retry")) for line in dry.report] == [("would_update", 1)]
+    assert kept(failed_records_home) == before
+
+
+def test_failed_records_path_through_the_cli(sandbox: Sandbox, tmp_path: Path) -> None:
+    store = tmp_path / "kept"
+    report = tmp_path / "report.jsonl"
+    bad = user("jane@example.com", purposes=[topics("offers")])
+    cfg = config(sandbox, report, {"news": "News"}, failed_records_path=str(store))
+    proc = run_cli(["--config", str(write_config(tmp_path, cfg))], singer_lines([bad]))
+    assert proc.returncode == 0, proc.stderr
+    assert [e["organization_user_id"] for e in kept(store)] == ["jane@example.com"]
+
+    unusable = tmp_path / "a-file"
+    unusable.write_text("")
+    cfg["failed_records_path"] = str(unusable)
+    proc = run_cli(["--config", str(write_config(tmp_path, cfg))], "not singer\n")
+    assert proc.returncode == 2
+    assert "failed_records_path" in proc.stderr and "Traceback" not in proc.stderr
