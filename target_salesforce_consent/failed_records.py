@@ -159,8 +159,9 @@ class BucketFolder:
             import fsspec
         except ImportError:
             raise ValueError(
-                f"failed_records_path {url!r} is a URL, which needs fsspec and the filesystem's "
-                "own package (s3fs, gcsfs, adlfs): pip install 'target-salesforce-consent[buckets]'"
+                f"failed_records_path {url!r} is a URL, which needs fsspec and the store's own "
+                "package: pip install 'target-salesforce-consent[s3]' (or fsspec with gcsfs, "
+                "adlfs)"
             ) from None
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
@@ -173,12 +174,15 @@ class BucketFolder:
         self.fs.makedirs(self.root, exist_ok=True)
 
     def names(self) -> list[str]:
-        if not self.fs.exists(self.root):
+        self.fs.invalidate_cache(self.root)  # another run may have changed the folder
+        try:
+            listing = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
             return []
         return sorted(
-            str(p).rstrip("/").rsplit("/", 1)[-1]
-            for p in self.fs.ls(self.root, detail=False)
-            if self.fs.isfile(p)
+            str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            for info in listing
+            if info.get("type") == "file"
         )
 
     def read(self, name: str) -> bytes:
@@ -379,7 +383,7 @@ class FailedRecordStore:
     def finish(self) -> None:
         """Rewrite the folder: what is still to retry in ``pending.jsonl``, what no longer
         will be in ``exhausted.jsonl``; the batch files it folds in are removed."""
-        if self.dry_run:
+        if self.dry_run or not (self._read_files or self._new or self._retries):
             return
         now = _now()
         pending: list[FailedEntry] = []

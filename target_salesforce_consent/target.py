@@ -297,7 +297,8 @@ class TargetSalesforceConsent(Target):
             "failed_records_path",
             th.StringType,
             title="Failed Records Path",
-            description="Folder (or s3://, gs://, az:// URL, with the `buckets` extra) where "
+            description="Folder (or s3://, gs://, az:// URL: the `s3` extra, or fsspec with "
+            "gcsfs or adlfs) where "
             "failed records are kept and retried from on the next runs. Default: "
             "`.meltano/run/target-salesforce-consent/failed-records` in a Meltano project, "
             "else `$XDG_STATE_HOME/target-salesforce-consent/failed-records` "

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
 from salesforce_sandbox import Sandbox
 
 from tests.conftest import base_config, newsletter, run_target, singer_lines, user
@@ -158,3 +163,71 @@ def test_failed_records_path_through_the_cli(sandbox: Sandbox, tmp_path: Path) -
     proc = run_cli(["--config", str(write_config(tmp_path, cfg))], "not singer\n")
     assert proc.returncode == 2
     assert "failed_records_path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_failed_records_kept_in_an_s3_bucket(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing-key-id",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3").create_bucket(Bucket="consent-runs")
+        url = "s3://consent-runs/failed"
+        bad = user("jane@example.com", purposes=[topics("offers")])
+        first = run_target(
+            config(sandbox, tmp_path / "r1.jsonl", {"news": "News"}, failed_records_path=url),
+            singer_lines([bad]),
+        )
+        assert first.line_for("jane@example.com")["outcome"] == "failed"
+        listed = boto3.client("s3").list_objects_v2(Bucket="consent-runs", Prefix="failed/")
+        assert [o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]] == ["pending.jsonl"]
+        second = run_target(
+            config(sandbox, tmp_path / "r2.jsonl", FULL_MAP, failed_records_path=url),
+            singer_lines([]),
+        )
+        assert second.error is None, second.stderr
+        line = second.line_for("jane@example.com")
+        assert (line["outcome"], line["retry"]) == ("updated", 1)
+        body = boto3.client("s3").get_object(
+            Bucket="consent-runs", Key=listed["Contents"][0]["Key"]
+        )
+        assert body["Body"].read() == b""
+    finally:
+        server.stop()
+
+
+def test_the_documented_replay_writes_an_exhausted_record(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    bad = user("jane@example.com", purposes=[topics("offers")])
+    partial = {"news": "News"}
+    for run in range(2):
+        run_target(
+            config(sandbox, tmp_path / f"r{run}.jsonl", partial, max_record_retries=1),
+            singer_lines([bad] if run == 0 else []),
+        )
+    exhausted = next(failed_records_home.glob("*/exhausted.jsonl"))
+    doc = (Path(__file__).parent.parent / "docs" / "failed-records.md").read_text()
+    script = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "replay_failed.py").write_text(script)
+    replay = subprocess.run(
+        [sys.executable, str(tmp_path / "replay_failed.py"), str(exhausted)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = tmp_path / "replay.jsonl"
+    cfg = config(sandbox, report, FULL_MAP)
+    proc = run_cli(["--config", str(write_config(tmp_path, cfg))], replay.stdout)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(line["organization_user_id"], line["outcome"]) for line in lines] == [
+        ("jane@example.com", "updated")
+    ]
+    assert lead(sandbox, "jane@example.com")["Didomi_Topics__c"] == "Offers"
