@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ import msgspec
 
 from target_salesforce_consent.didomi import UnreadableRecord, parse_timestamp
 from target_salesforce_consent.plan import to_micros
+from target_salesforce_consent.store import NO_TIMESTAMP
 
 __all__ = [
     "DEFAULT_MAX_RECORD_RETRIES",
@@ -267,9 +269,16 @@ class FailedRecordStore:
         self._retries: dict[str, _Retry] = {}
         self._exhausted: dict[str, FailedEntry] = {}
         self._new: dict[str, FailedEntry] = {}
-        self._people: set[str] = set()  # lower-cased organization_user_ids with kept records
-        self._settled: dict[str, int] = {}  # person -> newest timestamp of a settling record
+        # Per person (lower-cased organization_user_id), the newest timestamp of a record of
+        # this run that settled it: on disk, since it grows with the stream (as store.py).
+        self._settled = sqlite3.connect("")
+        self._settled.execute(
+            "CREATE TABLE settled (person TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID"
+        )
         self._batches = 0
+
+    def close(self) -> None:
+        self._settled.close()
 
     def check(self) -> None:
         """Fail now (a configuration error) if the folder cannot be used."""
@@ -296,8 +305,6 @@ class FailedRecordStore:
                     kept[entry.key] = entry
         for entry in kept.values():
             self._retries[entry.key] = _Retry(entry)
-            if entry.organization_user_id:
-                self._people.add(entry.organization_user_id.lower())
         if kept:
             self.logger.info(
                 "Sending again %d record(s) that failed in earlier runs (kept in %s)",
@@ -327,19 +334,18 @@ class FailedRecordStore:
         nothing new: no STATE covers it, so the tap sends its records again.
         """
         new: list[FailedEntry] = []
+        settled: list[tuple[str, int]] = []
         now = _now()
         for item, outcome, failed, error in outcomes:
-            person = item.ouid.lower() if item.ouid else None
+            if item.ouid and outcome in SETTLING_OUTCOMES:
+                ts = NO_TIMESTAMP if item.ts is None else item.ts
+                settled.append((item.ouid.lower(), ts))
             retry = self._retries.get(item.failed_key) if item.failed_key else None
             if retry is not None:
                 if kept:
                     retry.failed_again, retry.error = failed, error
                 continue
             if not failed:
-                if person in self._people and outcome in SETTLING_OUTCOMES:
-                    held = self._settled.get(person)
-                    ts = item.ts if item.ts is not None else -(2**62)
-                    self._settled[person] = ts if held is None else max(ts, held)
                 continue
             if not kept or item.raw is None:
                 continue
@@ -359,8 +365,12 @@ class FailedRecordStore:
             )
             self._new[key] = entry
             new.append(entry)
-            if person is not None:
-                self._people.add(person)
+        with self._settled:
+            self._settled.executemany(
+                "INSERT INTO settled VALUES (?, ?) ON CONFLICT (person) "
+                "DO UPDATE SET ts = max(ts, excluded.ts)",
+                settled,
+            )
         if new and not self.dry_run:
             self._batches += 1
             name = f"run-{self.run_id}-{self._batches}.jsonl"
@@ -371,9 +381,12 @@ class FailedRecordStore:
 
     def _superseded(self, entry: FailedEntry) -> bool:
         """Whether a newer record of the same person settled in this run."""
-        newer = self._settled.get((entry.organization_user_id or "").lower())
-        if newer is None:
+        row = self._settled.execute(
+            "SELECT ts FROM settled WHERE person = ?", ((entry.organization_user_id or "").lower(),)
+        ).fetchone()
+        if row is None:
             return False
+        newer: int = row[0]
         try:
             failed_at = parse_timestamp(entry.timestamp) if entry.timestamp else None
         except (ValueError, OverflowError):

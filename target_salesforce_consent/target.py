@@ -630,6 +630,8 @@ class TargetSalesforceConsent(Target):
         self._report.close()
         if self._processor is not None:
             self._processor.close()
+        if self._failed is not None:
+            self._failed.close()
 
     def _write_state_message(self, state: dict) -> None:
         # A dry run emits no state: the tap must send the same records to the real run.

@@ -231,3 +231,19 @@ def test_the_documented_replay_writes_an_exhausted_record(
         ("jane@example.com", "updated")
     ]
     assert lead(sandbox, "jane@example.com")["Didomi_Topics__c"] == "Offers"
+
+
+def test_a_failed_record_older_than_one_settled_earlier_in_the_run_is_not_kept(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    newer = user("jane@example.com", purposes=[newsletter(True)], updated_at="2024-06-02T00:00:00Z")
+    older = user("jane@example.com", updated_at="2024-06-01T00:00:00Z")
+    older["consents"]["purposes"] = {"0": {"enabled": False}}  # unreadable: no purpose id
+    unrelated = user("john@example.com", updated_at="2024-06-01T00:00:00Z")
+    unrelated["consents"]["purposes"] = {"0": {"enabled": False}}
+    result = run_target(
+        base_config(sandbox, tmp_path / "r.jsonl", batch_size_rows=1),
+        singer_lines([newer, older, unrelated]),
+    )
+    assert [line["outcome"] for line in result.report] == ["updated", "failed", "failed"]
+    assert [e["organization_user_id"] for e in kept(failed_records_home)] == ["john@example.com"]
