@@ -118,6 +118,7 @@ class Folder(Protocol):
     location: str
 
     def names(self) -> list[str]: ...
+    def check(self) -> None: ...
     def read(self, name: str) -> bytes: ...
     def write(self, name: str, data: bytes) -> None: ...
     def delete(self, name: str) -> None: ...
@@ -130,6 +131,16 @@ class LocalFolder:
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def check(self) -> None:
+        """The folder, or the nearest folder above it that exists, must be writable."""
+        existing = self.path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(existing))
 
     def names(self) -> list[str]:
         if not self.path.is_dir():
@@ -174,6 +185,10 @@ class BucketFolder:
 
     def create(self) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
+
+    def check(self) -> None:
+        """The bucket must exist and be readable (listing it raises otherwise)."""
+        self.fs.ls(self.root.split("/", 1)[0], detail=False)
 
     def names(self) -> list[str]:
         self.fs.invalidate_cache(self.root)  # another run may have changed the folder
@@ -281,9 +296,9 @@ class FailedRecordStore:
         self._settled.close()
 
     def check(self) -> None:
-        """Fail now (a configuration error) if the folder cannot be used."""
-        if not self.dry_run:
-            self.folder.create()
+        """Fail now (a configuration error) if the folder cannot be used. Nothing is created:
+        a run with no failed records leaves no trace."""
+        self.folder.check()
         self.folder.names()
 
     # -- start of the run ------------------------------------------------------------------

@@ -196,6 +196,11 @@ def test_failed_records_kept_in_an_s3_bucket(
         assert second.error is None, second.stderr
         line = second.line_for("jane@example.com")
         assert (line["outcome"], line["retry"]) == ("updated", 1)
+        missing = run_target(
+            config(sandbox, tmp_path / "r3.jsonl", FULL_MAP, failed_records_path="s3://nope/x"),
+            singer_lines([]),
+        )
+        assert "failed_records_path 's3://nope/x' cannot be used" in str(missing.error)
         body = boto3.client("s3").get_object(
             Bucket="consent-runs", Key=listed["Contents"][0]["Key"]
         )
@@ -247,3 +252,14 @@ def test_a_failed_record_older_than_one_settled_earlier_in_the_run_is_not_kept(
     )
     assert [line["outcome"] for line in result.report] == ["updated", "failed", "failed"]
     assert [e["organization_user_id"] for e in kept(failed_records_home)] == ["john@example.com"]
+
+
+def test_a_run_without_failures_leaves_no_trace(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    result = run_target(
+        base_config(sandbox, tmp_path / "r.jsonl"),
+        singer_lines([user("jane@example.com", purposes=[newsletter(True)])]),
+    )
+    assert result.error is None, result.stderr
+    assert not failed_records_home.parent.exists()
