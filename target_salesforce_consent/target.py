@@ -493,13 +493,19 @@ class TargetSalesforceConsent(Target):
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine], completed: bool
     ) -> None:
         assert self._failed is not None
-        self._failed.batch_done(
-            (
-                (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
-                for seq, line in lines.items()
-            ),
-            completed,
-        )
+        try:
+            self._failed.batch_done(
+                (
+                    (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
+                    for seq, line in lines.items()
+                ),
+                completed,
+            )
+        except OSError as exc:
+            raise RunError(
+                f"the batch's failed records could not be kept in {self._failed.folder.location} "
+                f"({exc.strerror or exc}); no STATE was emitted, so the tap sends them again"
+            ) from None
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
 
