@@ -230,6 +230,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _person(ouid: str) -> bytes:
+    """The store's key of a person: any text, a lone surrogate included, as bytes."""
+    return ouid.lower().encode("utf-8", "surrogatepass")
+
+
 def _lines(entries: Iterable[FailedEntry]) -> bytes:
     return b"".join(_line(e) + b"\n" for e in entries)
 
@@ -288,7 +293,7 @@ class FailedRecordStore:
         # this run that settled it: on disk, since it grows with the stream (as store.py).
         self._settled = sqlite3.connect("")
         self._settled.execute(
-            "CREATE TABLE settled (person TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE settled (person BLOB PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID"
         )
         self._batches = 0
 
@@ -349,12 +354,12 @@ class FailedRecordStore:
         nothing new: no STATE covers it, so the tap sends its records again.
         """
         new: list[FailedEntry] = []
-        settled: list[tuple[str, int]] = []
+        settled: list[tuple[bytes, int]] = []
         now = _now()
         for item, outcome, failed, error in outcomes:
             if item.ouid and outcome in SETTLING_OUTCOMES:
                 ts = NO_TIMESTAMP if item.ts is None else item.ts
-                settled.append((item.ouid.lower(), ts))
+                settled.append((_person(item.ouid), ts))
             retry = self._retries.get(item.failed_key) if item.failed_key else None
             if retry is not None:
                 if kept:
@@ -397,7 +402,7 @@ class FailedRecordStore:
     def _superseded(self, entry: FailedEntry) -> bool:
         """Whether a newer record of the same person settled in this run."""
         row = self._settled.execute(
-            "SELECT ts FROM settled WHERE person = ?", ((entry.organization_user_id or "").lower(),)
+            "SELECT ts FROM settled WHERE person = ?", (_person(entry.organization_user_id or ""),)
         ).fetchone()
         if row is None:
             return False
