@@ -263,3 +263,16 @@ def test_a_run_without_failures_leaves_no_trace(
     )
     assert result.error is None, result.stderr
     assert not failed_records_home.parent.exists()
+
+
+def test_a_record_with_a_lone_surrogate_is_kept_and_sent_again(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    bad = user("sur\ud800@example.com", purposes=[newsletter(False)])
+    first = run_target(base_config(sandbox, tmp_path / "r1.jsonl"), singer_lines([bad]))
+    assert first.error is None, first.stderr
+    assert [line["outcome"] for line in first.report] == ["failed"]
+    second = run_target(base_config(sandbox, tmp_path / "r2.jsonl"), singer_lines([]))
+    assert second.error is None, second.stderr
+    assert [(line["outcome"], line.get("retry")) for line in second.report] == [("failed", 1)]
+    assert [e["failures"] for e in kept(failed_records_home)] == [2]
