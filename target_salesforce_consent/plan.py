@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
-from target_salesforce_consent.mapping import CLEAR, report_value, same_value
+from target_salesforce_consent.mapping import CLEAR, FieldType, report_value, same_value
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, WrittenRecord
@@ -177,12 +177,60 @@ def plan_group(
     known = [b for b in baselines.values() if b is not None]
     stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 
+    # The report shows what the first written record receives, or, when nothing is written,
+    # what the first match holds: never a value (or a consent timestamp) that was not written.
     if rows:
-        return GroupPlan(None, ids, fields, update_rows=rows, stale_at=stale_at,
+        shown = shown_fields(person, _by_id(live, rows[0]["Id"]), rs, rows[0])
+        return GroupPlan(None, ids, shown, update_rows=rows, stale_at=stale_at,
                          baselines=baselines, stamp=_stamp(newest))  # fmt: skip
+    shown = shown_fields(person, live[0], rs, None)
     if stale:
-        return GroupPlan(Outcome.SKIPPED_STALE, ids, fields, stale_at=stale_at)
-    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields, stale_at=stale_at)
+        return GroupPlan(Outcome.SKIPPED_STALE, ids, shown, stale_at=stale_at)
+    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, shown, stale_at=stale_at)
+
+
+def shown_fields(
+    person: PersonState,
+    record: Mapping[str, Any],
+    rs: ResolvedSettings,
+    row: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The report's ``fields`` for a matched record: every mapped field the consent has a
+    value for (and the consent timestamp field), as ``row`` writes it, else as ``record``
+    holds it in Salesforce."""
+    shown: dict[str, Any] = {}
+    types = rs.field_types
+    for name, choice in person.choices.items():
+        if not choice.cell:
+            continue
+        if row is not None and name in row:
+            shown[name] = report_value(row[name], types[name])
+        elif same_value(choice.cell, record.get(name), types[name], as_set=choice.is_list):
+            shown[name] = report_value(choice.cell, types[name])  # held already, same value
+        else:
+            shown[name] = held_value(record.get(name), types[name])  # not written (older)
+    ts_field = rs.consent_timestamp_field
+    if ts_field and shown:
+        if row is not None and ts_field in row:
+            shown[ts_field] = report_value(row[ts_field], types[ts_field])
+        elif record.get(ts_field) is not None:
+            shown[ts_field] = held_value(record.get(ts_field), types[ts_field])
+    return shown
+
+
+def held_value(current: Any, ftype: FieldType) -> Any:
+    """A value Salesforce returned, in the report's JSON form (datetimes as the target writes
+    them, ``2024-06-18T16:40:03.512Z``; an empty text as null)."""
+    if current is None or current == "":
+        return None
+    if ftype.type.lower() == "datetime":
+        parsed = parse_salesforce_datetime(current)
+        return format_timestamp(parsed) if parsed is not None else current
+    return current
+
+
+def _by_id(records: Sequence[Mapping[str, Any]], record_id: str) -> Mapping[str, Any]:
+    return next(r for r in records if str(r["Id"]) == record_id)
 
 
 def _stamp(newest: int | None) -> int | None:

@@ -54,9 +54,10 @@ class OutcomeLine:
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     job_id: str | None = None
+    retry: int | None = None  # a record failed in earlier runs, sent again: the n-th retry
 
     def to_json(self) -> str:
-        line = {
+        line: dict[str, Any] = {
             "stream": self.stream,
             "organization_user_id": self.organization_user_id,
             "didomi_id": self.didomi_id,
@@ -67,6 +68,8 @@ class OutcomeLine:
             "error": self.error,
             "job_id": self.job_id,
         }
+        if self.retry is not None:
+            line["retry"] = self.retry
         try:
             return _encode(line).decode()
         except (TypeError, UnicodeEncodeError):  # a lone surrogate, or a value msgspec lacks

@@ -10,7 +10,8 @@ run tells the user everything to fix:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,6 +38,7 @@ TEXT_SETTINGS = (
     "consent_timestamp_field",
     "report_path",
     "api_version",
+    "failed_records_path",
 )
 #: Top-level settings whose type and value read_settings checks itself, naming what to write;
 #: the schema check leaves them to it, so each wrong setting is named once.
@@ -46,7 +48,43 @@ CHECKED_SETTINGS = (
     "mappings",
     "insert_defaults",
     "regulations",
+    "max_record_retries",
 )
+
+
+#: Settings of singer-sdk targets that Meltano or a shared configuration may pass but that mean
+#: nothing to this target (no SQL tables, no schema flattening, no BATCH files, no ACTIVATE_VERSION
+#: messages; upsert_mode alone decides whether records are created): accepted, with a warning.
+INAPPLICABLE_SDK_SETTINGS = (
+    "load_method",
+    "hard_delete",
+    "default_target_schema",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "batch_config",
+    "process_activate_version_messages",
+)
+
+
+def unknown_setting_problems(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """A problem per setting the target does not know, naming the nearest known one.
+
+    An unknown setting is never ignored: a misspelt ``consent_timestamp_field`` would silently
+    switch the newest-consent guard off.
+    """
+    names = sorted({*known, *INAPPLICABLE_SDK_SETTINGS})
+    problems = []
+    for name in config:
+        if name in names:
+            continue
+        nearest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {nearest[0]}?"
+            if nearest
+            else "remove it (the README's settings table lists every setting)"
+        )
+        problems.append(f"{name} is not a setting of target-salesforce-consent: {hint}")
+    return problems
 
 
 class ConfigurationError(Exception):
@@ -79,6 +117,8 @@ class Settings:
     report_path: str | None = None
     api_version: str = "62.0"
     fail_on_record_errors: bool = False
+    failed_records_path: str | None = None  # None: the default folder (failed_records.py)
+    max_record_retries: int = 5
 
 
 def _json_kind(value: Any) -> str:
@@ -236,6 +276,20 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             "(47.0 or newer)"
         )
 
+    max_record_retries = config.get("max_record_retries")
+    if max_record_retries is None:
+        max_record_retries = 5
+    if (
+        isinstance(max_record_retries, bool)
+        or not isinstance(max_record_retries, int)
+        or max_record_retries < 0
+    ):
+        problems.append(
+            _wrong_type("max_record_retries", max_record_retries, "a whole number, 0 or more")
+            + " (0: failed records are neither kept nor retried)"
+        )
+        max_record_retries = 5
+
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
     report_path = texts["report_path"] or None
@@ -266,6 +320,8 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             report_path=report_path,
             api_version=api_version,
             fail_on_record_errors=booleans["fail_on_record_errors"],
+            failed_records_path=(texts["failed_records_path"] or "").strip() or None,
+            max_record_retries=max_record_retries,
         ),
         problems,
     )

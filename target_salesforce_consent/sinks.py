@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +28,7 @@ from target_salesforce_consent.didomi import (
     parse_record,
     read_needed,
 )
+from target_salesforce_consent.dry_run import PlannedWrites
 from target_salesforce_consent.extract import (
     NO_CHOICE,
     CellError,
@@ -116,6 +117,9 @@ class BufferedRecord:
     outcome: Outcome | None = None
     error: str | None = None
     fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
+    raw: bytes | None = None  # the record as sent (JSON), kept should it fail (failed_records)
+    retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
+    failed_key: str | None = None  # and its key in the failed-records store
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
@@ -187,6 +191,9 @@ class BatchProcessor:
         self.logger = logger
         self.batches = 0
         self.store = RunStore()
+        self.planned = (
+            PlannedWrites(rs.field_types, rs.match_field) if rs.settings.dry_run else None
+        )
         self.queries = MatchQueryBuilder(
             rs.settings.salesforce_object,
             rs.select_fields,
@@ -194,6 +201,8 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        self.on_batch: Callable[[list[BufferedRecord], dict[int, OutcomeLine], bool], None] | None
+        self.on_batch = None
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
@@ -207,6 +216,8 @@ class BatchProcessor:
 
     def close(self) -> None:
         self.store.close()
+        if self.planned is not None:
+            self.planned.close()
 
     # -- reading, on arrival --------------------------------------------------------------
 
@@ -281,10 +292,14 @@ class BatchProcessor:
         try:
             groups = self._group(buffer, lines)
             matches = self._find_matches(groups)
+            if self.planned is not None:  # a dry run plans on top of its earlier plans
+                matches = self.planned.overlay(matches, groups)
             written = self._written(matches)
             for key, group in groups.items():
                 group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
             unresolved = self._write(groups, lines, fatal)
+            if self.planned is not None:
+                self.planned.remember(groups, self.store, bool(self.rs.consent_timestamp_field))
         except SalesforceError as exc:
             fatal.append(self._fatal_message(exc))
             self._fail_remaining(groups, lines, str(exc))
@@ -301,6 +316,8 @@ class BatchProcessor:
                         item, Outcome.FAILED, error=f"UNKNOWN_EXCEPTION: {type(exc).__name__}"
                     )
         counts = self.report.write_batch(lines[seq] for seq in sorted(lines))
+        if self.on_batch is not None:  # keeps the failed records (failed_records.py)
+            self.on_batch(buffer, lines, not (fatal or unresolved))
         self.logger.info(
             "Batch %d: %d record(s): %s", self.batches, sum(counts.values()), format_counts(counts)
         )
@@ -506,6 +523,7 @@ class BatchProcessor:
             fields=dict(fields or {}),
             error=error,
             job_id=job_id,
+            retry=item.retry,
         )
 
     def _log_errors(self, lines: Any) -> None:
@@ -576,6 +594,12 @@ class ConsentSink(BatchSink):
     @property
     def is_full(self) -> bool:
         return self.consent_target.buffered >= self.max_size
+
+    def _singer_validate_message(self, record: dict) -> None:
+        """No key-property check: the target identifies a record by its own reading of it
+        (organization_user_id, and the id of the record inside a webhook envelope), never by
+        the stream's key_properties, so a record without them (a webhook envelope on a stream
+        keyed by ``id``) is read like any other."""
 
     def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
         """Keep records as the tap sent them: the target reads Didomi timestamps itself."""

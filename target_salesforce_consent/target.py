@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 import time
@@ -28,9 +29,17 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.target_base import Target
 
-from target_salesforce_consent.report import Outcome, RunReport, format_counts
+from target_salesforce_consent.didomi import UnreadableRecord
+from target_salesforce_consent.failed_records import (
+    FailedRecordStore,
+    default_failed_records_root,
+    encode_record,
+    open_folder,
+)
+from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
@@ -41,9 +50,12 @@ from target_salesforce_consent.salesforce.errors import (
 )
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
+    INAPPLICABLE_SDK_SETTINGS,
     ConfigurationError,
+    Settings,
     check_against_object,
     read_settings,
+    unknown_setting_problems,
 )
 from target_salesforce_consent.sinks import BatchProcessor, BufferedRecord, ConsentSink, RunError
 
@@ -82,6 +94,68 @@ class SingerLineReader(MsgSpecReader):
                 return json.loads(line, parse_float=Decimal)
             except ValueError:
                 return super().deserialize_json(line)  # raises the SDK's own error
+            except RecursionError:
+                return too_deep_message(line)
+        except RecursionError:
+            return too_deep_message(line)
+
+
+def too_deep_message(line: str) -> dict:
+    """A line nested deeper than the JSON readers go: a RECORD fails alone (its stream and
+    type are read from the top level of the line); any other message stops the run."""
+    top = top_level_strings(line, {"type", "stream"})
+    if top.get("type") == "RECORD" and "stream" in top:
+        problem = (
+            "the record is nested deeper than the JSON reader can follow "
+            f"({len(line)} characters); no Didomi record nests this deep, so the tap or a "
+            "relay produced it: fix the source of this record"
+        )
+        return {"type": "RECORD", "stream": top["stream"], "record": UnreadableRecord(problem)}
+    raise InvalidInputLine(
+        "a Singer message is nested deeper than the JSON reader can follow "
+        f"({len(line)} characters, type {top.get('type')!r})"
+    )
+
+
+_COLON = re.compile(r"\s*:")
+
+
+def top_level_strings(line: str, names: set[str]) -> dict[str, str]:
+    """The string values of the top-level keys `names` of a JSON object line, found without
+    decoding the whole line (a scan that keeps count of the nesting, never recursing)."""
+    found: dict[str, str] = {}
+    depth = 0
+    key: str | None = None  # a top-level key whose value comes next
+    i, end = 0, len(line)
+    while i < end:
+        char = line[i]
+        if char == '"':
+            j = i + 1
+            while j < end and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            if depth == 1:
+                try:
+                    text = json.loads(line[i : j + 1])
+                except ValueError:
+                    return found
+                if key is not None:
+                    if key in names:
+                        found[key] = text
+                    key = None
+                elif _COLON.match(line, j + 1):
+                    key = text
+            i = j + 1
+            continue
+        if char in "{[":
+            depth += 1
+            if depth == 2:
+                key = None  # the value is an object or array
+        elif char in "}]":
+            depth -= 1
+        elif char == "," and depth == 1:
+            key = None
+        i += 1
+    return found
 
 
 class TargetSalesforceConsent(Target):
@@ -227,6 +301,25 @@ class TargetSalesforceConsent(Target):
             "(non-zero exit, no STATE).",
         ),
         th.Property(
+            "failed_records_path",
+            th.StringType,
+            title="Failed Records Path",
+            description="Folder (or s3://, gs://, az:// URL: the `s3` extra, or fsspec with "
+            "gcsfs or adlfs) where "
+            "failed records are kept and retried from on the next runs. Default: "
+            "`.meltano/run/target-salesforce-consent/failed-records` in a Meltano project, "
+            "else `$XDG_STATE_HOME/target-salesforce-consent/failed-records` "
+            "(`~/.local/state/...`); one sub-folder per org and object.",
+        ),
+        th.Property(
+            "max_record_retries",
+            th.IntegerType,
+            default=5,
+            title="Max Record Retries",
+            description="How many later runs send a failed record again before it is given up "
+            "(moved to exhausted.jsonl). 0: failed records are neither kept nor retried.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -254,8 +347,9 @@ class TargetSalesforceConsent(Target):
             self.logger, self._outcome_counts, progress_interval(os.environ, self.logger)
         )
         self._writing = False  # a batch is being written to Salesforce
+        self._failed: FailedRecordStore | None = None
         if kwargs.get("validate_config", True):
-            self._processor = self._start_run()
+            self._start_run()
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -282,6 +376,14 @@ class TargetSalesforceConsent(Target):
                 problems.append(f"{where} must be a non-empty string")  # never echo a secret
             else:
                 problems.append(f"{where}: {error.message}")
+        problems += unknown_setting_problems(self._config, schema["properties"])
+        for name in INAPPLICABLE_SDK_SETTINGS:
+            if self._config.get(name) not in (None, False, ""):
+                self.logger.warning(
+                    "%s does not apply to this target and is ignored (upsert_mode alone "
+                    "decides whether records are created)",
+                    name,
+                )
         self._schema_problems = problems
         return problems
 
@@ -332,6 +434,7 @@ class TargetSalesforceConsent(Target):
                     "give a file path in a writable directory"
                 ]
             ) from None
+        self._failed = self._open_failed_records(settings)
         self.logger.info(
             "Writing %s to %s %s through Bulk API 2.0%s",
             ", ".join(m.field for m in resolved.mappings),
@@ -339,13 +442,80 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
-        return BatchProcessor(
+        processor = BatchProcessor(
             resolved,
             client,
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
         )
+        self._processor = processor
+        if self._failed is not None:
+            processor.on_batch = self._batch_settled
+            self._send_failed_again(self._failed)
+        return processor
+
+    # -- failed records, kept and sent again (failed_records.py) -----------------------------
+
+    def _open_failed_records(self, settings: Settings) -> FailedRecordStore | None:
+        if settings.max_record_retries == 0:
+            return None
+        root = settings.failed_records_path or default_failed_records_root(os.environ)
+        try:
+            folder = open_folder(root, settings.instance_url, settings.salesforce_object)
+            store = FailedRecordStore(
+                folder, settings.max_record_retries, dry_run=settings.dry_run, logger=self.logger
+            )
+            store.check()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigurationError(
+                [
+                    f"failed_records_path {root!r} cannot be used ({reason}): give a writable "
+                    "folder or bucket URL, or set max_record_retries to 0 to keep no failed "
+                    "records"
+                ]
+            ) from None
+        return store
+
+    def _send_failed_again(self, store: FailedRecordStore) -> None:
+        """Records that failed in earlier runs go first, before any new input."""
+        assert self._processor is not None
+        try:
+            entries = store.load()
+        except OSError as exc:
+            raise RunError(
+                f"the failed records kept in {store.folder.location} cannot be read "
+                f"({exc.strerror or exc}); nothing was read or written"
+            ) from None
+        batch_rows = self.config.get("batch_size_rows") or ConsentSink.MAX_SIZE_DEFAULT
+        for entry in entries:
+            record = entry.record if entry.record is not None else UnreadableRecord(
+                entry.error or "the record could not be decoded"
+            )
+            item = self._processor.read(entry.stream, record)
+            item.retry, item.failed_key = entry.failures, entry.key
+            self.buffer(item)
+            if self.buffered >= batch_rows:
+                self.flush()
+
+    def _batch_settled(
+        self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine], completed: bool
+    ) -> None:
+        assert self._failed is not None
+        try:
+            self._failed.batch_done(
+                (
+                    (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
+                    for seq, line in lines.items()
+                ),
+                completed,
+            )
+        except OSError as exc:
+            raise RunError(
+                f"the batch's failed records could not be kept in {self._failed.folder.location} "
+                f"({exc.strerror or exc}); no STATE was emitted, so the tap sends them again"
+            ) from None
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
 
@@ -362,9 +532,8 @@ class TargetSalesforceConsent(Target):
             super()._process_record_message(message_dict)
             return
         # The SDK's per-record path, for a stream without maps, metadata or validation: what
-        # remains of it is the key-property check and the counters (about 40% of a no-op
-        # target's time is spent in the steps skipped here).
-        sink._singer_validate_message(record)
+        # remains of it are the counters (about 40% of a no-op target's time is spent in the
+        # steps skipped here; the sink makes no key-property check, see ConsentSink).
         sink.tally_record_read()
         self.buffer(self.read_record(sink.stream_name, record))
         sink.record_counter_metric.increment()
@@ -398,8 +567,12 @@ class TargetSalesforceConsent(Target):
 
     def read_record(self, stream: str, raw: Any) -> BufferedRecord:
         if self._processor is None:
-            self._processor = self._start_run()
-        return self._processor.read(stream, raw)
+            self._start_run()
+            assert self._processor is not None
+        item = self._processor.read(stream, raw)
+        if self._failed is not None and not self._failed.dry_run:
+            item.raw = encode_record(raw)  # kept should the record fail
+        return item
 
     @property
     def buffered(self) -> int:
@@ -413,7 +586,8 @@ class TargetSalesforceConsent(Target):
         if not self._buffer:
             return
         if self._processor is None:
-            self._processor = self._start_run()
+            self._start_run()
+            assert self._processor is not None
         batch, self._buffer = self._buffer, []
         self._writing = True
         try:
@@ -445,6 +619,15 @@ class TargetSalesforceConsent(Target):
     def process_endofpipe(self) -> None:
         try:
             self.flush()  # before the SDK's final drain writes STATE
+            if self._failed is not None:
+                try:
+                    self._failed.finish()
+                except OSError as exc:
+                    raise RunError(
+                        f"the failed records could not be saved to "
+                        f"{self._failed.folder.location} ({exc.strerror or exc}); no STATE was "
+                        "emitted, so the tap sends this run's records again"
+                    ) from None
             super().process_endofpipe()
         finally:
             self._log_summary()
@@ -473,6 +656,8 @@ class TargetSalesforceConsent(Target):
         self._report.close()
         if self._processor is not None:
             self._processor.close()
+        if self._failed is not None:
+            self._failed.close()
 
     def _write_state_message(self, state: dict) -> None:
         # A dry run emits no state: the tap must send the same records to the real run.

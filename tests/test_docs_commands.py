@@ -8,7 +8,9 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
 - `sandbox`: the sandbox's own command; run here, its printed line checked;
 - `.ci/run`: each command is a line of `.ci/run`, which CI runs;
 - `meltano-project` (and its `cron` and `ci` variants): run one after the other, word for
-  word, in a fresh Meltano project by `tests/test_packaging.py`.
+  word, in a fresh Meltano project by `tests/test_packaging.py`;
+- `failed-records`: the listing and replay of kept failed records, run in order on a real
+  store of failed records by `tests/test_trust_failed_records.py`.
 
 What a harness must change to run a block on a shared machine is the same everywhere:
 `salesforce-sandbox --port 8765` runs on a free port instead, and `127.0.0.1:8765` (in the block
@@ -33,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"repo", "fresh-venv", "sandbox", ".ci/run", "meltano-project",
-         "meltano-project cron", "meltano-project ci"}
+         "meltano-project cron", "meltano-project ci", "failed-records"}
 FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}

@@ -218,8 +218,12 @@ def regenerate() -> None:
             continue
         info = about(p)
         data = load(p) if p.definition_path.exists() else {}
+        # Example values written by hand (the loader's example mappings) are kept.
+        examples = {s["name"]: s["value"] for s in data.get("settings", [])
+                    if s["name"] == "mappings" and "value" in s}
         data["capabilities"] = sorted(info["capabilities"])
-        data["settings"] = expected_settings(info)
+        data["settings"] = [{**s, **({"value": examples[s["name"]]} if s["name"] in examples
+                                     else {})} for s in expected_settings(info)]
         p.definition_path.parent.mkdir(parents=True, exist_ok=True)
         p.definition_path.write_text(
             yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
