@@ -47,7 +47,10 @@ class Plugin:
 
 TARGET = Plugin("target-salesforce-consent", "loaders", "consent-pipelines", ROOT)
 TAP = Plugin("tap-didomi", "extractors", "consent-pipelines", ROOT / "tap-didomi")
-PLUGIN_LIST = [TARGET, TAP]
+TAP_SF = Plugin(
+    "tap-salesforce-consent", "extractors", "consent-pipelines", ROOT / "tap-salesforce-consent"
+)
+PLUGIN_LIST = [TARGET, TAP, TAP_SF]
 
 
 def executable(name: str) -> Path:
