@@ -269,6 +269,11 @@ class TapSalesforceConsent(Tap):
     def source(self) -> Source:
         return open_source(self.config, self.retry_policy)
 
+    def _set_compatible_replication_methods(self) -> None:
+        # The first step of a sync: the check against the org comes before any message.
+        _ = self.source
+        super()._set_compatible_replication_methods()
+
     def discover_streams(self) -> list[Stream]:
         return [ConsentChangesStream(self)]
 
