@@ -457,7 +457,7 @@ class BatchProcessor:
                     fields=plan.fields,
                     error=None if stale else error,
                     job_id=None if stale else job_id,
-                    kept=plan.kept,
+                    kept=None if stale else plan.kept,
                 )
         if stamped:
             self.store.record_written(stamped)

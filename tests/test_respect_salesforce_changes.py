@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from salesforce_sandbox import Sandbox
 
+from target_salesforce_consent.salesforce.client import SalesforceClient
 from tests.conftest import SEED, base_config, run_target, singer_lines, user
 
 JANE = "jane@example.com"
@@ -233,3 +234,8 @@ def test_a_wrong_type_is_a_configuration_error(org: Sandbox, report_path: Path) 
     result = run_target(config, singer_lines([]))
     assert result.error is not None
     assert "respect_salesforce_changes is 'yes' (text): it must be true, false" in str(result.error)
+
+
+def test_the_client_knows_the_user_it_acts_as(org: Sandbox) -> None:
+    with SalesforceClient(org.url, org.client_id, org.client_secret) as client:
+        assert client.user_id == org.integration_user_id
