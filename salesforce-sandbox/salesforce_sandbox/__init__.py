@@ -5,7 +5,10 @@ behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mo
 :mod:`.ingest`, :mod:`.query_jobs`, :mod:`.sobjects`) is kept apart from the HTTP layer
 (:mod:`.http`).
 
-Beyond the target's calls it serves everyday clients' (:mod:`.sobjects`): sObject rows
+Beyond the target's calls it serves everyday clients' (simple-salesforce and the Salesforce CLI
+run on it unchanged): userinfo, the User and Organization rows, a version's resources, query
+columns (``/query?columns=true``), the Tooling API query on ``SandboxProcess`` (no rows), and
+(:mod:`.sobjects`) sObject rows
 (``GET/PATCH/DELETE /sobjects/{Object}/{Id}``, ``POST /sobjects/{Object}``), rows by external
 id (GET, upsert by PATCH, DELETE), ``/sobjects/{Object}/deleted|updated``, and sObject
 Collections (create, update, upsert, retrieve, delete; at most 200; ``allOrNone``). Deletes are
@@ -49,8 +52,9 @@ object's ``"history_tracked_fields": [...]``; ``"field_history": false`` removes
 object (queries fail ``INVALID_TYPE``).
 
 Request kinds counted by :meth:`Sandbox.api_calls` (every request received, faults included):
-``token``, ``userinfo``, ``versions``, ``limits``, ``describe_global``, ``describe``, ``query``
-(``/query`` and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``,
+``token``, ``userinfo``, ``versions``, ``resources`` (``GET /services/data/vXX.X``),
+``limits``, ``describe_global``, ``describe``, ``query`` (``/query`` and ``/queryAll``,
+``columns=true`` too), ``tooling_query``, ``query_more``, ``ingest_create``, ``ingest_upload``,
 ``ingest_close``, ``ingest_abort``, ``ingest_patch`` (a PATCH with another state),
 ``ingest_info``, ``ingest_results``, ``ingest_delete``, ``ingest_list``, ``query_job_create``,
 ``query_job_info``, ``query_job_results``, ``query_job_abort``, ``query_job_delete``,

@@ -23,6 +23,7 @@ KEY_PREFIXES: dict[str, str] = {
     "Individual": "0PK",
     "LeadHistory": "017",  # every field history object shares the 017 prefix
     "ContactHistory": "017",
+    "SandboxProcess": "0GR",
     "Job": "750",
     "QueryLocator": "01g",
 }

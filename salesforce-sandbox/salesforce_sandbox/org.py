@@ -42,7 +42,9 @@ from .schema import (
     format_datetime,
     history_fields,
     now_datetime,
+    organization_fields,
     parse_datetime,
+    sandbox_process_fields,
     user_fields,
 )
 
@@ -149,7 +151,14 @@ class Org:
         # field history of each object whose history the seed leaves enabled.
         self.schemas: dict[str, SObjectSchema] = {}
         self.read_only: dict[str, SObjectSchema] = {
-            "User": SObjectSchema("User", [], fields=user_fields(), writable=False)}
+            "User": SObjectSchema("User", [], fields=user_fields(), writable=False),
+            "Organization": SObjectSchema("Organization", [], fields=organization_fields(),
+                                          writable=False)}
+        self.org_name = str(org_conf.get("name", "Salesforce Sandbox"))
+        # Tooling API objects: only what clients ask at login (this org has no sandboxes).
+        self.tooling: dict[str, SObjectSchema] = {
+            "SandboxProcess": SObjectSchema("SandboxProcess", [],
+                                            fields=sandbox_process_fields(), writable=False)}
         # Tracked fields by object (empty: no history is kept for it).
         self.tracked: dict[str, frozenset[str]] = {}
         objects = dict(seed.get("objects", {}))
@@ -253,6 +262,7 @@ class Org:
         self._acting_at = None
         for user in self.user_seed:
             self._add_user(user)
+        self._add_organization()
         # Explicit seed Ids first: a generated Id must never take one of them.
         self._reserved = self._seed_ids(seeded)
         try:
@@ -351,6 +361,20 @@ class Org:
             "LastModifiedById": self.user_id, "SystemModstamp": now,
         })
         self._place(self.records, "User", record)
+
+    def _add_organization(self) -> None:
+        """The one Organization row: a production org (not a sandbox, no trial, no namespace)."""
+        now = now_datetime()
+        schema = self.read_only["Organization"]
+        record: dict[str, Any] = {f.name: None for f in schema.fields}
+        record.update({
+            "Id": self.org_id, "Name": self.org_name, "OrganizationType": "Enterprise Edition",
+            "InstanceName": "SBX1", "IsSandbox": False, "LanguageLocaleKey": "en_US",
+            "DefaultLocaleSidKey": "en_US", "TimeZoneSidKey": "GMT", "CreatedDate": now,
+            "CreatedById": self.user_id, "LastModifiedDate": now,
+            "LastModifiedById": self.user_id, "SystemModstamp": now,
+        })
+        self._place(self.records, "Organization", record)
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         normalized = ids.normalize(user_id)

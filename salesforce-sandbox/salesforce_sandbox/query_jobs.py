@@ -17,7 +17,7 @@ from .ingest import (
     invalid_property,
 )
 from .org import Org
-from .schema import FieldDef, csv_value, now_datetime
+from .schema import TEXT_TYPES, FieldDef, csv_value, now_datetime
 
 DEFAULT_MAX_RECORDS = 50000
 REST_DEFAULT_BATCH = 2000
@@ -236,6 +236,43 @@ def rest_query(org: Org, version: str, text: str, batch_size: int,
     cursor = org.new_id(ids.KEY_PREFIXES["QueryLocator"])
     org.query_cursors[cursor] = (rows, batch_size)
     return _rest_page(org, version, cursor, 0)
+
+
+# The Apex type of a field's column in ``/query?columns=true``.
+_APEX_TYPES = {"id": "Id", "reference": "Id", "boolean": "Boolean", "int": "Integer",
+               "long": "Long", "double": "Double", "currency": "Decimal", "percent": "Double",
+               "date": "Date", "datetime": "Datetime", "anyType": "Object"}
+
+
+def rest_query_columns(org: Org, text: str) -> dict[str, Any]:
+    """``/query?q=...&columns=true``: the columns a query selects, without running it (what
+    the Salesforce CLI reads to lay out ``sf data query``)."""
+    query = soql.parse(text, org.all_schemas)
+    assert query.schema is not None
+    columns: list[dict[str, Any]] = [{
+        "aggregate": False,
+        "apexType": _APEX_TYPES.get(fdef.type, "String"),
+        "booleanType": fdef.type == "boolean",
+        "columnName": fdef.name,
+        "custom": fdef.custom,
+        "displayName": fdef.name,
+        "foreignKeyName": None,
+        "insertable": fdef.createable,
+        "joinColumns": [],
+        "numberType": fdef.type in {"int", "long", "double", "currency", "percent"},
+        "textType": fdef.type in TEXT_TYPES,
+        "updatable": fdef.updateable,
+    } for fdef in query.field_defs]
+    return {"columnMetadata": columns, "entityName": query.object_name, "groupBy": False,
+            "idSelected": any(f.name == "Id" for f in query.field_defs),
+            "keyPrefix": query.schema.key_prefix}
+
+
+def tooling_query(org: Org, text: str) -> dict[str, Any]:
+    """Tooling API ``/tooling/query``: the tooling objects the sandbox knows hold no rows."""
+    query = soql.parse(text, org.tooling)
+    return {"size": 0, "totalSize": 0, "done": True, "queryLocator": None,
+            "entityTypeName": query.object_name, "records": []}
 
 
 def rest_query_more(org: Org, version: str, locator: str) -> dict[str, Any]:

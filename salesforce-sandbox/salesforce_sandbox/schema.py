@@ -279,6 +279,52 @@ def user_fields() -> list[FieldDef]:
     ]
 
 
+def organization_fields() -> list[FieldDef]:
+    """The Organization fields the sandbox keeps (the one row describing the org)."""
+    return [
+        _f("Id", "id", "Organization ID", nillable=False, defaulted_on_create=True,
+           id_lookup=True, **_READONLY),
+        _f("Name", "string", "Name", length=80, nillable=False, **_READONLY),
+        _f("OrganizationType", "picklist", "Edition", length=40,
+           picklist_values=["Developer Edition", "Enterprise Edition"], **_READONLY),
+        _f("InstanceName", "string", "Instance Name", length=5, **_READONLY),
+        _f("IsSandbox", "boolean", "Is Sandbox", **_READONLY),
+        _f("TrialExpirationDate", "datetime", "Trial Expiration Date", **_READONLY),
+        _f("NamespacePrefix", "string", "Namespace Prefix", length=15, **_READONLY),
+        _f("LanguageLocaleKey", "picklist", "Language", length=40, nillable=False,
+           **_READONLY),
+        _f("DefaultLocaleSidKey", "picklist", "Locale", length=40, nillable=False,
+           **_READONLY),
+        _f("TimeZoneSidKey", "picklist", "Default Time Zone", length=40, nillable=False,
+           **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", nillable=False, **_READONLY),
+        _f("CreatedById", "reference", "Created By ID", nillable=False, reference_to=["User"],
+           relationship_name="CreatedBy", **_READONLY),
+        _f("LastModifiedDate", "datetime", "Last Modified Date", nillable=False, **_READONLY),
+        _f("LastModifiedById", "reference", "Last Modified By ID", nillable=False,
+           reference_to=["User"], relationship_name="LastModifiedBy", **_READONLY),
+        _f("SystemModstamp", "datetime", "System Modstamp", nillable=False, **_READONLY),
+    ]
+
+
+def sandbox_process_fields() -> list[FieldDef]:
+    """Tooling API ``SandboxProcess``: the sandboxes copied from this org (none here)."""
+    return [
+        _f("Id", "id", "Sandbox Process ID", nillable=False, id_lookup=True, **_READONLY),
+        _f("Status", "picklist", "Status", length=40, **_READONLY),
+        _f("SandboxName", "string", "Sandbox Name", length=10, **_READONLY),
+        _f("SandboxInfoId", "reference", "Sandbox Info ID", **_READONLY),
+        _f("LicenseType", "picklist", "License Type", length=40, **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", **_READONLY),
+        _f("CopyProgress", "int", "Copy Progress", **_READONLY),
+        _f("SandboxOrganization", "string", "Sandbox Organization", length=18, **_READONLY),
+        _f("SourceId", "reference", "Source ID", **_READONLY),
+        _f("Description", "string", "Description", length=255, **_READONLY),
+        _f("EndDate", "datetime", "End Date", **_READONLY),
+        _f("Features", "multipicklist", "Features", length=4099, **_READONLY),
+    ]
+
+
 def history_fields(parent: str) -> list[FieldDef]:
     """The fields of ``{parent}History``: read-only; OldValue/NewValue are anyType, which
     SOQL can neither filter nor group by."""

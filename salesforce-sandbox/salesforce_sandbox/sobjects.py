@@ -188,14 +188,22 @@ class SObjects:
     # ------------------------------------------------------------------ lookups
 
     def schema(self, object_name: str) -> SObjectSchema:
+        """An object clients write (Lead, Contact); NOT_FOUND for any other."""
         schema = self.org.schema(object_name)
+        if schema is None:
+            raise not_found()
+        return schema
+
+    def readable(self, object_name: str) -> SObjectSchema:
+        """Any object clients read (users and field history too); NOT_FOUND else."""
+        schema = self.org.readable_schema(object_name)
         if schema is None:
             raise not_found()
         return schema
 
     def info(self, object_name: str, version: str) -> Answer:
         """``GET /sobjects/{Object}``: the object's summary and (no) recent items."""
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         return Answer(200, {"objectDescribe": schema.summary(version), "recentItems": []})
 
     def record_json(self, schema: SObjectSchema, record: dict[str, Any], version: str,
@@ -402,7 +410,7 @@ class SObjects:
 
     def get_row(self, object_name: str, segment: str, version: str,
                 fields: str | None) -> Answer:
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         record_id = self._row_id(schema, segment)
         chosen = self.select_fields(schema, fields.split(","), record_id) if fields else None
         record = self.org.records[schema.name][record_id]
@@ -713,7 +721,7 @@ class SObjects:
         """GET ``?ids=&fields=`` (<= 200) or POST ``{"ids", "fields"}`` (<= 2,000): the
         records in order, ``null`` for an id that names no live record."""
         self._check_collections_version(version)
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         if not field_names or not any(n.strip() for n in field_names):
             # [D] fields is required; [I] code and wording.
             raise ApiError(400, "MISSING_ARGUMENT", "The fields parameter is required")

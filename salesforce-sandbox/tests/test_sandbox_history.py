@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from salesforce_sandbox import Sandbox
+from salesforce_sandbox import DEMO_SEED, Sandbox
 from sandbox_helpers import API, Client, seed
 
 HISTORY_SOQL = (
@@ -399,3 +399,18 @@ def test_admin_create_as_a_person(api: Client) -> None:
     assert resp.status_code == 201, resp.text
     row = api.get(f"{API}/sobjects/Lead/{resp.json()['id']}").json()
     assert row["CreatedById"] == rep and row["OwnerId"] == rep
+
+
+def test_the_demo_org_tracks_its_consent_fields() -> None:
+    with Sandbox(DEMO_SEED) as sb:
+        api = Client(sb)
+        api.login()
+        for history, expected in (
+            ("LeadHistory", {"HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax",
+                             "Didomi_Newsletter__c", "Didomi_SMS_Optin__c", "Didomi_Topics__c"}),
+            ("ContactHistory", {"HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax",
+                                "Didomi_Newsletter__c"}),
+        ):
+            described = api.get(f"{API}/sobjects/{history}/describe").json()
+            field = next(f for f in described["fields"] if f["name"] == "Field")
+            assert {v["value"] for v in field["picklistValues"]} == expected | {"created"}
