@@ -307,11 +307,7 @@ class TargetSalesforceConsent(Target):
                 [*problems, f"Salesforce refused the credentials: {exc}"]
             ) from None
         except ApiLimitExceededError as exc:
-            raise RunError(
-                f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
-                "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
-                "dropped (Setup > Company Information shows it)."
-            ) from None
+            raise RunError(limit_message(exc)) from None
         except SalesforceError as exc:
             if is_outage(exc, authenticated=client.authenticated):
                 raise RunError(unavailable_message(exc)) from None
@@ -338,15 +334,21 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
+        try:
+            changes = start_salesforce_changes(
+                settings.respect_salesforce_changes, client, resolved, self.logger
+            )
+        except ApiLimitExceededError as exc:
+            raise RunError(limit_message(exc)) from None
+        except SalesforceError as exc:  # only an outage: an unreadable history falls back
+            raise RunError(unavailable_message(exc)) from None
         return BatchProcessor(
             resolved,
             client,
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
-            salesforce_changes=start_salesforce_changes(
-                settings.respect_salesforce_changes, client, resolved, self.logger
-            ),
+            salesforce_changes=changes,
         )
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
@@ -481,6 +483,14 @@ def is_outage(exc: SalesforceError, *, authenticated: bool) -> bool:
     proxy or TLS fail the same way, and those are for the user to fix.
     """
     return exc.transient and (authenticated or exc.code != "CONNECTION_ERROR")
+
+
+def limit_message(exc: ApiLimitExceededError) -> str:
+    return (
+        f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
+        "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
+        "dropped (Setup > Company Information shows it)."
+    )
 
 
 def unavailable_message(exc: SalesforceError) -> str:

@@ -239,3 +239,17 @@ def test_a_wrong_type_is_a_configuration_error(org: Sandbox, report_path: Path) 
 def test_the_client_knows_the_user_it_acts_as(org: Sandbox) -> None:
     with SalesforceClient(org.url, org.client_id, org.client_secret) as client:
         assert client.user_id == org.integration_user_id
+
+
+def test_an_outage_while_checking_the_history_stops_the_run(
+    org: Sandbox, report_path: Path
+) -> None:
+    """Salesforce being down is not an unreadable history: nothing is written without it."""
+    org.fail_next(503, count=20, path="/services/data/v62.0/query")
+    result = run_target(
+        base_config(org, report_path), singer_lines([opted_in("2025-03-01T00:00:00Z")])
+    )
+    assert result.error is not None
+    assert "Salesforce is unavailable" in str(result.error)
+    assert "Falling back" not in result.stderr
+    assert org.ingest_jobs() == []

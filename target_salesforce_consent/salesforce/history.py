@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .client import SalesforceClient
-from .errors import SalesforceError
+from .errors import ApiLimitExceededError, SalesforceError
 from .soql import MatchQueryBuilder, check_name, quote
 
 #: The history object of each object the pipelines serve, and its field naming the record.
@@ -183,13 +183,13 @@ class HistoryReader:
     def problem(self) -> str | None:
         """Why the history cannot be read (a sentence), or None when it can.
 
-        A transient failure (Salesforce unavailable) is raised, not taken for unreadable.
+        An outage or an exhausted API limit is raised, not taken for an unreadable history.
         """
         try:
             for _ in self.client.query_all(readable_query(self.sobject, self.fields)):
                 break
         except SalesforceError as exc:
-            if exc.transient:
+            if exc.transient or isinstance(exc, ApiLimitExceededError):
                 raise
             return (
                 f"{self.history} cannot be read by the integration user ({exc.code}: "
