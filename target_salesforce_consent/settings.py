@@ -49,6 +49,7 @@ CHECKED_SETTINGS = (
     "insert_defaults",
     "regulations",
     "max_record_retries",
+    "respect_salesforce_changes",
 )
 
 
@@ -119,6 +120,7 @@ class Settings:
     fail_on_record_errors: bool = False
     failed_records_path: str | None = None  # None: the default folder (failed_records.py)
     max_record_retries: int = 5
+    respect_salesforce_changes: bool | None = None  # None: when the field history can be read
 
 
 def _json_kind(value: Any) -> str:
@@ -293,6 +295,17 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
     report_path = texts["report_path"] or None
+    respect = config.get("respect_salesforce_changes")
+    if respect is not None and not isinstance(respect, bool):
+        problems.append(
+            _wrong_type(
+                "respect_salesforce_changes",
+                respect,
+                "true, false (a JSON boolean, without quotes), or left out to apply it when "
+                "the field history can be read",
+            )
+        )
+        respect = None
 
     # Without a URL, credentials and object nothing can be checked against the org; otherwise
     # go on with the usable mappings so the org check can add its problems to these.
@@ -322,6 +335,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             fail_on_record_errors=booleans["fail_on_record_errors"],
             failed_records_path=(texts["failed_records_path"] or "").strip() or None,
             max_record_retries=max_record_retries,
+            respect_salesforce_changes=respect,
         ),
         problems,
     )

@@ -48,6 +48,7 @@ from target_salesforce_consent.salesforce.errors import (
     AuthenticationError,
     SalesforceError,
 )
+from target_salesforce_consent.salesforce_changes import start_salesforce_changes
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
     INAPPLICABLE_SDK_SETTINGS,
@@ -320,6 +321,15 @@ class TargetSalesforceConsent(Target):
             "(moved to exhausted.jsonl). 0: failed records are neither kept nor retried.",
         ),
         th.Property(
+            "respect_salesforce_changes",
+            th.BooleanType,
+            title="Respect Salesforce Changes",
+            description="Leave a mapped field alone when a person (anyone but the target's own "
+            "user) changed it in Salesforce after the Didomi choice, read from the field history "
+            "(`LeadHistory`/`ContactHistory`); a record left with nothing to write is "
+            "`skipped_salesforce_newer`. Unset: on when the field history can be read.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -410,11 +420,7 @@ class TargetSalesforceConsent(Target):
                 [*problems, f"Salesforce refused the credentials: {exc}"]
             ) from None
         except ApiLimitExceededError as exc:
-            raise RunError(
-                f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
-                "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
-                "dropped (Setup > Company Information shows it)."
-            ) from None
+            raise RunError(limit_message(exc)) from None
         except SalesforceError as exc:
             if is_outage(exc, authenticated=client.authenticated):
                 raise RunError(unavailable_message(exc)) from None
@@ -442,12 +448,21 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
+        try:
+            changes = start_salesforce_changes(
+                settings.respect_salesforce_changes, client, resolved, self.logger
+            )
+        except ApiLimitExceededError as exc:
+            raise RunError(limit_message(exc)) from None
+        except SalesforceError as exc:  # only an outage: an unreadable history falls back
+            raise RunError(unavailable_message(exc)) from None
         processor = BatchProcessor(
             resolved,
             client,
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
+            salesforce_changes=changes,
         )
         self._processor = processor
         if self._failed is not None:
@@ -674,6 +689,14 @@ def is_outage(exc: SalesforceError, *, authenticated: bool) -> bool:
     proxy or TLS fail the same way, and those are for the user to fix.
     """
     return exc.transient and (authenticated or exc.code != "CONNECTION_ERROR")
+
+
+def limit_message(exc: ApiLimitExceededError) -> str:
+    return (
+        f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
+        "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
+        "dropped (Setup > Company Information shows it)."
+    )
 
 
 def unavailable_message(exc: SalesforceError) -> str:
