@@ -120,6 +120,16 @@ def distributions() -> list[Distribution]:
                 required=["py.typed", "*.json.gz"],
             )
         )
+    target_didomi = ROOT / "target-didomi"
+    if (target_didomi / "pyproject.toml").exists():
+        dists.append(
+            Distribution(
+                project=target_didomi,
+                package="target_didomi",
+                commands={"target-didomi": ["--about", "--format=json"]},
+                required=["py.typed"],
+            )
+        )
     return dists
 
 

@@ -47,7 +47,8 @@ class Plugin:
 
 TARGET = Plugin("target-salesforce-consent", "loaders", "consent-pipelines", ROOT)
 TAP = Plugin("tap-didomi", "extractors", "consent-pipelines", ROOT / "tap-didomi")
-PLUGIN_LIST = [TARGET, TAP]
+TARGET_DIDOMI = Plugin("target-didomi", "loaders", "consent-pipelines", ROOT / "target-didomi")
+PLUGIN_LIST = [TARGET, TAP, TARGET_DIDOMI]
 
 
 def executable(name: str) -> Path:

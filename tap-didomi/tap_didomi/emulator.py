@@ -266,6 +266,16 @@ class DidomiEmulator:
         with self._lock:
             return [json.loads(json.dumps(e)) for e in self._events.values()]
 
+    def add_events(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Store events as ``POST /consents/events`` does (choices made in Didomi)."""
+        batch = list(events)
+        for event in batch:
+            problems = event_problems(event, self.organization_id)
+            if problems:
+                raise ValueError(f"invalid event {event!r}: {problems}")
+        with self._lock:
+            return [json.loads(json.dumps(self._store_event(e))) for e in batch]
+
     def users(self, regulation: str = "gdpr") -> list[dict[str, Any]]:
         """The users of ``regulation`` as the API lists them (copies)."""
         with self._lock:
