@@ -106,6 +106,7 @@ class GroupPlan:
     stale_at: int | None = None
     baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
+    kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 
 
 def plan_group(

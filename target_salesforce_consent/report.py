@@ -32,6 +32,7 @@ class Outcome(str, enum.Enum):
     SKIPPED_CONVERTED = "skipped_converted"
     SKIPPED_MULTIPLE_MATCHES = "skipped_multiple_matches"
     SKIPPED_STALE = "skipped_stale"
+    SKIPPED_SALESFORCE_NEWER = "skipped_salesforce_newer"
     SKIPPED_NO_OUID = "skipped_no_ouid"
     SKIPPED_FILTERED = "skipped_filtered"
     FAILED = "failed"
@@ -54,6 +55,8 @@ class OutcomeLine:
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     job_id: str | None = None
+    #: Salesforce Id -> the mapped fields left as a person changed them in Salesforce
+    salesforce_kept: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         line = {
@@ -66,6 +69,7 @@ class OutcomeLine:
             "fields": self.fields,
             "error": self.error,
             "job_id": self.job_id,
+            "salesforce_kept": self.salesforce_kept,
         }
         try:
             return _encode(line).decode()

@@ -46,6 +46,7 @@ CHECKED_SETTINGS = (
     "mappings",
     "insert_defaults",
     "regulations",
+    "respect_salesforce_changes",
 )
 
 
@@ -79,6 +80,7 @@ class Settings:
     report_path: str | None = None
     api_version: str = "62.0"
     fail_on_record_errors: bool = False
+    respect_salesforce_changes: bool | None = None  # None: when the field history can be read
 
 
 def _json_kind(value: Any) -> str:
@@ -239,6 +241,17 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
     report_path = texts["report_path"] or None
+    respect = config.get("respect_salesforce_changes")
+    if respect is not None and not isinstance(respect, bool):
+        problems.append(
+            _wrong_type(
+                "respect_salesforce_changes",
+                respect,
+                "true, false (a JSON boolean, without quotes), or left out to apply it when "
+                "the field history can be read",
+            )
+        )
+        respect = None
 
     # Without a URL, credentials and object nothing can be checked against the org; otherwise
     # go on with the usable mappings so the org check can add its problems to these.
@@ -266,6 +279,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             report_path=report_path,
             api_version=api_version,
             fail_on_record_errors=booleans["fail_on_record_errors"],
+            respect_salesforce_changes=respect,
         ),
         problems,
     )

@@ -54,6 +54,7 @@ from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import NO_TIMESTAMP, PersonBatch, PersonState, RunStore
 
 if TYPE_CHECKING:
+    from target_salesforce_consent.salesforce_changes import SalesforceChanges
     from target_salesforce_consent.target import TargetSalesforceConsent
 
 
@@ -179,8 +180,10 @@ class BatchProcessor:
         bulk: BulkIngest,
         report: RunReport,
         logger: logging.Logger,
+        salesforce_changes: SalesforceChanges | None = None,
     ) -> None:
         self.rs = rs
+        self.salesforce_changes = salesforce_changes
         self.client = client
         self.bulk = bulk
         self.report = report
@@ -284,6 +287,8 @@ class BatchProcessor:
             written = self._written(matches)
             for key, group in groups.items():
                 group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+            if self.salesforce_changes is not None:  # a field a person changed since is kept
+                self.salesforce_changes.apply(groups, matches)
             unresolved = self._write(groups, lines, fatal)
         except SalesforceError as exc:
             fatal.append(self._fatal_message(exc))
@@ -452,6 +457,7 @@ class BatchProcessor:
                     fields=plan.fields,
                     error=None if stale else error,
                     job_id=None if stale else job_id,
+                    kept=plan.kept,
                 )
         if stamped:
             self.store.record_written(stamped)
@@ -495,6 +501,7 @@ class BatchProcessor:
         fields: Mapping[str, Any] | None = None,
         error: str | None = None,
         job_id: str | None = None,
+        kept: dict[str, list[str]] | None = None,
     ) -> OutcomeLine:
         return OutcomeLine(
             stream=item.stream,
@@ -506,6 +513,7 @@ class BatchProcessor:
             fields=dict(fields or {}),
             error=error,
             job_id=job_id,
+            salesforce_kept=kept or {},
         )
 
     def _log_errors(self, lines: Any) -> None:

@@ -31,6 +31,7 @@ from target_salesforce_consent.salesforce.errors import (
     AuthenticationError,
     SalesforceError,
 )
+from target_salesforce_consent.salesforce_changes import start_salesforce_changes
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
     ConfigurationError,
@@ -219,6 +220,15 @@ class TargetSalesforceConsent(Target):
             "(non-zero exit, no STATE).",
         ),
         th.Property(
+            "respect_salesforce_changes",
+            th.BooleanType,
+            title="Respect Salesforce Changes",
+            description="Leave a mapped field alone when a person (anyone but the target's own "
+            "user) changed it in Salesforce after the Didomi choice, read from the field history "
+            "(`LeadHistory`/`ContactHistory`); a record left with nothing to write is "
+            "`skipped_salesforce_newer`. Unset: on when the field history can be read.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -334,6 +344,9 @@ class TargetSalesforceConsent(Target):
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
+            salesforce_changes=start_salesforce_changes(
+                settings.respect_salesforce_changes, client, resolved, self.logger
+            ),
         )
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------

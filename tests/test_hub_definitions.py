@@ -47,8 +47,11 @@ class Plugin:
 
 TARGET = Plugin("target-salesforce-consent", "loaders", "consent-pipelines", ROOT)
 TAP = Plugin("tap-didomi", "extractors", "consent-pipelines", ROOT / "tap-didomi")
+TAP_SF = Plugin(
+    "tap-salesforce-consent", "extractors", "consent-pipelines", ROOT / "tap-salesforce-consent"
+)
 TARGET_DIDOMI = Plugin("target-didomi", "loaders", "consent-pipelines", ROOT / "target-didomi")
-PLUGIN_LIST = [TARGET, TAP, TARGET_DIDOMI]
+PLUGIN_LIST = [TARGET, TAP, TAP_SF, TARGET_DIDOMI]
 
 
 def executable(name: str) -> Path:

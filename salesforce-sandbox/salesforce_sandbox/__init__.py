@@ -1,4 +1,4 @@
-"""A local HTTP emulator of Salesforce for tests and demos (SPEC section 8).
+"""A local HTTP emulator of Salesforce for tests and demos.
 
 It follows ``reference/salesforce-api.md``: section 10 is its blueprint, sections 1-8 the
 behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
@@ -19,7 +19,11 @@ Python API::
     with Sandbox(seed, token_ttl=7200.0, job_polls_to_complete=0) as sb:
         sb.url, sb.client_id, sb.client_secret
         sb.records("Lead", include_deleted=False); sb.record("Lead", id, include_deleted=False)
-        sb.add_records("Lead", [...])
+        sb.add_records("Lead", [...])   # seed-like: no history, stamped by the integration user
+        sb.integration_user_id; sb.users(); sb.people()
+        sb.update_as(user_id, "Lead", id, {"DoNotCall": True}, at=None)  # a person's change
+        sb.create_as(user_id, "Contact", {...}, at=None)                 # -> the new Id
+        sb.history("Lead", id=None)     # LeadHistory rows (sb.records("LeadHistory") too)
         sb.convert_lead(id)
         sb.requests            # list[LoggedRequest] (Authorization and client secrets redacted)
         sb.api_calls()         # {"kind": count}
@@ -31,11 +35,24 @@ Python API::
         sb.set_api_limit(max_requests, remaining=None); sb.reset()
         sb.ingest_job(job_id); sb.ingest_jobs()
 
+Users: an integration user (the one every token acts as; the token response's ``id`` is
+``https://login.salesforce.com/id/{orgId}/{userId}`` and ``GET /services/oauth2/userinfo``
+describes it) and people, from the seed's ``"users": [{"Id": "005...", "Name", "Username",
+"Email", "integration": false}]`` (two people by default). Writes stamp ``CreatedById`` and
+``LastModifiedById`` with the writing user.
+
+Field history: each change of a tracked field of a Lead or Contact, by any write path, leaves a
+``LeadHistory``/``ContactHistory`` row (``CreatedDate`` to the second; multi-select and long
+text values not kept; a ``created`` row per insert). Tracked: ``HasOptedOutOfEmail``,
+``DoNotCall``, ``HasOptedOutOfFax`` and custom fields with ``"trackHistory": true``, or the seed
+object's ``"history_tracked_fields": [...]``; ``"field_history": false`` removes the history
+object (queries fail ``INVALID_TYPE``).
+
 Request kinds counted by :meth:`Sandbox.api_calls` (every request received, faults included):
-``token``, ``versions``, ``limits``, ``describe_global``, ``describe``, ``query`` (``/query``
-and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``, ``ingest_close``,
-``ingest_abort``, ``ingest_patch`` (a PATCH with another state), ``ingest_info``,
-``ingest_results``, ``ingest_delete``, ``ingest_list``, ``query_job_create``,
+``token``, ``userinfo``, ``versions``, ``limits``, ``describe_global``, ``describe``, ``query``
+(``/query`` and ``/queryAll``), ``query_more``, ``ingest_create``, ``ingest_upload``,
+``ingest_close``, ``ingest_abort``, ``ingest_patch`` (a PATCH with another state),
+``ingest_info``, ``ingest_results``, ``ingest_delete``, ``ingest_list``, ``query_job_create``,
 ``query_job_info``, ``query_job_results``, ``query_job_abort``, ``query_job_delete``,
 ``query_job_list``, ``sobject_info``, ``sobject_get``, ``sobject_create``, ``sobject_update``,
 ``sobject_delete``, ``sobject_changed``, ``sobject_get_by_external_id``, ``sobject_upsert``,
@@ -50,6 +67,9 @@ status/body, or (status 0/None) the connection drops after the body was read (re
 
 Admin HTTP API (no token, not logged, not counted), under ``/__sandbox/``:
 ``GET|POST records/{Object}`` (GET ``?include_deleted=true`` adds the Recycle Bin),
+``POST records/{Object}?as_user={userId}[&at=...]`` (create as a person: ``{"id"}``),
+``POST|PATCH records/{Object}/{Id}?as_user={userId}[&at=...]`` (change as a person: the record),
+``GET users`` (``{"integration_user_id", "users"}``),
 ``POST leads/{id}/convert``, ``GET requests``, ``GET calls``,
 ``GET jobs``, ``GET health``, ``POST expire-tokens``, ``POST reset``, ``POST faults`` with one
 object or a list of objects ``{"type": "fail_next", "status", "body", "count", "method", "path",

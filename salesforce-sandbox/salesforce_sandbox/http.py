@@ -165,6 +165,14 @@ class App:
     def versions(self, req: Request) -> Response:
         return json_response(200, versions())
 
+    def userinfo(self, req: Request) -> Response:
+        """OpenID Connect UserInfo of the token's user; a bad token is 403 Bad_OAuth_Token."""
+        try:
+            self.org.check_token(req.header("Authorization"))
+        except ApiError:
+            return Response(403, b"Bad_OAuth_Token", {"Content-Type": "text/plain"})
+        return json_response(200, self.org.userinfo(self.org.user_id))
+
     def limits(self, req: Request) -> Response:
         return json_response(200, self.org.limits())
 
@@ -173,11 +181,11 @@ class App:
         return json_response(200, {
             "encoding": "UTF-8",
             "maxBatchSize": 200,
-            "sobjects": [s.summary(version) for s in self.org.schemas.values()],
+            "sobjects": [s.summary(version) for s in self.org.all_schemas.values()],
         })
 
     def describe(self, req: Request) -> Response:
-        schema = self.org.schema(req.params["object"])
+        schema = self.org.readable_schema(req.params["object"])
         if schema is None:
             raise not_found_rest()
         return json_response(200, schema.describe(req.params["version"]))
@@ -367,6 +375,7 @@ _BY_FIELD = r"/sobjects/(?P<object>\w+)/(?P<field>(?!describe/)\w+)/(?P<value>[^
 ROUTES: list[Route] = [
     _r("POST", r"^/services/oauth2/token", "token", App.token, data=False),
     _r("GET", r"^/services/data", "versions", App.versions, data=False),
+    _r("GET", r"^/services/oauth2/userinfo", "userinfo", App.userinfo, data=False),
     _r("GET", r"/limits", "limits", App.limits),
     _r("GET", r"/sobjects", "describe_global", App.describe_global),
     _r("GET", r"/sobjects/(?P<object>\w+)", "sobject_info", App.sobject_info),

@@ -117,7 +117,7 @@ class QueryJobs(JobStore[QueryJob]):
             if prop in spec and (not isinstance(spec[prop], str) or spec[prop] not in allowed):
                 raise invalid_property(spec[prop], prop)
         try:
-            query = soql.parse(text, self.org.schemas)
+            query = soql.parse(text, self.org.all_schemas)
         except ApiError as err:
             raise bulk_error(400, err.error_code, err.message) from None
         if query.offset_given:
@@ -144,7 +144,7 @@ class QueryJobs(JobStore[QueryJob]):
         return job
 
     def _run(self, job: QueryJob) -> None:
-        query = soql.parse(job.query, self.org.schemas)
+        query = soql.parse(job.query, self.org.all_schemas)
         records = self.org.query_candidates(query, include_deleted=job.operation == "queryAll")
         matched = soql.execute(query, records)
         fdefs: list[FieldDef] = query.field_defs
@@ -219,7 +219,7 @@ def _json_value(fdef: FieldDef, value: Any) -> Any:
 def rest_query(org: Org, version: str, text: str, batch_size: int,
                include_deleted: bool = False) -> dict[str, Any]:
     """``/query`` (live records) or ``/queryAll`` (``include_deleted``: the Recycle Bin too)."""
-    query = soql.parse(text, org.schemas)
+    query = soql.parse(text, org.all_schemas)
     records = org.query_candidates(query, include_deleted=include_deleted)
     matched = soql.execute(query, records)
     rows = []

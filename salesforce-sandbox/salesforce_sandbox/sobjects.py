@@ -31,6 +31,7 @@ from . import ids, soql
 from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
 from .org import Org
 from .schema import (
+    HISTORY_OBJECTS,
     NUMBER_TYPES,
     REQUIRED_ON_INSERT,
     FieldDef,
@@ -361,7 +362,7 @@ class SObjects:
             strict = [m for m in missing if not (f := schema.field(m)) or not f.nillable]
             raise RowError("REQUIRED_FIELD_MISSING",
                            f"Required fields are missing: [{', '.join(missing)}]", strict)
-        record = self.org.new_record(schema.name, values)
+        record = self.org.new_record(schema.name, values, tracked=True)
         journal.created(schema.name, str(record["Id"]))
         return str(record["Id"])
 
@@ -374,8 +375,8 @@ class SObjects:
             raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
         values = self.values(prepared, creating=False, skip=skip)
         journal.before(schema.name, record)
-        record.update(values)
-        self.org.touch(record)
+        for history_id in self.org.update_record(schema.name, record, values):
+            journal.created(HISTORY_OBJECTS[schema.name], history_id)
 
     def delete(self, schema: SObjectSchema, record_id: str, touched: set[str],
                journal: Journal) -> None:
