@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,6 +91,8 @@ class DidomiEmulator:
         self._events: dict[str, dict[str, Any]] = {}  # event id -> event, in arrival order
         self._seeded_consents: dict[str, Any] = {}  # user id -> consents before its events
         self.max_events_per_request = 100
+        # When Didomi receives an event (its users' updated_at); a soak sets a simulated clock.
+        self.clock: Callable[[], str] = _now
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._expire_after: int | None = None
         self._throttled: list[float] = []  # Retry-After of each forced 429 to come
@@ -352,7 +354,7 @@ class DidomiEmulator:
         """Store one valid event and recompute its user (under the lock)."""
         if isinstance(event.get("id"), str) and event["id"] in self._events:
             return self._events[event["id"]]  # idempotent on id
-        now = _now()
+        now = self.clock()
         regulation = event.get("regulation") or "gdpr"
         user = self._user_for(event["user"], regulation, now)
         stored: dict[str, Any] = {

@@ -102,3 +102,46 @@ def test_an_event_written_from_salesforce_comes_back_unchanged_by_every_route(
 
     assert sandbox.records("Lead") == before
     assert sandbox.ingest_jobs() == []  # nothing was written back to Salesforce
+
+
+def test_a_rep_change_reaches_didomi_and_does_not_come_back(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """tap-salesforce-consent → target-didomi, then tap-didomi → target-salesforce-consent: the
+    rep's opt-out reaches Didomi once, and its way back changes nothing in Salesforce."""
+    (lead,) = sandbox.records("Lead")
+    rep = sandbox.people()[0]["Id"]
+    sandbox.update_as(rep, "Lead", lead["Id"], {"HasOptedOutOfEmail": False},
+                      at="2025-01-01T00:00:00Z")
+    sandbox.update_as(rep, "Lead", lead["Id"], {"HasOptedOutOfEmail": True},
+                      at="2025-02-01T10:00:00Z")
+    salesforce = {"instance_url": sandbox.url, "client_id": sandbox.client_id,
+                  "client_secret": sandbox.client_secret, "salesforce_object": "Lead",
+                  "mappings": MAPPING}
+    with DidomiEmulator() as emu:
+        emu.add_events([didomi_event(JANE, "newsletter", True, "2025-01-15T00:00:00.000Z",
+                                     "opt-in-in-didomi")])
+        changes = _run("tap_salesforce_consent", salesforce, tmp_path)
+        report = tmp_path / "didomi-report.jsonl"
+        _run("target_didomi", config(emu, report, mappings=MAPPING), tmp_path, changes)
+        outcomes = [(r["changed_at"], r["outcome"]) for r in map(
+            json.loads, report.read_text().splitlines())]
+        # The rep's first change states what Didomi holds; the opt-out is newer: sent.
+        assert outcomes == [("2025-01-01T00:00:00.000Z", "skipped_unchanged"),
+                            ("2025-02-01T10:00:00.000Z", "sent")]
+        (event,) = [e for e in emu.events if e["id"] != "opt-in-in-didomi"]
+        assert event["delegate"]["id"] == rep
+        before = sandbox.records("Lead")
+
+        users = _run("tap_didomi", {"api_url": emu.url, "api_key": emu.api_key,
+                                    "api_secret": emu.api_secret,
+                                    "organization_id": emu.organization_id}, tmp_path)
+        back = _forward(sandbox, users, tmp_path)
+        assert [r["outcome"] for r in back] == ["skipped_unchanged"]
+        assert sandbox.records("Lead") == before
+
+        # The tap reads nothing new: the loader wrote nothing, and its own writes never count.
+        again = _run("tap_salesforce_consent", salesforce, tmp_path)
+        assert [json.loads(line)["record"]["history_id"] for line in again.splitlines()
+                if '"RECORD"' in line] == [json.loads(line)["record"]["history_id"]
+                                           for line in changes.splitlines() if '"RECORD"' in line]
