@@ -39,6 +39,7 @@ _MELTANO_VENVS = (
     ROOT / ".meltano" / "extractors" / "tap-didomi" / "venv",
     ROOT / ".meltano" / "loaders" / "target-salesforce-consent" / "venv",
     ROOT / ".meltano" / "extractors" / "tap-salesforce-consent" / "venv",
+    ROOT / ".meltano" / "loaders" / "target-didomi" / "venv",
 )
 
 

@@ -22,7 +22,8 @@ Serves, under ``http://127.0.0.1:<port>/v1``:
 * A user's ``consents`` are recomputed from its events ordered by ``created_at``, on top of the
   state it was seeded with: each purpose, channel, preference and vendor holds the choice of the
   newest event that carries one (a ``null`` is no choice), whatever order the events arrived
-  in. ``updated_at`` becomes the time of the last change and ``version`` grows by one.
+  in. Each new event sets ``updated_at`` to the time it arrived and adds one to ``version``,
+  also when it confirms choices the user already holds.
 * ``$include_full_tree=true`` calls count against 100 requests per 15 s per organization;
   past that, 429 TooManyRequests with ``Retry-After`` (seconds) and ``RateLimit`` headers.
 
@@ -373,11 +374,11 @@ class DidomiEmulator:
         self._events[stored["id"]] = stored
         own = [e for e in self._events.values()
                if e["user"]["id"] == user["id"] and e["regulation"] == regulation]
-        consents = consents_from_events(self._seeded_consents[user["id"]], own)
-        if consents != user.get("consents"):
-            user["consents"] = consents
-            user["updated_at"] = now
-            user["version"] = int(user.get("version") or 0) + 1
+        # Every event is merged into its user, a choice confirmed again included: the user is
+        # updated (updated_at, version) even when its consents stay the same.
+        user["consents"] = consents_from_events(self._seeded_consents[user["id"]], own)
+        user["updated_at"] = now
+        user["version"] = int(user.get("version") or 0) + 1
         user_metadata = event["user"].get("metadata")
         if isinstance(user_metadata, dict):
             user["metadata"] = {**(user.get("metadata") or {}), **user_metadata}

@@ -113,9 +113,18 @@ def test_a_batch_is_stored_once_per_id_and_the_newest_choice_per_purpose_wins(
     assert _purpose(_user(http, emulator, "person2@example.com"),
                     "newsletter-Lq3Vx8Rw")["enabled"] is True  # type: ignore[index]
 
+    version = _user(http, emulator, "person2@example.com")["version"]
     again = http.post(f"{emulator.url}/consents/events", json=batch[:2])
     assert again.status_code == 201
     assert len(emulator.events) == 3  # a resend creates no second event
+    assert _user(http, emulator, "person2@example.com")["version"] == version
+
+    # A new event confirming the choice the user holds still updates the user.
+    confirm = _event("person2@example.com", "newsletter-Lq3Vx8Rw", True,
+                     "2025-03-04T00:00:00.000Z", id="confirm")
+    assert http.post(f"{emulator.url}/consents/events", json=confirm).status_code == 201
+    confirmed = _user(http, emulator, "person2@example.com")
+    assert confirmed["version"] == version + 1
 
 
 def test_an_event_for_an_unknown_person_creates_the_user(
