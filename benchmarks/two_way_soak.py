@@ -24,6 +24,7 @@ Prints a JSON summary (the figures of docs/two-way.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import subprocess
@@ -195,7 +196,7 @@ def run(changes: int, rounds: int, people: int, seed: int,
                 else:  # the person chooses in Didomi
                     enabled = rng.random() < 0.5
                     stamp = clock + timedelta(milliseconds=rng.randint(0, 999))
-                    emu.clock = lambda at=stamp: _iso(at)
+                    emu.clock = functools.partial(_iso, stamp)
                     emu.add_events([{"created_at": _iso(stamp),
                                      "user": {"organization_user_id": ouid},
                                      "consents": {"purposes": [{"id": purpose,
@@ -205,7 +206,7 @@ def run(changes: int, rounds: int, people: int, seed: int,
                         f"r{round_number} didomi {_iso(stamp)} {enabled}")
                     made["didomi"] += 1
             clock += timedelta(seconds=1)
-            emu.clock = lambda at=clock: _iso(at)
+            emu.clock = functools.partial(_iso, clock)
             if quiet:
                 sent_before = soak.counts["target-didomi:sent"]
                 writes_before = soak.counts["salesforce_writes"]
