@@ -13,7 +13,8 @@ Salesforce (tap-didomi | target-salesforce-consent), each with the state of its 
 Measured:
 
 * echo events: changes the pipelines made themselves read back as somebody's change (consent
-  changes by the integration user), and events or Salesforce writes in the quiet rounds;
+  changes by the integration user), and events or writes in the second quiet round (the first
+  may still carry the last changes across);
 * re-subscriptions by an older choice: a pipeline write that opts a person in while the newest
   choice made so far, on either side, is an opt-out; and all writes that disagree with it;
 * final agreement: per person and purpose, both systems hold the newest choice from either side.
@@ -207,25 +208,27 @@ def run(changes: int, rounds: int, people: int, seed: int,
                     made["didomi"] += 1
             clock += timedelta(seconds=1)
             emu.clock = functools.partial(_iso, clock)
-            if quiet:
-                sent_before = soak.counts["target-didomi:sent"]
-                writes_before = soak.counts["salesforce_writes"]
+            # The first quiet round may still carry the last busy round's changes across; in
+            # the second, nothing is left to carry: any event or write there is an echo.
+            settled = round_number == rounds + 1
+            sent_before = soak.counts["target-didomi:sent"]
+            writes_before = soak.counts["salesforce_writes"] + soak.counts["didomi_writes"]
             if forward_first:
                 soak.forward()
                 soak.backward()
             else:
                 soak.backward()
                 soak.forward()
-            if quiet:
-                soak.counts["echo_quiet_round_events"] += \
+            if settled:
+                soak.counts["echo_settled_round_events"] += \
                     soak.counts["target-didomi:sent"] - sent_before
-                soak.counts["echo_quiet_round_writes"] += \
-                    soak.counts["salesforce_writes"] - writes_before
+                soak.counts["echo_settled_round_writes"] += \
+                    soak.counts["salesforce_writes"] + soak.counts["didomi_writes"] - writes_before
         seconds = time.monotonic() - began
         salesforce, didomi = soak.salesforce(), soak.didomi()
         disagree = [k for k, v in soak.truth.items() if salesforce[k] != v or didomi.get(k) != v]
-        echo = (soak.counts["echo_changes_read"] + soak.counts["echo_quiet_round_events"]
-                + soak.counts["echo_quiet_round_writes"])
+        echo = (soak.counts["echo_changes_read"] + soak.counts["echo_settled_round_events"]
+                + soak.counts["echo_settled_round_writes"])
         return {
             "changes": dict(made), "rounds": rounds, "people": people, "seed": seed,
             "order": "forward first" if forward_first else "backward first",
