@@ -133,6 +133,17 @@ def distributions() -> list[Distribution]:
                 needs=("target-salesforce-consent",),
             )
         )
+    target_didomi = ROOT / "target-didomi"
+    if (target_didomi / "pyproject.toml").exists():
+        dists.append(
+            Distribution(
+                project=target_didomi,
+                package="target_didomi",
+                commands={"target-didomi": ["--about", "--format=json"]},
+                required=["py.typed"],
+                needs=("target-salesforce-consent", "tap-didomi"),
+            )
+        )
     return dists
 
 

@@ -9,6 +9,9 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
 - `.ci/run`: each command is a line of `.ci/run`, which CI runs;
 - `meltano-project` (and its `cron` and `ci` variants): run one after the other, word for
   word, in a fresh Meltano project by `tests/test_packaging.py`;
+- `meltano-run`: each line is a `meltano run` of the repository's own `meltano.yml` that a
+  `meltano`-marked test (`tests/test_meltano_*.py`) runs with the same plugins in the same
+  order;
 - `failed-records`: the listing and replay of kept failed records, run in order on a real
   store of failed records by `tests/test_trust_failed_records.py`.
 
@@ -35,7 +38,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"repo", "fresh-venv", "sandbox", ".ci/run", "meltano-project",
-         "meltano-project cron", "meltano-project ci", "failed-records"}
+         "meltano-project cron", "meltano-project ci", "failed-records", "meltano-run"}
 FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}
@@ -201,6 +204,18 @@ def test_every_command_block_says_which_test_runs_it() -> None:
     unknown = [block.name for block in all_blocks()
                if block.kind is not None and block.kind not in KINDS]
     assert not unknown, unknown
+
+
+def test_meltano_run_blocks_are_run_by_the_meltano_tests() -> None:
+    tests = " ".join(path.read_text() for path in (ROOT / "tests").glob("test_meltano_*.py"))
+    blocks = blocks_of("meltano-run")
+    assert blocks
+    for block in blocks:
+        for line in block.body.splitlines():
+            words = line.split("#", 1)[0].split()
+            assert words[:2] == ["meltano", "run"], f"{block.name}: {line!r}"
+            plugins = r",\s*".join(f'"{re.escape(name)}"' for name in words[2:])
+            assert re.search(plugins, tests), f"{block.name}: no meltano test runs {line!r}"
 
 
 def test_ci_run_blocks_are_lines_of_ci_run() -> None:

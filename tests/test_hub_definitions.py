@@ -50,7 +50,8 @@ TAP = Plugin("tap-didomi", "extractors", "consent-pipelines", ROOT / "tap-didomi
 TAP_SF = Plugin(
     "tap-salesforce-consent", "extractors", "consent-pipelines", ROOT / "tap-salesforce-consent"
 )
-PLUGIN_LIST = [TARGET, TAP, TAP_SF]
+TARGET_DIDOMI = Plugin("target-didomi", "loaders", "consent-pipelines", ROOT / "target-didomi")
+PLUGIN_LIST = [TARGET, TAP, TAP_SF, TARGET_DIDOMI]
 
 
 def executable(name: str) -> Path:
