@@ -339,17 +339,16 @@ class BucketSpoolReader:
             if line.strip():
                 yield index, json.loads(line)
 
-    def _prime(self, watermark: str) -> None:
-        """Rebuild the recent keys from the objects just before the watermark."""
+    def _prime(self, watermark: str, already: set[str]) -> None:
+        """Rebuild the keys of recent webhooks from the objects read in earlier runs."""
         self._primed = True
-        if not watermark:
+        if not watermark and not already:
             return
-        start = _name_time(watermark) - DEDUPE_HORIZON
+        start = _name_time(watermark or min(already)) - DEDUPE_HORIZON
         for name in self._list(_name_prefix(start)):
-            if name >= watermark:
-                break
-            for _, entry in self._read_object(name):
-                self._seen[entry["key"]] = name
+            if name < watermark or name in already:
+                for _, entry in self._read_object(name):
+                    self._seen[entry["key"]] = name
 
     def read(self, position: dict[str, Any], limit: int = 10_000
              ) -> tuple[list[SpooledWebhook], dict[str, Any]]:
@@ -357,7 +356,7 @@ class BucketSpoolReader:
         watermark = str(position.get("watermark") or "")
         already = set(position.get("read") or [])
         if not self._primed:
-            self._prime(watermark)
+            self._prime(watermark, already)
         webhooks: list[SpooledWebhook] = []
         names = [n for n in self._list(watermark) if n not in already]
         for name in names:
