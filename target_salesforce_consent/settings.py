@@ -46,6 +46,7 @@ CHECKED_SETTINGS = (
     "mappings",
     "insert_defaults",
     "regulations",
+    "max_latency_seconds",
 )
 
 
@@ -79,6 +80,19 @@ class Settings:
     report_path: str | None = None
     api_version: str = "62.0"
     fail_on_record_errors: bool = False
+    max_latency_seconds: float | None = None
+
+
+def max_latency_of(config: Mapping[str, Any], problems: list[str]) -> float | None:
+    """``max_latency_seconds``: None (off) or a number of seconds above 0."""
+    value = config.get("max_latency_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
+        problems.append(_wrong_type("max_latency_seconds", value,
+                                    "a number of seconds above 0, e.g. 2 (or unset: off)"))
+        return None
+    return float(value)
 
 
 def _json_kind(value: Any) -> str:
@@ -238,6 +252,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
 
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
+    max_latency = max_latency_of(config, problems)
     report_path = texts["report_path"] or None
 
     # Without a URL, credentials and object nothing can be checked against the org; otherwise
@@ -266,6 +281,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             report_path=report_path,
             api_version=api_version,
             fail_on_record_errors=booleans["fail_on_record_errors"],
+            max_latency_seconds=max_latency,
         ),
         problems,
     )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import FrameType
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import msgspec
 from jsonschema import Draft7Validator
@@ -66,6 +70,10 @@ class SingerLineReader(MsgSpecReader):
     must reach the target, which reports it as failed, instead of stopping the run.
     """
 
+    #: Set with max_latency_seconds: called after each line and whenever the input has been
+    #: quiet for the seconds it returned last (None: wait for the next line however long).
+    idle_check: Callable[[], float | None] | None = None
+
     def deserialize_json(self, line: str) -> dict:
         try:
             return msgspec_decoder.decode(line)
@@ -74,6 +82,54 @@ class SingerLineReader(MsgSpecReader):
                 return json.loads(line, parse_float=Decimal)
             except ValueError:
                 return super().deserialize_json(line)  # raises the SDK's own error
+
+    def process_lines(self, file_input: IO[str] | None,
+                      callbacks: dict[str, Callable[[dict], None]]) -> Any:
+        if self.idle_check is None:
+            return super().process_lines(file_input, callbacks)
+        lines = lines_with_idle_checks(file_input or self.default_input, self.idle_check)
+        return super().process_lines(cast("IO[str]", lines), callbacks)
+
+
+class _InputEnded:
+    """The reader thread's last item: the input ended, or failed with ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def lines_with_idle_checks(source: Iterable[str], idle_check: Callable[[], float | None]
+                           ) -> Iterator[str]:
+    """The lines of ``source``, calling ``idle_check`` after each one and while none comes.
+
+    Reading stdin blocks until a line arrives; a thread reads it instead, so that a batch can
+    be written on time while a tap (one that follows a webhook spool) is quiet.
+    """
+    lines: queue.Queue[str | _InputEnded] = queue.Queue(maxsize=10_000)
+
+    def pump() -> None:
+        try:
+            for line in source:
+                lines.put(line)
+        except BaseException as exc:
+            lines.put(_InputEnded(exc))
+            return
+        lines.put(_InputEnded())
+
+    threading.Thread(target=pump, name="singer-input", daemon=True).start()
+    wait = idle_check()
+    while True:
+        try:
+            item = lines.get() if wait is None else lines.get(timeout=max(wait, 0.0))
+        except queue.Empty:
+            wait = idle_check()
+            continue
+        if isinstance(item, _InputEnded):
+            if item.error is not None:
+                raise item.error
+            return
+        yield item
+        wait = idle_check()
 
 
 class TargetSalesforceConsent(Target):
@@ -219,6 +275,14 @@ class TargetSalesforceConsent(Target):
             "(non-zero exit, no STATE).",
         ),
         th.Property(
+            "max_latency_seconds",
+            th.NumberType,
+            title="Max Latency Seconds",
+            description="Write a batch once its oldest record has waited this many seconds, "
+            "even when no further record arrives (a tap that follows a webhook spool). "
+            "Unset: batches are written when full or at the end of the input.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -243,8 +307,14 @@ class TargetSalesforceConsent(Target):
         self._report: RunReport | None = None
         self._summary_logged = False
         self._writing = False  # a batch is being written to Salesforce
+        self._oldest_buffered_at: float | None = None  # time.monotonic() of the oldest record
+        self._max_latency: float | None = None
         if kwargs.get("validate_config", True):
             self._processor = self._start_run()
+            self._max_latency = self._processor.rs.settings.max_latency_seconds
+            if self._max_latency is not None and isinstance(self.message_reader,
+                                                            SingerLineReader):
+                self.message_reader.idle_check = self._drain_if_late
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -395,7 +465,23 @@ class TargetSalesforceConsent(Target):
         return len(self._buffer)
 
     def buffer(self, item: BufferedRecord) -> None:
+        if not self._buffer:
+            self._oldest_buffered_at = time.monotonic()
         self._buffer.append(item)
+
+    def _drain_if_late(self) -> float | None:
+        """Write the buffer (and emit STATE) once its oldest record is max_latency_seconds
+        old; returns the seconds until that, or None when nothing waits."""
+        if self._oldest_buffered_at is None or self._max_latency is None:
+            return None
+        waited = time.monotonic() - self._oldest_buffered_at
+        if waited < self._max_latency:
+            return self._max_latency - waited
+        self.logger.debug("Writing %d record(s): the oldest waited %.1f s (max_latency_seconds)",
+                          self.buffered, waited)
+        self.flush()
+        self.drain_all()  # the sinks' counters, and the STATE that now covers these records
+        return None
 
     def flush(self) -> None:
         if not self._buffer:
@@ -403,6 +489,7 @@ class TargetSalesforceConsent(Target):
         if self._processor is None:
             self._processor = self._start_run()
         batch, self._buffer = self._buffer, []
+        self._oldest_buffered_at = None
         self._writing = True
         try:
             self._processor.process(batch)
