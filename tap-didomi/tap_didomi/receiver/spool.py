@@ -313,7 +313,8 @@ class BucketSpoolReader:
         """Object names (relative to the root) at or after ``since``, sorted."""
         day = since[:10] if since else ""
         try:
-            days = sorted(p.rsplit("/", 1)[-1] for p in self._fs.ls(self._root, detail=False))
+            days = sorted(p.rsplit("/", 1)[-1]
+                          for p in self._fs.ls(self._root, detail=False, refresh=True))
             names: list[str] = []
             for folder in days:
                 if folder < day:
