@@ -6,14 +6,17 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 from receiver_helpers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -246,3 +249,54 @@ def test_basic_credentials_are_form_decoded(tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
     finally:
         receiver.kill()
+
+
+class _JwksHandler(BaseHTTPRequestHandler):
+    jwks: bytes = b"{}"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.jwks)))
+        self.end_headers()
+        self.wfile.write(self.jwks)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_tokens_of_your_own_authorization_server_checked_against_its_jwks(
+        tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    _JwksHandler.jwks = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig",
+                                              "alg": "RS256"}]}).encode()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    now = int(time.time())
+
+    def token(audience: str, expires: int = now + 600) -> str:
+        return jwt.encode({"iss": "https://auth.example.com", "aud": audience, "sub": "didomi",
+                           "iat": now, "exp": expires}, key, algorithm="RS256",
+                          headers={"kid": "k1"})
+
+    try:
+        with running_receiver(str(tmp_path / "spool"), "--jwks-url", jwks_url,
+                              "--audience", "didomi-webhooks-prod") as receiver:
+            good = receiver.post(webhook(1), token("didomi-webhooks-prod"))
+            assert good.status_code == 200 and good.json()["status"] == "stored"
+            assert receiver.post(webhook(2), token("another-api")).status_code == 401
+            assert receiver.post(webhook(3), token("didomi-webhooks-prod", now - 10)
+                                 ).status_code == 401
+            # A token the receiver would sign itself is not accepted in this mode.
+            own = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": CLIENT_ID, "iat": now,
+                              "exp": now + 600}, derive_key(CLIENT_SECRET), algorithm="HS256")
+            assert receiver.post(webhook(4), own).status_code == 401
+            issued = requests.post(receiver.url + "/oauth/token", timeout=10,
+                                   data={"grant_type": "client_credentials"},
+                                   auth=(CLIENT_ID, CLIENT_SECRET))
+            assert issued.status_code == 404
+        assert len(spool_rows(tmp_path / "spool")) == 1
+    finally:
+        server.shutdown()
