@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ from receiver_helpers import (
     spool_rows,
     webhook,
 )
+from tap_didomi.receiver.app import Counters, log_counters
 from tap_didomi.receiver.auth import AUDIENCE, ISSUER, derive_key
 
 
@@ -300,3 +303,20 @@ def test_tokens_of_your_own_authorization_server_checked_against_its_jwks(
         assert len(spool_rows(tmp_path / "spool")) == 1
     finally:
         server.shutdown()
+
+
+def test_counters_are_logged_when_they_change(caplog: pytest.LogCaptureFixture) -> None:
+    counters = Counters()
+
+    async def scenario() -> None:
+        task = asyncio.get_running_loop().create_task(log_counters(counters, 0.01))
+        await asyncio.sleep(0.05)  # unchanged: nothing logged
+        counters.guests_dropped += 3
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger="didomi-webhook-receiver"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["since start: stored 0, duplicates 0, guests_dropped 3, unauthorized 0, "
+                     "rejected 0, store_failures 0"]

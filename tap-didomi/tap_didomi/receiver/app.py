@@ -41,6 +41,8 @@ WEBHOOK_PATH = "/webhooks/didomi"
 TOKEN_PATH = "/oauth/token"
 # Webhooks arriving within this window go into one bucket object (one PUT answers them all).
 BUCKET_WINDOW_SECONDS = 0.2
+# How often the counters are logged (when they changed).
+SUMMARY_INTERVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -54,6 +56,20 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {value}" for name, value in self.as_dict().items())
+
+
+async def log_counters(counters: Counters, interval: float) -> None:
+    """Log the counters every ``interval`` seconds when they changed (guests dropped too)."""
+    last = counters.as_dict()
+    while True:
+        await asyncio.sleep(interval)
+        now = counters.as_dict()
+        if now != last:
+            logger.info("since start: %s", counters.summary())
+            last = now
 
 
 @dataclass
@@ -208,16 +224,18 @@ def create_app(config: ReceiverConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         del app
         writer.start()
+        summaries = asyncio.get_running_loop().create_task(
+            log_counters(counters, SUMMARY_INTERVAL_SECONDS))
         logger.info("storing webhooks in %s (%s spool)", config.spool.location,
                     config.spool.kind)
         try:
             yield
         finally:
+            summaries.cancel()
             # The server has finished its in-flight requests: nothing waits on the writer.
             await writer.stop()
             config.spool.close()
-            logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in
-                                                 counters.as_dict().items()))
+            logger.info("stopped: %s", counters.summary())
 
     return Starlette(
         routes=[
