@@ -50,6 +50,7 @@ CHECKED_SETTINGS = (
     "regulations",
     "max_record_retries",
     "respect_salesforce_changes",
+    "max_latency_seconds",
 )
 
 
@@ -121,6 +122,19 @@ class Settings:
     failed_records_path: str | None = None  # None: the default folder (failed_records.py)
     max_record_retries: int = 5
     respect_salesforce_changes: bool | None = None  # None: when the field history can be read
+    max_latency_seconds: float | None = None
+
+
+def max_latency_of(config: Mapping[str, Any], problems: list[str]) -> float | None:
+    """``max_latency_seconds``: None (off) or a number of seconds above 0."""
+    value = config.get("max_latency_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
+        problems.append(_wrong_type("max_latency_seconds", value,
+                                    "a number of seconds above 0, e.g. 2 (or unset: off)"))
+        return None
+    return float(value)
 
 
 def _json_kind(value: Any) -> str:
@@ -294,6 +308,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
 
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
+    max_latency = max_latency_of(config, problems)
     report_path = texts["report_path"] or None
     respect = config.get("respect_salesforce_changes")
     if respect is not None and not isinstance(respect, bool):
@@ -336,6 +351,7 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             failed_records_path=(texts["failed_records_path"] or "").strip() or None,
             max_record_retries=max_record_retries,
             respect_salesforce_changes=respect,
+            max_latency_seconds=max_latency,
         ),
         problems,
     )

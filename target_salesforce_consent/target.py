@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import msgspec
 from jsonschema import Draft7Validator
@@ -87,6 +89,10 @@ class SingerLineReader(MsgSpecReader):
     must reach the target, which reports it as failed, instead of stopping the run.
     """
 
+    #: Set with max_latency_seconds: called after each line and whenever the input has been
+    #: quiet for the seconds it returned last (None: wait for the next line however long).
+    idle_check: Callable[[], float | None] | None = None
+
     def deserialize_json(self, line: str) -> dict:
         try:
             return msgspec_decoder.decode(line)
@@ -99,6 +105,13 @@ class SingerLineReader(MsgSpecReader):
                 return too_deep_message(line)
         except RecursionError:
             return too_deep_message(line)
+
+    def process_lines(self, file_input: IO[str] | None,
+                      callbacks: dict[str, Callable[[dict], None]]) -> Any:
+        if self.idle_check is None:
+            return super().process_lines(file_input, callbacks)
+        lines = lines_with_idle_checks(file_input or self.default_input, self.idle_check)
+        return super().process_lines(cast("IO[str]", lines), callbacks)
 
 
 def too_deep_message(line: str) -> dict:
@@ -157,6 +170,47 @@ def top_level_strings(line: str, names: set[str]) -> dict[str, str]:
             key = None
         i += 1
     return found
+
+
+class _InputEnded:
+    """The reader thread's last item: the input ended, or failed with ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def lines_with_idle_checks(source: Iterable[str], idle_check: Callable[[], float | None]
+                           ) -> Iterator[str]:
+    """The lines of ``source``, calling ``idle_check`` after each one and while none comes.
+
+    Reading stdin blocks until a line arrives; a thread reads it instead, so that a batch can
+    be written on time while a tap (one that follows a webhook spool) is quiet.
+    """
+    lines: queue.Queue[str | _InputEnded] = queue.Queue(maxsize=10_000)
+
+    def pump() -> None:
+        try:
+            for line in source:
+                lines.put(line)
+        except BaseException as exc:
+            lines.put(_InputEnded(exc))
+            return
+        lines.put(_InputEnded())
+
+    threading.Thread(target=pump, name="singer-input", daemon=True).start()
+    wait = idle_check()
+    while True:
+        try:
+            item = lines.get() if wait is None else lines.get(timeout=max(wait, 0.0))
+        except queue.Empty:
+            wait = idle_check()
+            continue
+        if isinstance(item, _InputEnded):
+            if item.error is not None:
+                raise item.error
+            return
+        yield item
+        wait = idle_check()
 
 
 class TargetSalesforceConsent(Target):
@@ -330,6 +384,14 @@ class TargetSalesforceConsent(Target):
             "`skipped_salesforce_newer`. Unset: on when the field history can be read.",
         ),
         th.Property(
+            "max_latency_seconds",
+            th.NumberType,
+            title="Max Latency Seconds",
+            description="Write a batch once its oldest record has waited this many seconds, "
+            "even when no further record arrives (a tap that follows a webhook spool). "
+            "Unset: batches are written when full or at the end of the input.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -358,8 +420,14 @@ class TargetSalesforceConsent(Target):
         )
         self._writing = False  # a batch is being written to Salesforce
         self._failed: FailedRecordStore | None = None
+        self._oldest_buffered_at: float | None = None  # time.monotonic() of the oldest record
+        self._max_latency: float | None = None
         if kwargs.get("validate_config", True):
-            self._start_run()
+            processor = self._start_run()
+            self._max_latency = processor.rs.settings.max_latency_seconds
+            if self._max_latency is not None and isinstance(self.message_reader,
+                                                            SingerLineReader):
+                self.message_reader.idle_check = self._drain_if_late
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -594,8 +662,24 @@ class TargetSalesforceConsent(Target):
         return len(self._buffer)
 
     def buffer(self, item: BufferedRecord) -> None:
+        if not self._buffer:
+            self._oldest_buffered_at = time.monotonic()
         self._buffer.append(item)
         self._progress.record_read()
+
+    def _drain_if_late(self) -> float | None:
+        """Write the buffer (and emit STATE) once its oldest record is max_latency_seconds
+        old; returns the seconds until that, or None when nothing waits."""
+        if self._oldest_buffered_at is None or self._max_latency is None:
+            return None
+        waited = time.monotonic() - self._oldest_buffered_at
+        if waited < self._max_latency:
+            return self._max_latency - waited
+        self.logger.debug("Writing %d record(s): the oldest waited %.1f s (max_latency_seconds)",
+                          self.buffered, waited)
+        self.flush()
+        self.drain_all()  # the sinks' counters, and the STATE that now covers these records
+        return None
 
     def flush(self) -> None:
         if not self._buffer:
@@ -604,6 +688,7 @@ class TargetSalesforceConsent(Target):
             self._start_run()
             assert self._processor is not None
         batch, self._buffer = self._buffer, []
+        self._oldest_buffered_at = None
         self._writing = True
         try:
             self._processor.process(batch)

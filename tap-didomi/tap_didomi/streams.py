@@ -55,11 +55,15 @@ from tap_didomi.exports import (
     ExportStore,
     redact,
 )
+from tap_didomi.receiver.spool import SpoolError, SpoolReader
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
 if TYPE_CHECKING:
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
+
+# Webhooks read from the spool at once; a STATE follows each read.
+READ_LIMIT = 5000
 
 _ISO = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$"
@@ -525,3 +529,75 @@ def _server_time(response: requests.Response) -> dt.datetime | None:
     header = response.headers.get("Date")
     when = http_date(header) if header else None
     return when - dt.timedelta(seconds=1) if when is not None else None
+
+
+# --------------------------------------------------------------------------- webhook spool
+
+WEBHOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string", "description": "The webhook's id in the spool."},
+        "received_at": {"type": "string", "format": "date-time",
+                        "description": "When the receiver took the webhook (UTC)."},
+        "type": {"type": "string", "description": "event.created, user.updated, ..."},
+        "regulation": {"type": ["string", "null"]},
+        "parameters": {"type": ["object", "null"], "additionalProperties": True},
+    },
+    "required": ["id", "received_at", "type"],
+}
+
+
+class WebhooksStream(_SelfBookmarkedStream):
+    """Webhooks the receiver stored in the spool, in spool order, each one once.
+
+    The bookmark is the position in the spool (``spool_position``), written after each read,
+    so a re-run emits nothing twice. With ``follow`` the stream keeps reading every
+    ``poll_interval_seconds`` and never ends on its own.
+    """
+
+    name = "webhooks"
+    primary_keys: ClassVar[list[str]] = ["id"]
+
+    def __init__(self, tap: Tap, reader: SpoolReader) -> None:
+        self._reader = reader
+        super().__init__(tap, schema=WEBHOOK_SCHEMA, name=self.name)
+        self.forced_replication_method = "INCREMENTAL"
+
+    @property
+    def partitions(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        follow = bool(self.config.get("follow"))
+        interval = float(self.config.get("poll_interval_seconds") or 1.0)
+        state = self.stream_state
+        position: dict[str, Any] = dict(state.get("spool_position") or {})
+        if position and state.get("spool") not in (None, self._reader.location):
+            self.logger.warning(
+                "webhooks: the bookmark belongs to the spool %s, not %s: reading this spool "
+                "from its start", state.get("spool"), self._reader.location)
+            position = {}
+        emitted = 0
+        while True:
+            try:
+                batch, new_position = self._reader.read(position, READ_LIMIT)
+            except SpoolError as exc:
+                raise ExportError(f"{exc}. No STATE was emitted past the webhooks read "
+                                  "before this error: the next run starts from there.") from exc
+            for webhook in batch:
+                emitted += 1
+                yield {**webhook.body, "id": webhook.spool_id,
+                       "received_at": webhook.received_at}
+            if new_position != position:
+                position = new_position
+                state["spool"] = self._reader.location
+                state["spool_position"] = position
+                # Every webhook read so far has been written out: say so before reading more.
+                self._emit_state()
+            if len(batch) >= READ_LIMIT:
+                continue  # more is waiting
+            if not follow:
+                break
+            time.sleep(interval)
+        self.logger.info("webhooks: %d webhook(s) read from %s", emitted, self._reader.location)

@@ -13,6 +13,7 @@ import os
 import sys
 import textwrap
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -26,11 +27,13 @@ from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from tap_didomi.client import DidomiAPIError
 from tap_didomi.export_state import DEFAULT_LOOKBACK_DAYS, StateError, check_state
 from tap_didomi.exports import ExportDataError, ExportError, ExportPathError, ExportStore
+from tap_didomi.receiver.spool import SpoolError, open_reader
 from tap_didomi.streams import (
     ApiUsersStream,
     ExportEventsStream,
     ExportUsersStream,
     ProgressLog,
+    WebhooksStream,
     progress_interval,
 )
 
@@ -260,6 +263,33 @@ class TapDidomi(Tap):
             ),
         ),
         th.Property(
+            "webhook_spool",
+            th.StringType,
+            title="Webhook spool",
+            description=(
+                "Didomi webhooks stored by didomi-webhook-receiver: the folder or bucket URL "
+                "given to its --spool. Emits stream `webhooks`. Set this, or export_path, or "
+                "the API settings."
+            ),
+        ),
+        th.Property(
+            "follow",
+            th.BooleanType,
+            default=False,
+            title="Follow",
+            description=(
+                "webhook_spool: keep reading new webhooks every poll_interval_seconds, "
+                "emitting STATE after each read, instead of ending when the spool is read."
+            ),
+        ),
+        th.Property(
+            "poll_interval_seconds",
+            th.NumberType,
+            default=1,
+            title="Poll interval (seconds)",
+            description="webhook_spool with follow: seconds between two reads of the spool.",
+        ),
+        th.Property(
             "start_date",
             th.DateType,
             title="Start date",
@@ -299,7 +329,9 @@ class TapDidomi(Tap):
             raise ConfigError("; ".join(exc.errors) or str(exc)) from exc
 
     @functools.cached_property
-    def source(self) -> ExportSource | ApiSource:
+    def source(self) -> ExportSource | ApiSource | WebhookSource:
+        if self.config.get("webhook_spool") not in (None, ""):
+            return resolve_webhook_source(self.config)
         source = resolve_source(self.config)
         given = getattr(self, "_settings_given", set(self.config))
         # A value equal to the default is no choice of the user's: Meltano passes a plugin
@@ -339,6 +371,11 @@ class TapDidomi(Tap):
 
     def discover_streams(self) -> list[Stream]:
         source = self.source
+        if isinstance(source, WebhookSource):
+            try:
+                return [WebhooksStream(self, open_reader(source.webhook_spool))]
+            except SpoolError as exc:
+                raise ConfigError(str(exc)) from None
         if isinstance(source, ApiSource):
             # The API has no organisation-wide event listing (GET /consents/events needs a
             # user), so events come only from exports.
@@ -348,6 +385,34 @@ class TapDidomi(Tap):
         if _has_events(store):
             streams.append(ExportEventsStream(self, store))
         return streams
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    webhook_spool: str
+
+
+def resolve_webhook_source(config: dict[str, Any] | Any) -> WebhookSource:
+    """The webhook spool source, or ConfigError: it excludes the other sources."""
+    spool = config.get("webhook_spool")
+    if not isinstance(spool, str) or not spool.strip():
+        raise ConfigError('webhook_spool must be a folder path or a bucket URL in quotes, e.g. '
+                          '"./didomi-webhooks" or "s3://bucket/didomi-webhooks"')
+    others = [name for name in ("export_path", *API_SETTINGS) if config.get(name)]
+    if others:
+        raise ConfigError(
+            "webhook_spool and " + ", ".join(others) + " are both set: a configuration reads "
+            "one source. Unset " + ", ".join(others) + " to read the webhook spool (a Meltano "
+            "plugin inheriting from tap-didomi sets them to an empty string)")
+    follow = config.get("follow")
+    if follow is not None and not isinstance(follow, bool):
+        raise ConfigError("follow must be true or false, without quotes")
+    interval = config.get("poll_interval_seconds")
+    if interval is not None and (isinstance(interval, bool)
+                                 or not isinstance(interval, (int, float, Decimal))
+                                 or interval <= 0):
+        raise ConfigError("poll_interval_seconds must be a number of seconds above 0, e.g. 1")
+    return WebhookSource(spool.strip())
 
 
 def _has_events(store: ExportStore) -> bool:
