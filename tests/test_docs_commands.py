@@ -11,34 +11,51 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
   word, in a fresh Meltano project by `tests/test_packaging.py`;
 - `meltano-run`: each line is a `meltano run` of the repository's own `meltano.yml` that a
   `meltano`-marked test (`tests/test_meltano_*.py`) runs with the same plugins in the same
-  order;
+  order, or an `export NAME=...` of a variable that such a test sets (to its own value);
+- `receiver`: the webhook receiver's start, run word for word with bash by
+  `start_documented_receiver` (its own test checks `/healthz`, a token and a stored webhook;
+  `tests/test_meltano_webhooks.py` fills the spool of its `meltano run` through it);
 - `failed-records`: the listing and replay of kept failed records, run in order on a real
   store of failed records by `tests/test_trust_failed_records.py`.
 
 What a harness must change to run a block on a shared machine is the same everywhere:
 `salesforce-sandbox --port 8765` runs on a free port instead, and `127.0.0.1:8765` (in the block
 and in the copy of `sample_config.json`) becomes that port; `/srv/consent-project` (the cron
-line's project) becomes the test's project folder.
+line's project) becomes the test's project folder. The receiver's block likewise listens on a
+free port of loopback (`--host 0.0.0.0 --port 8080` becomes `--host 127.0.0.1 --port 0`, the
+port read back from its "listening on" line) and spools into the test's folder instead of
+`/var/lib/didomi-webhooks`; the test, playing Didomi, reads the client secret the block generated
+from the receiver process's environment.
+
+Two things the docs describe cannot run here, so they are prose, not command blocks: a container
+runtime (the container section states the image's content and the same receiver command the
+`receiver` test runs) and Didomi's own API (its endpoint is named in a sentence and its body
+shown as a ```json block, which is data, not a command).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"repo", "fresh-venv", "sandbox", ".ci/run", "meltano-project",
-         "meltano-project cron", "meltano-project ci", "failed-records", "meltano-run"}
+         "meltano-project cron", "meltano-project ci", "failed-records", "meltano-run",
+         "receiver"}
 FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}
@@ -213,6 +230,12 @@ def test_meltano_run_blocks_are_run_by_the_meltano_tests() -> None:
     for block in blocks:
         for line in block.body.splitlines():
             words = line.split("#", 1)[0].split()
+            if words[:1] == ["export"]:
+                (assignment,) = words[1:]
+                name = assignment.split("=", 1)[0]
+                assert re.search(f'"{re.escape(name)}"', tests), \
+                    f"{block.name}: no meltano test sets {name}"
+                continue
             assert words[:2] == ["meltano", "run"], f"{block.name}: {line!r}"
             plugins = r",\s*".join(f'"{re.escape(name)}"' for name in words[2:])
             assert re.search(plugins, tests), f"{block.name}: no meltano test runs {line!r}"
@@ -248,6 +271,137 @@ def test_sandbox_block_prints_the_documented_line() -> None:
     finally:
         running.process.terminate()
         running.process.wait(timeout=30)
+
+
+# -- the webhook receiver ----------------------------------------------------------------------
+
+
+RECEIVER_SUBSTITUTIONS = {
+    "--spool /var/lib/didomi-webhooks": "--spool {spool}",
+    "--host 0.0.0.0": "--host 127.0.0.1",
+    "--port 8080": "--port 0",
+}
+RECEIVER_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+) ")
+
+
+@dataclass
+class RunningReceiver:
+    url: str
+    client_id: str
+    client_secret: str
+    shell: subprocess.Popen[str]
+    receiver_pid: int
+    lines: list[str]
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def token(self) -> str:
+        answer = requests.post(self.url + "/oauth/token", timeout=30, data={
+            "grant_type": "client_credentials", "client_id": self.client_id,
+            "client_secret": self.client_secret})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["access_token"])
+
+    def stop(self) -> int | None:
+        """SIGTERM to the receiver (the block's shell then ends with its status)."""
+        try:
+            os.kill(self.receiver_pid, signal.SIGTERM)
+            return self.shell.wait(timeout=60)
+        finally:
+            if self.shell.poll() is None:
+                os.killpg(self.shell.pid, signal.SIGKILL)
+                self.shell.wait(timeout=30)
+
+
+def _process_tree(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def _receiver_environment(shell_pid: int) -> tuple[int, dict[str, str]]:
+    """The receiver's process id and environment (what the block's exports gave it)."""
+    for pid in _process_tree(shell_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"didomi-webhook-receiver" in cmdline:
+            pairs = (item.split("=", 1) for item in environ.decode().split("\0") if "=" in item)
+            return pid, dict(pairs)
+    raise AssertionError("no didomi-webhook-receiver process under the block's shell")
+
+
+def start_documented_receiver(spool: Path) -> RunningReceiver:
+    """The `receiver` block, word for word but for the substitutions of the module docstring."""
+    (block,) = blocks_of("receiver")
+    script = block.body
+    for documented, here in RECEIVER_SUBSTITUTIONS.items():
+        assert script.count(documented) == 1, f"{block.name}: expected {documented!r} once"
+        script = script.replace(documented, here.format(spool=shlex.quote(str(spool))))
+    env = {k: v for k, v in _env_with(Path(sys.executable).parent).items()
+           if not k.startswith("DIDOMI_WEBHOOK_")}
+    shell = subprocess.Popen(["bash", "-c", "set -eo pipefail\n" + script], cwd=spool.parent,
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    listening: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert shell.stdout is not None
+        for line in shell.stdout:
+            lines.append(line)
+            match = RECEIVER_LISTENING.search(line)
+            if match:
+                listening.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(60) or not listening:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(timeout=30)
+        raise AssertionError(f"{block.name}: the receiver did not start:\n{''.join(lines)}")
+    pid, environment = _receiver_environment(shell.pid)
+    return RunningReceiver(listening[0], environment["DIDOMI_WEBHOOK_CLIENT_ID"],
+                           environment["DIDOMI_WEBHOOK_CLIENT_SECRET"], shell, pid, lines)
+
+
+def test_receiver_block_serves_health_tokens_and_stores_webhooks(tmp_path: Path) -> None:
+    spool = tmp_path / "didomi-webhooks"
+    receiver = start_documented_receiver(spool)
+    try:
+        health = requests.get(receiver.url + "/healthz", timeout=30)
+        assert health.status_code == 200 and health.json()["stored"] == 0, health.text
+        assert receiver.client_id == "didomi-webhooks"
+        assert re.fullmatch(r"[0-9a-f]{64}", receiver.client_secret)  # openssl rand -hex 32
+        refused = requests.post(receiver.url + "/oauth/token", timeout=30, data={
+            "grant_type": "client_credentials", "client_id": receiver.client_id,
+            "client_secret": "not-the-generated-secret"})
+        assert refused.status_code == 401
+        body = {"type": "user.updated", "parameters": {"new_entity": {
+            "id": "didomi-user-1", "organization_user_id": "jane.doe@example.com"}}}
+        stored = requests.post(receiver.url + "/webhooks/didomi", json=body, timeout=30,
+                               headers={"Authorization": f"Bearer {receiver.token()}"})
+        assert stored.status_code == 200 and stored.json()["status"] == "stored", stored.text
+        assert (spool / "webhooks.sqlite3").is_file()
+    finally:
+        status = receiver.stop()
+    assert status == 0, receiver.output[-3000:]
+    assert receiver.client_secret not in receiver.output
 
 
 # -- running them ------------------------------------------------------------------------------
