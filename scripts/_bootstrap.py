@@ -27,6 +27,9 @@ TAP_DIR = ROOT / "tap-didomi"
 TAP_EXTRAS = "test,s3"
 SANDBOX_DIR = ROOT / "salesforce-sandbox"
 SANDBOX_EXTRAS = "test"
+TAP_SF_DIR = ROOT / "tap-salesforce-consent"
+TAP_SF_EXTRAS = "test"
+TARGET_DIDOMI_DIR = ROOT / "target-didomi"
 _MARKER = VENV / ".target-salesforce-consent-install"
 _MELTANO_MARKER = ROOT / ".meltano" / ".target-salesforce-consent-install"
 _REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
@@ -35,6 +38,8 @@ _REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
 _MELTANO_VENVS = (
     ROOT / ".meltano" / "extractors" / "tap-didomi" / "venv",
     ROOT / ".meltano" / "loaders" / "target-salesforce-consent" / "venv",
+    ROOT / ".meltano" / "extractors" / "tap-salesforce-consent" / "venv",
+    ROOT / ".meltano" / "loaders" / "target-didomi" / "venv",
 )
 
 
@@ -77,7 +82,9 @@ def ensure_venv(script: str, argv: list[str]) -> None:
         sys.exit(f"Python 3.10 or newer is required (this is {sys.version.split()[0]}).")
 
     want = _digest(ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
-                   SANDBOX_DIR / "pyproject.toml", extra=f"{EXTRAS};{TAP_EXTRAS};{SANDBOX_EXTRAS}")
+                   SANDBOX_DIR / "pyproject.toml", TAP_SF_DIR / "pyproject.toml",
+                   TARGET_DIDOMI_DIR / "pyproject.toml",
+                   extra=f"{EXTRAS};{TAP_EXTRAS};{SANDBOX_EXTRAS};{TAP_SF_EXTRAS}")
     py = venv_python()
     if not py.exists():
         say(f"[setup] creating virtualenv {VENV.relative_to(ROOT)}/ ...")
@@ -92,7 +99,8 @@ def ensure_venv(script: str, argv: list[str]) -> None:
     if have != want:
         # The sandbox first: pip 23 resolves the loader's test extra to it only in this order.
         editables = [f"./salesforce-sandbox[{SANDBOX_EXTRAS}]", f".[{EXTRAS}]",
-                     f"./tap-didomi[{TAP_EXTRAS}]"]
+                     f"./tap-salesforce-consent[{TAP_SF_EXTRAS}]", f"./tap-didomi[{TAP_EXTRAS}]",
+                     "./target-didomi"]
         say(f"[setup] pip install -e {' -e '.join(editables)} into .venv "
             "(first run: a minute or two) ...")
         cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
@@ -165,7 +173,8 @@ def ensure_meltano_plugins(meltano: Path, quiet: bool = False) -> float:
 def _ensure_meltano_plugins(meltano: Path, quiet: bool) -> float:
     import time
 
-    want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml")
+    want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
+                   TAP_SF_DIR / "pyproject.toml", TARGET_DIDOMI_DIR / "pyproject.toml")
     have = _MELTANO_MARKER.read_text().strip() if _MELTANO_MARKER.exists() else ""
     if have == want and all(v.exists() for v in _MELTANO_VENVS):
         return 0.0

@@ -11,8 +11,12 @@ starts the sandbox seeded with sample Leads and Contacts, runs
 on the bundled sample Didomi batch export (tap-didomi/tap_didomi/sample_export: gzipped
 daily partitions with users/ and events/, read by tap-didomi), and prints which Salesforce
 records changed (field: old -> new),
-the records created, and the count per outcome from each loader's report. Safe to run again: the
-sandbox starts from its seed every time and the run ignores and keeps no Meltano state.
+the records created, and the count per outcome from each loader's report. Then, near real
+time: it starts didomi-webhook-receiver and `meltano run tap-didomi-webhooks
+target-salesforce-consent`, posts one Didomi webhook that flips a Lead's newsletter consent,
+and shows the Lead changing seconds after the receiver's 2xx (`--skip-webhooks` leaves this
+out). Safe to run again: the sandbox starts from its seed every time and the runs ignore and
+keep no Meltano state.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ if __name__ == "__main__":
 
 # --- from here on we run inside .venv ------------------------------------------------------------
 import argparse
+import contextlib
+import datetime as dt
 import gzip
 import json
 import os
+import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -152,10 +160,113 @@ def print_section(loader: str, obj: str, report: Path, before: list[dict[str, An
     print(f"  {'total':<26} {sum(counts.values()):>3}")
 
 
+WEBHOOK_LOG = OUTPUT / "demo-webhooks-meltano.log"
+WEBHOOK_SPOOL = OUTPUT / "demo-webhooks"
+NEWSLETTER = "newsletter-Lq3Vx8Rw"  # the purpose meltano.yml maps to Didomi_Newsletter__c
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process and its children (meltano's tap and target), then wait."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def near_real_time(meltano: Path, sb: Sandbox, env: dict[str, str]) -> int:
+    """One webhook through the receiver and the following pipeline into a Lead."""
+    import requests
+
+    print()
+    print("Near real time: a Didomi webhook reaches a Lead within seconds")
+    lead = next(r for r in sb.records("Lead") if r.get("Email") and not r.get("IsConverted"))
+    email, before = lead["Email"], bool(lead.get("Didomi_Newsletter__c"))
+    secret = os.urandom(16).hex()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    if WEBHOOK_SPOOL.exists():
+        for item in WEBHOOK_SPOOL.iterdir():
+            item.unlink()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tap_didomi.receiver", "--spool", str(WEBHOOK_SPOOL), "--port",
+         str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, "DIDOMI_WEBHOOK_CLIENT_ID": "demo-didomi",
+             "DIDOMI_WEBHOOK_CLIENT_SECRET": secret})
+    pipeline_env = {**env, "TAP_DIDOMI_WEBHOOKS_WEBHOOK_SPOOL": str(WEBHOOK_SPOOL),
+                    "TARGET_SALESFORCE_CONSENT_REPORT_PATH": str(OUTPUT / "report-webhooks.jsonl")}
+    cmd = [str(meltano), "--log-level=info", "run", "--no-state-update", "tap-didomi-webhooks",
+           "target-salesforce-consent"]
+    pipeline: subprocess.Popen[bytes] | None = None
+    try:
+        for _ in range(300):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        spool = WEBHOOK_SPOOL.relative_to(ROOT)
+        print(f"  receiver didomi-webhook-receiver on {url} (spool {spool})")
+        print("  running  meltano " + " ".join(cmd[2:]) + "  (a service: it follows the spool)",
+              flush=True)
+        with WEBHOOK_LOG.open("w", encoding="utf-8") as log:
+            pipeline = subprocess.Popen(cmd, cwd=ROOT, env=pipeline_env,
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while "Beginning sync of 'webhooks'" not in WEBHOOK_LOG.read_text(errors="replace"):
+            if pipeline.poll() is not None or time.monotonic() > deadline:
+                print(f"  the pipeline did not start; see {WEBHOOK_LOG.relative_to(ROOT)}")
+                return 1
+            time.sleep(0.2)
+        time.sleep(2)  # the target has checked its configuration against the org
+        token = requests.post(url + "/oauth/token", auth=("demo-didomi", secret), timeout=10,
+                              data={"grant_type": "client_credentials"}).json()["access_token"]
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        entity = {"id": "didomi-demo-user", "organization_user_id": email, "updated_at": now,
+                  "created_at": "2024-01-01T00:00:00.000Z",
+                  "consents": {"purposes": [{"id": NEWSLETTER, "enabled": not before}],
+                               "vendors": {"enabled": [], "disabled": []}}}
+        answer = requests.post(url + "/webhooks/didomi", timeout=10,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"type": "user.updated", "parameters": {
+                                   "source": {"id": "demo-event", "created_at": now},
+                                   "new_entity": entity}})
+        acked = time.monotonic()
+        print(f"  webhook  user.updated for {email}: {NEWSLETTER} enabled={not before} "
+              f"-> receiver answered {answer.status_code}")
+        while time.monotonic() - acked < 60:
+            current = next(r for r in sb.records("Lead") if r.get("Id") == lead["Id"])
+            if bool(current.get("Didomi_Newsletter__c")) is not before:
+                print(f"  Lead     {label(current)}: Didomi_Newsletter__c {fmt(before)} -> "
+                      f"{fmt(not before)}, {time.monotonic() - acked:.1f} s after the 2xx")
+                return 0
+            time.sleep(0.1)
+        print(f"  the Lead did not change within 60 s; see {WEBHOOK_LOG.relative_to(ROOT)}")
+        return 1
+    finally:
+        if pipeline is not None:
+            _stop(pipeline)
+        receiver.terminate()
+        receiver.wait(30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true",
                         help="leave the sandbox up after the run (Ctrl-C to stop)")
+    parser.add_argument("--skip-webhooks", action="store_true",
+                        help="leave out the near-real-time part (receiver and webhook pipeline)")
     args = parser.parse_args()
 
     meltano = _bootstrap.meltano_executable()
@@ -225,6 +336,11 @@ def main() -> int:
             for line in lines[-40:]:
                 print("  " + line)
             return 1
+
+        if not args.skip_webhooks:
+            with _bootstrap.meltano_project_lock():
+                if near_real_time(meltano, sb, env) != 0:
+                    return 1
 
         if args.keep_running:
             print()

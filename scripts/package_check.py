@@ -67,6 +67,8 @@ class Distribution:
     required: list[str]
     # A Singer plugin answers `python -m <package> --about`; other tools `--help`.
     singer: bool = True
+    # Distributions of this repository it depends on: their wheels are installed beside it.
+    needs: tuple[str, ...] = ()
     name: str = ""
     version: str = ""
     scripts: dict[str, str] = field(default_factory=dict)
@@ -118,6 +120,28 @@ def distributions() -> list[Distribution]:
                 commands={"tap-didomi": ["--about", "--format=json"]},
                 # The bundled sample export (gzipped NDJSON) the demo and the tests read.
                 required=["py.typed", "*.json.gz"],
+            )
+        )
+    tap_sf = ROOT / "tap-salesforce-consent"
+    if (tap_sf / "pyproject.toml").exists():
+        dists.append(
+            Distribution(
+                project=tap_sf,
+                package="tap_salesforce_consent",
+                commands={"tap-salesforce-consent": ["--about", "--format=json"]},
+                required=["py.typed"],
+                needs=("target-salesforce-consent",),
+            )
+        )
+    target_didomi = ROOT / "target-didomi"
+    if (target_didomi / "pyproject.toml").exists():
+        dists.append(
+            Distribution(
+                project=target_didomi,
+                package="target_didomi",
+                commands={"target-didomi": ["--about", "--format=json"]},
+                required=["py.typed"],
+                needs=("target-salesforce-consent", "tap-didomi"),
             )
         )
     return dists
@@ -241,7 +265,8 @@ print(json.dumps({"location": str(root), "files": sorted(walk(root))}))
 """
 
 
-def install_and_run(dist: Distribution, wheel: Path, work: Path, check: Check) -> None:
+def install_and_run(dist: Distribution, wheel: Path, work: Path, check: Check,
+                    beside: tuple[Path, ...] = ()) -> None:
     env_dir = work / f"venv-{dist.name}"
     start = step(f"{dist.name}: fresh virtualenv, pip install {wheel.name}")
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -251,7 +276,7 @@ def install_and_run(dist: Distribution, wheel: Path, work: Path, check: Check) -
         env.pop(leak, None)
     env["PATH"] = os.pathsep.join([str(py.parent), env.get("PATH", "")])
     proc = run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-                str(wheel)], env=env, cwd=work)
+                str(wheel), *map(str, beside)], env=env, cwd=work)
     done(start)
     if not check.that(proc.returncode == 0, f"{dist.name}: pip install failed:\n{_tail(proc)}"):
         return
@@ -318,15 +343,18 @@ def main(argv: list[str]) -> int:
         print("Distributions: " + ", ".join(listed), flush=True)
         if not (ROOT / "tap-didomi" / "pyproject.toml").exists():
             print("  (tap-didomi/pyproject.toml does not exist: only the target is checked)")
+        wheels: dict[str, Path] = {}
         for dist in dists:
             out = work / f"dist-{dist.name}"
             built = build(dist, out, check)
             if built is None:
                 continue
+            wheels[dist.name] = built[1]
             twine_check(dist, built, check)
             inspect_sdist(dist, built[0], check)
             inspect_wheel(dist, built[1], check)
-            install_and_run(dist, built[1], work, check)
+            beside = tuple(wheels[n] for n in dist.needs if n in wheels)
+            install_and_run(dist, built[1], work, check, beside)
     finally:
         if args.keep:
             print(f"Work folder kept: {work}")

@@ -1,7 +1,7 @@
 """Didomi consent records: recognise their shape, normalise them and merge them per user.
 
 Pure logic, no I/O. The shapes are those of ``reference/didomi-consent-data.md`` (sections 1, 2
-and 8) and SPEC section 3:
+and 8):
 
 * **user-shaped** (``/consents/users``, batch exports): top-level ``organization_user_id``;
   ``consents`` is the user's full current state.
@@ -11,7 +11,7 @@ and 8) and SPEC section 3:
   the record inside (``parameters.new_entity``, else ``parameters.entity``); ``*.deleted``
   envelopes become records of kind ``"deleted"``.
 
-Choices this module makes where the SPEC is silent (the docstrings below repeat them):
+Choices this module makes where the data contract is silent (the docstrings below repeat them):
 
 * ``null`` and a missing key are the same thing everywhere: "no choice expressed".
 * Nested objects that arrive as JSON strings are parsed; keys flattened with ``__`` (Meltano's
@@ -37,6 +37,7 @@ __all__ = [
     "PreferenceState",
     "PurposeState",
     "RecordError",
+    "UnreadableRecord",
     "format_timestamp",
     "merge",
     "parse_record",
@@ -69,6 +70,19 @@ class RecordError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class UnreadableRecord:
+    """A Singer RECORD whose ``record`` the JSON reader could not decode (nested deeper than
+    it can go): it reaches the target as this stand-in so that it fails alone, reported."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"UnreadableRecord({self.problem!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,9 +320,15 @@ def _array(value: Any, where: str) -> list[Any] | None:
 
 
 def _items(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
-    """Items with an ``id`` from an array of objects (or an object keyed by id).
+    """Items with an ``id`` from an array of objects (or an object of such objects).
 
-    Null items and items whose ``id`` is null or blank are dropped (they carry nothing mappable).
+    An item's identity is its own ``id``. In an array, null items and items whose ``id`` is
+    null or blank are dropped (they carry nothing mappable). An object of items is what a relay
+    that re-encodes arrays writes (``{"0": {...}, "1": {...}}``), and what Didomi's ``__``
+    flatten option gives with index segments (``consents__purposes__0__id``): its keys are
+    positions, never ids. An item there without its own ``id`` fails the record when its key
+    is a position (all digits); a key that is not a position (``{"newsletter": {...}}``) is
+    taken as the id.
     """
     if isinstance(value, str) and value.strip().startswith("{"):
         value = _object(value, where)
@@ -316,8 +336,19 @@ def _items(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
         pairs: list[tuple[str, dict[str, Any]]] = []
         for key, item in value.items():
             obj = _object(item, f"{where}.{key}")
-            if obj is not None:
-                pairs.append((str(key), obj))
+            if obj is None:
+                continue
+            ident = _text(obj.get("id"), f"{where}.{key}.id")
+            if ident is None:
+                if str(key).strip().isdigit():
+                    raise RecordError(
+                        REQUIRED_FIELD_MISSING,
+                        f"{where}.{key}: an item keyed by its position {key} has no id; the "
+                        "position is not an id, so the item cannot be read (the tap or relay "
+                        "must keep each item's own id)",
+                    )
+                ident = str(key)
+            pairs.append((ident, obj))
         return pairs
     array = _array(value, where)
     if array is None:
@@ -515,6 +546,8 @@ def parse_record(raw: Mapping[str, Any]) -> ConsentRecord:
     The OUID is stripped; blank counts as missing (None). ``regulation`` is lower-cased and
     defaults to ``"gdpr"``; ``status`` is stripped and lower-cased.
     """
+    if isinstance(raw, UnreadableRecord):
+        raise RecordError(JSON_PARSER_ERROR, raw.problem)
     if isinstance(raw, str):
         raw = _object(raw, "record", unflatten=True) or {}
     if not isinstance(raw, Mapping):

@@ -1,9 +1,9 @@
 """What one record says about each mapped field: the unit of whole-run merging.
 
-SPEC 3 merges a person's records in timestamp order: a user-shaped record replaces the consent
-state (what it lacks becomes "no choice"), an event-shaped one overlays what it carries. Seen
-per mapped field, that is simply "the newest record that says something about this field
-wins", where:
+Whole-run merging combines a person's records in timestamp order: a user-shaped record
+replaces the consent state (what it lacks becomes "no choice"), an event-shaped one overlays
+what it carries. Seen per mapped field, that is simply "the newest record that says something
+about this field wins", where:
 
 * a user-shaped record says something about every consent path (its value, or "no choice"
   when it lacks the purpose, preference, channel or vendor);

@@ -1,6 +1,6 @@
 """Mappings: source paths into merged Didomi consent, options, and Salesforce value conversions.
 
-Pure logic, no I/O (SPEC section 4). A mapping is ``{"id": "<Salesforce field>", "value":
+Pure logic, no I/O. A mapping is ``{"id": "<Salesforce field>", "value":
 "<source path>"}`` with optional ``invert`` and ``value_map``. ``None`` means "no choice" all the
 way through: the field is left untouched.
 """
@@ -232,7 +232,7 @@ def _dotted(text: str, original: str) -> SourcePath:
 
 
 def parse_source_path(text: str) -> SourcePath:
-    """Parse a source path in dotted form or Didomi's flattened form (SPEC 4).
+    """Parse a source path in dotted form or Didomi's flattened form.
 
     Flattened aliases are matched with anchored regexes, most specific first; a purpose id
     that itself contains ``_preferences_`` (or a preference id containing ``_channel_``) cannot
@@ -623,7 +623,7 @@ def to_report_value(value: Any, field: FieldType) -> Any:
 
 def report_value(cell: str, field: FieldType) -> Any:
     """The report's JSON form of a cell the target sends: ``None`` for its clear (an empty
-    selection), booleans for checkboxes, otherwise the text written (SPEC 7)."""
+    selection), booleans for checkboxes, otherwise the text written."""
     if cell == CLEAR:
         return None
     if field.type.lower() == "boolean" and cell in ("true", "false"):

@@ -3,9 +3,9 @@ outcomes.
 
 Pure functions, no I/O: given what the run's consent says (the newest choice per field, see
 ``extract.py`` and ``store.py``) and what Salesforce holds, decide per ``organization_user_id``
-whether to update (which records, which cells), insert, or skip and why (SPEC sections 5 and
-6). Newest consent wins per choice: a choice at or before a record's consent timestamp is never
-written to it. The sink runs the resulting rows through Bulk API 2.0.
+whether to update (which records, which cells), insert, or skip and why. Newest consent wins
+per choice: a choice at or before a record's consent timestamp is never written to it. The
+sink runs the resulting rows through Bulk API 2.0.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
-from target_salesforce_consent.mapping import CLEAR, report_value, same_value
+from target_salesforce_consent.mapping import CLEAR, FieldType, report_value, same_value
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, WrittenRecord
@@ -67,7 +67,7 @@ def baseline_of(
     """The consent timestamp a matched record held before this run wrote it.
 
     A record the run itself stamped earlier is judged by the timestamp it had before, so that
-    the run's outcome does not depend on where the batches were cut (SPEC 3); if someone else
+    the run's outcome does not depend on where the batches were cut; if someone else
     changed the field since, theirs is the newer consent and stands.
     """
     earlier = written.get(record_id)
@@ -95,7 +95,7 @@ class GroupPlan:
     """The decision for one organization_user_id (all its input records share it).
 
     ``stale_at``: a record of the batch timestamped at or before it (or without a timestamp)
-    contributed to no match and is ``skipped_stale`` (SPEC 6), whatever the others' outcome.
+    contributed to no match and is ``skipped_stale``, whatever the others' outcome.
     """
 
     outcome: Outcome | None  # None while a write is pending
@@ -106,6 +106,7 @@ class GroupPlan:
     stale_at: int | None = None
     baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
+    kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 
 
 def plan_group(
@@ -120,7 +121,7 @@ def plan_group(
     newest = person.newest if ts_field else None
     ts_cell = format_timestamp(from_micros(newest)) if newest is not None else None
     # The report lists every mapped value the consent holds, written or not, and the consent
-    # timestamp beside them when consent_timestamp_field is set (SPEC 7).
+    # timestamp beside them when consent_timestamp_field is set.
     fields = {
         f: report_value(c.cell, rs.field_types[f]) for f, c in person.choices.items() if c.cell
     }
@@ -131,7 +132,7 @@ def plan_group(
     converted = [m for m in matches if m.get("IsConverted")]
 
     if not live and converted:
-        # A converted Lead is read-only; the person is a Contact now (SPEC 5).
+        # A converted Lead is read-only; the person is a Contact now.
         return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), fields)
 
     if not live:
@@ -177,12 +178,60 @@ def plan_group(
     known = [b for b in baselines.values() if b is not None]
     stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 
+    # The report shows what the first written record receives, or, when nothing is written,
+    # what the first match holds: never a value (or a consent timestamp) that was not written.
     if rows:
-        return GroupPlan(None, ids, fields, update_rows=rows, stale_at=stale_at,
+        shown = shown_fields(person, _by_id(live, rows[0]["Id"]), rs, rows[0])
+        return GroupPlan(None, ids, shown, update_rows=rows, stale_at=stale_at,
                          baselines=baselines, stamp=_stamp(newest))  # fmt: skip
+    shown = shown_fields(person, live[0], rs, None)
     if stale:
-        return GroupPlan(Outcome.SKIPPED_STALE, ids, fields, stale_at=stale_at)
-    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, fields, stale_at=stale_at)
+        return GroupPlan(Outcome.SKIPPED_STALE, ids, shown, stale_at=stale_at)
+    return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, shown, stale_at=stale_at)
+
+
+def shown_fields(
+    person: PersonState,
+    record: Mapping[str, Any],
+    rs: ResolvedSettings,
+    row: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The report's ``fields`` for a matched record: every mapped field the consent has a
+    value for (and the consent timestamp field), as ``row`` writes it, else as ``record``
+    holds it in Salesforce."""
+    shown: dict[str, Any] = {}
+    types = rs.field_types
+    for name, choice in person.choices.items():
+        if not choice.cell:
+            continue
+        if row is not None and name in row:
+            shown[name] = report_value(row[name], types[name])
+        elif same_value(choice.cell, record.get(name), types[name], as_set=choice.is_list):
+            shown[name] = report_value(choice.cell, types[name])  # held already, same value
+        else:
+            shown[name] = held_value(record.get(name), types[name])  # not written (older)
+    ts_field = rs.consent_timestamp_field
+    if ts_field and shown:
+        if row is not None and ts_field in row:
+            shown[ts_field] = report_value(row[ts_field], types[ts_field])
+        elif record.get(ts_field) is not None:
+            shown[ts_field] = held_value(record.get(ts_field), types[ts_field])
+    return shown
+
+
+def held_value(current: Any, ftype: FieldType) -> Any:
+    """A value Salesforce returned, in the report's JSON form (datetimes as the target writes
+    them, ``2024-06-18T16:40:03.512Z``; an empty text as null)."""
+    if current is None or current == "":
+        return None
+    if ftype.type.lower() == "datetime":
+        parsed = parse_salesforce_datetime(current)
+        return format_timestamp(parsed) if parsed is not None else current
+    return current
+
+
+def _by_id(records: Sequence[Mapping[str, Any]], record_id: str) -> Mapping[str, Any]:
+    return next(r for r in records if str(r["Id"]) == record_id)
 
 
 def _stamp(newest: int | None) -> int | None:

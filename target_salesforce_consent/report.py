@@ -1,6 +1,6 @@
 """Outcomes: one per input record, written to the JSON Lines report and counted in the log.
 
-SPEC section 7 is the contract. Every input record gets exactly one :class:`Outcome`; the
+Every input record gets exactly one :class:`Outcome`; the
 report line carries what a compliance reviewer needs to trace it (which Salesforce records,
 which values, which Bulk job, which error).
 """
@@ -32,6 +32,7 @@ class Outcome(str, enum.Enum):
     SKIPPED_CONVERTED = "skipped_converted"
     SKIPPED_MULTIPLE_MATCHES = "skipped_multiple_matches"
     SKIPPED_STALE = "skipped_stale"
+    SKIPPED_SALESFORCE_NEWER = "skipped_salesforce_newer"
     SKIPPED_NO_OUID = "skipped_no_ouid"
     SKIPPED_FILTERED = "skipped_filtered"
     FAILED = "failed"
@@ -54,9 +55,12 @@ class OutcomeLine:
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     job_id: str | None = None
+    retry: int | None = None  # a record failed in earlier runs, sent again: the n-th retry
+    #: Salesforce Id -> the mapped fields left as a person changed them in Salesforce
+    salesforce_kept: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        line = {
+        line: dict[str, Any] = {
             "stream": self.stream,
             "organization_user_id": self.organization_user_id,
             "didomi_id": self.didomi_id,
@@ -66,7 +70,10 @@ class OutcomeLine:
             "fields": self.fields,
             "error": self.error,
             "job_id": self.job_id,
+            "salesforce_kept": self.salesforce_kept,
         }
+        if self.retry is not None:
+            line["retry"] = self.retry
         try:
             return _encode(line).decode()
         except (TypeError, UnicodeEncodeError):  # a lone surrogate, or a value msgspec lacks

@@ -1,7 +1,7 @@
 """Typed settings and the configuration check that runs before any record is read.
 
 Two passes, both collecting every problem rather than stopping at the first, so that one
-run tells the user everything to fix (SPEC section 2):
+run tells the user everything to fix:
 
 1. :func:`read_settings` checks what can be checked offline (URL, mapping paths, options);
 2. :func:`check_against_object` checks the mappings against the object's describe (field
@@ -10,7 +10,8 @@ run tells the user everything to fix (SPEC section 2):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,6 +38,7 @@ TEXT_SETTINGS = (
     "consent_timestamp_field",
     "report_path",
     "api_version",
+    "failed_records_path",
 )
 #: Top-level settings whose type and value read_settings checks itself, naming what to write;
 #: the schema check leaves them to it, so each wrong setting is named once.
@@ -46,7 +48,45 @@ CHECKED_SETTINGS = (
     "mappings",
     "insert_defaults",
     "regulations",
+    "max_record_retries",
+    "respect_salesforce_changes",
+    "max_latency_seconds",
 )
+
+
+#: Settings of singer-sdk targets that Meltano or a shared configuration may pass but that mean
+#: nothing to this target (no SQL tables, no schema flattening, no BATCH files, no ACTIVATE_VERSION
+#: messages; upsert_mode alone decides whether records are created): accepted, with a warning.
+INAPPLICABLE_SDK_SETTINGS = (
+    "load_method",
+    "hard_delete",
+    "default_target_schema",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "batch_config",
+    "process_activate_version_messages",
+)
+
+
+def unknown_setting_problems(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """A problem per setting the target does not know, naming the nearest known one.
+
+    An unknown setting is never ignored: a misspelt ``consent_timestamp_field`` would silently
+    switch the newest-consent guard off.
+    """
+    names = sorted({*known, *INAPPLICABLE_SDK_SETTINGS})
+    problems = []
+    for name in config:
+        if name in names:
+            continue
+        nearest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {nearest[0]}?"
+            if nearest
+            else "remove it (the README's settings table lists every setting)"
+        )
+        problems.append(f"{name} is not a setting of target-salesforce-consent: {hint}")
+    return problems
 
 
 class ConfigurationError(Exception):
@@ -62,7 +102,7 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """The settings of SPEC section 2, parsed and checked offline."""
+    """The loader's settings, parsed and checked offline."""
 
     instance_url: str
     client_id: str = field(repr=False)
@@ -79,6 +119,22 @@ class Settings:
     report_path: str | None = None
     api_version: str = "62.0"
     fail_on_record_errors: bool = False
+    failed_records_path: str | None = None  # None: the default folder (failed_records.py)
+    max_record_retries: int = 5
+    respect_salesforce_changes: bool | None = None  # None: when the field history can be read
+    max_latency_seconds: float | None = None
+
+
+def max_latency_of(config: Mapping[str, Any], problems: list[str]) -> float | None:
+    """``max_latency_seconds``: None (off) or a number of seconds above 0."""
+    value = config.get("max_latency_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or value <= 0:
+        problems.append(_wrong_type("max_latency_seconds", value,
+                                    "a number of seconds above 0, e.g. 2 (or unset: off)"))
+        return None
+    return float(value)
 
 
 def _json_kind(value: Any) -> str:
@@ -236,9 +292,35 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             "(47.0 or newer)"
         )
 
+    max_record_retries = config.get("max_record_retries")
+    if max_record_retries is None:
+        max_record_retries = 5
+    if (
+        isinstance(max_record_retries, bool)
+        or not isinstance(max_record_retries, int)
+        or max_record_retries < 0
+    ):
+        problems.append(
+            _wrong_type("max_record_retries", max_record_retries, "a whole number, 0 or more")
+            + " (0: failed records are neither kept nor retried)"
+        )
+        max_record_retries = 5
+
     match_field = (texts["match_field"] or "").strip() or "Email"
     timestamp_field = (texts["consent_timestamp_field"] or "").strip() or None
+    max_latency = max_latency_of(config, problems)
     report_path = texts["report_path"] or None
+    respect = config.get("respect_salesforce_changes")
+    if respect is not None and not isinstance(respect, bool):
+        problems.append(
+            _wrong_type(
+                "respect_salesforce_changes",
+                respect,
+                "true, false (a JSON boolean, without quotes), or left out to apply it when "
+                "the field history can be read",
+            )
+        )
+        respect = None
 
     # Without a URL, credentials and object nothing can be checked against the org; otherwise
     # go on with the usable mappings so the org check can add its problems to these.
@@ -266,6 +348,10 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             report_path=report_path,
             api_version=api_version,
             fail_on_record_errors=booleans["fail_on_record_errors"],
+            failed_records_path=(texts["failed_records_path"] or "").strip() or None,
+            max_record_retries=max_record_retries,
+            respect_salesforce_changes=respect,
+            max_latency_seconds=max_latency,
         ),
         problems,
     )

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +29,7 @@ from target_salesforce_consent.didomi import (
     parse_record,
     read_needed,
 )
+from target_salesforce_consent.dry_run import PlannedWrites
 from target_salesforce_consent.extract import (
     NO_CHOICE,
     CellError,
@@ -62,6 +63,7 @@ from target_salesforce_consent.store import (
 )
 
 if TYPE_CHECKING:
+    from target_salesforce_consent.salesforce_changes import SalesforceChanges
     from target_salesforce_consent.target import TargetSalesforceConsent
 
 
@@ -108,7 +110,7 @@ UNSETTLED_BATCHES = 1
 
 
 class RunError(Exception):
-    """The run cannot finish cleanly: something is left unresolved (SPEC 7). No STATE follows."""
+    """The run cannot finish cleanly: something is left unresolved. No STATE follows."""
 
 
 @dataclass(slots=True)  # one per record: a frozen __init__ is 3x slower
@@ -132,6 +134,9 @@ class BufferedRecord:
     outcome: Outcome | None = None
     error: str | None = None
     fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
+    raw: bytes | None = None  # the record as sent (JSON), kept should it fail (failed_records)
+    retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
+    failed_key: str | None = None  # and its key in the failed-records store
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
@@ -221,7 +226,7 @@ class BatchProcessor:
     """Turns one buffer of records into Salesforce writes and report lines.
 
     Keeps what the whole run has merged and written (``RunStore``), so that the outcome of a
-    run does not depend on where its batches were cut (SPEC 3).
+    run does not depend on where its batches were cut.
     """
 
     def __init__(
@@ -231,14 +236,19 @@ class BatchProcessor:
         bulk: BulkIngest,
         report: RunReport,
         logger: logging.Logger,
+        salesforce_changes: SalesforceChanges | None = None,
     ) -> None:
         self.rs = rs
+        self.salesforce_changes = salesforce_changes
         self.client = client
         self.bulk = bulk
         self.report = report
         self.logger = logger
         self.batches = 0
         self.store = RunStore()
+        self.planned = (
+            PlannedWrites(rs.field_types, rs.match_field) if rs.settings.dry_run else None
+        )
         self.queries = MatchQueryBuilder(
             rs.settings.salesforce_object,
             rs.select_fields,
@@ -254,6 +264,9 @@ class BatchProcessor:
         self.worker: BatchWorker[list[BufferedRecord]] = BatchWorker(
             self.process, self._skip_batch
         )
+        # Called with each batch's records and lines once settled (failed_records.py).
+        self.on_batch: Callable[[list[BufferedRecord], dict[int, OutcomeLine], bool], None] | None
+        self.on_batch = None
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
         if not rs.consent_timestamp_field:
@@ -268,6 +281,8 @@ class BatchProcessor:
     def close(self) -> None:
         self.match_pool.close()
         self.store.close()
+        if self.planned is not None:
+            self.planned.close()
 
     @property
     def in_flight(self) -> bool:
@@ -362,7 +377,7 @@ class BatchProcessor:
             batch.groups = self._group(buffer, batch.lines)
             for item in buffer:  # merged into the groups: only the report needs the records now
                 item.choices = None
-            matches = self._find_matches(batch.groups)
+            matches = self._match(batch.groups)
             keys: set[str] = set()
             ids: set[str] = set()
             for earlier in self._unsettled:
@@ -412,15 +427,28 @@ class BatchProcessor:
             return
         try:
             groups = {k: batch.groups[k] for k in late}
-            self._plan(groups, self._find_matches(groups))
+            self._plan(groups, self._match(groups))
             self._start_part(batch, groups)
         except Exception as exc:
             self._stage_failed(batch, exc)
+
+    def _match(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
+        """The Salesforce records of each group; in a dry run, as the earlier plans (the
+        batch still unsettled included) would have left them."""
+        matches = self._find_matches(groups)
+        if self.planned is not None:
+            matches = self.planned.overlay(matches, groups)
+        return matches
 
     def _plan(self, groups: dict[str, _Group], matches: dict[str, list[dict[str, Any]]]) -> None:
         written = self._written(matches)
         for key, group in groups.items():
             group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+        if self.salesforce_changes is not None:  # a field a person changed since is kept
+            self.salesforce_changes.apply(groups, matches)
+        if self.planned is not None:  # a dry run's later batches plan on top of this plan
+            self.planned.remember(groups, self.store, bool(self.rs.consent_timestamp_field))
+        for group in groups.values():
             group.state.choices = _PLANNED  # the plan holds what is written: free the choices
 
     def _start_part(self, batch: _Batch, groups: dict[str, _Group]) -> None:
@@ -448,7 +476,7 @@ class BatchProcessor:
                 )
             else:
                 batch.lines[seq] = self._line(item, Outcome.FAILED, error=not_attempted)
-        self._report_batch(batch)
+        self._report_batch(batch, completed=False)
 
     def _stage_failed(self, batch: _Batch, exc: Exception) -> None:
         """Every record of the batch without an outcome yet fails; the run will stop."""
@@ -505,9 +533,9 @@ class BatchProcessor:
             )
             self._fail_remaining(batch.groups, batch.lines, not_attempted)
             self._fail_unreached(batch, not_attempted)
-            self._report_batch(batch)
+            self._report_batch(batch, completed=False)
             return
-        lines = self._report_batch(batch)
+        lines = self._report_batch(batch, completed=not (batch.fatal or unresolved))
         if batch.fatal:
             raise RunError(" ".join(batch.fatal))
         if unresolved:
@@ -526,9 +554,12 @@ class BatchProcessor:
                 "and fail_on_record_errors is true; no STATE was emitted."
             )
 
-    def _report_batch(self, batch: _Batch) -> list[OutcomeLine]:
+    def _report_batch(self, batch: _Batch, *, completed: bool) -> list[OutcomeLine]:
+        """Write the settled batch's report lines; `completed`: its STATE may follow."""
         lines = [batch.lines[seq] for seq in sorted(batch.lines)]
         counts = self.report.write_batch(lines)
+        if self.on_batch is not None:  # keeps the failed records (failed_records.py)
+            self.on_batch(batch.buffer, batch.lines, completed)
         self.logger.info(
             "Batch %d: %d record(s): %s", batch.number, sum(counts.values()),
             format_counts(counts),
@@ -676,6 +707,7 @@ class BatchProcessor:
                     fields=plan.fields,
                     error=None if stale else error,
                     job_id=None if stale else job_id,
+                    kept=None if stale else plan.kept,
                 )
         if stamped:
             self.store.record_written(stamped)
@@ -719,6 +751,7 @@ class BatchProcessor:
         fields: Mapping[str, Any] | None = None,
         error: str | None = None,
         job_id: str | None = None,
+        kept: dict[str, list[str]] | None = None,
     ) -> OutcomeLine:
         return OutcomeLine(
             stream=item.stream,
@@ -730,6 +763,8 @@ class BatchProcessor:
             fields=dict(fields or {}),
             error=error,
             job_id=job_id,
+            retry=item.retry,
+            salesforce_kept=kept or {},
         )
 
     def _log_errors(self, lines: Any) -> None:
@@ -800,6 +835,12 @@ class ConsentSink(BatchSink):
     @property
     def is_full(self) -> bool:
         return self.consent_target.buffered >= self.max_size
+
+    def _singer_validate_message(self, record: dict) -> None:
+        """No key-property check: the target identifies a record by its own reading of it
+        (organization_user_id, and the id of the record inside a webhook envelope), never by
+        the stream's key_properties, so a record without them (a webhook envelope on a stream
+        keyed by ``id``) is read like any other."""
 
     def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
         """Keep records as the tap sent them: the target reads Didomi timestamps itself."""

@@ -1,9 +1,9 @@
 """What the run has merged and written, per person, kept on disk instead of the heap.
 
-Whole-run merging (SPEC 3) needs, for every person seen so far, the newest choice for each
-mapped field; newest-consent-wins across batches (SPEC 6) needs, for every Salesforce record
-the run wrote, the consent timestamp it held before. Both grow with the stream, and SPEC 9
-forbids the heap from doing so, so they live in SQLite's private temporary database: an
+Whole-run merging needs, for every person seen so far, the newest choice for each
+mapped field; newest-consent-wins across batches needs, for every Salesforce record
+the run wrote, the consent timestamp it held before. Both grow with the stream, and memory
+must stay flat, so they live in SQLite's private temporary database: an
 on-disk file that SQLite deletes itself when the connection closes (or the process dies),
 with a page cache of a few MiB. Each batch reads and updates it with a handful of set-based
 statements.
@@ -19,7 +19,7 @@ import msgspec
 
 __all__ = ["NO_TIMESTAMP", "PersonState", "RunStore", "StoredChoice", "WrittenRecord"]
 
-#: The sort key of a record without a timestamp: before every timestamped one (SPEC 3).
+#: The sort key of a record without a timestamp: before every timestamped one.
 NO_TIMESTAMP = -(2**62)
 
 _SCHEMA = """

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import queue
+import re
 import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import msgspec
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
+from singer_sdk.about import AboutInfo
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.contrib.msgspec import decoder as msgspec_decoder
 from singer_sdk.exceptions import (
@@ -20,9 +31,17 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.target_base import Target
 
-from target_salesforce_consent.report import RunReport, format_counts
+from target_salesforce_consent.didomi import UnreadableRecord
+from target_salesforce_consent.failed_records import (
+    FailedRecordStore,
+    default_failed_records_root,
+    encode_record,
+    open_folder,
+)
+from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
@@ -31,11 +50,15 @@ from target_salesforce_consent.salesforce.errors import (
     AuthenticationError,
     SalesforceError,
 )
+from target_salesforce_consent.salesforce_changes import start_salesforce_changes
 from target_salesforce_consent.settings import (
     CHECKED_SETTINGS,
+    INAPPLICABLE_SDK_SETTINGS,
     ConfigurationError,
+    Settings,
     check_against_object,
     read_settings,
+    unknown_setting_problems,
 )
 from target_salesforce_consent.sinks import BatchProcessor, BufferedRecord, ConsentSink, RunError
 
@@ -49,7 +72,7 @@ MAPPING_SCHEMA = th.ObjectType(
         "value",
         th.StringType,
         required=True,
-        description="Source path, e.g. `purposes.newsletter.enabled` (SPEC 4).",
+        description="Source path, e.g. `purposes.newsletter.enabled`.",
     ),
     th.Property("invert", th.BooleanType, description="Negate a boolean (null stays null)."),
     th.Property(
@@ -68,6 +91,10 @@ class SingerLineReader(MsgSpecReader):
     must reach the target, which reports it as failed, instead of stopping the run.
     """
 
+    #: Set with max_latency_seconds: called after each line and whenever the input has been
+    #: quiet for the seconds it returned last (None: wait for the next line however long).
+    idle_check: Callable[[], float | None] | None = None
+
     def deserialize_json(self, line: str) -> dict:
         try:
             return msgspec_decoder.decode(line)
@@ -76,6 +103,116 @@ class SingerLineReader(MsgSpecReader):
                 return json.loads(line, parse_float=Decimal)
             except ValueError:
                 return super().deserialize_json(line)  # raises the SDK's own error
+            except RecursionError:
+                return too_deep_message(line)
+        except RecursionError:
+            return too_deep_message(line)
+
+    def process_lines(self, file_input: IO[str] | None,
+                      callbacks: dict[str, Callable[[dict], None]]) -> Any:
+        if self.idle_check is None:
+            return super().process_lines(file_input, callbacks)
+        lines = lines_with_idle_checks(file_input or self.default_input, self.idle_check)
+        return super().process_lines(cast("IO[str]", lines), callbacks)
+
+
+def too_deep_message(line: str) -> dict:
+    """A line nested deeper than the JSON readers go: a RECORD fails alone (its stream and
+    type are read from the top level of the line); any other message stops the run."""
+    top = top_level_strings(line, {"type", "stream"})
+    if top.get("type") == "RECORD" and "stream" in top:
+        problem = (
+            "the record is nested deeper than the JSON reader can follow "
+            f"({len(line)} characters); no Didomi record nests this deep, so the tap or a "
+            "relay produced it: fix the source of this record"
+        )
+        return {"type": "RECORD", "stream": top["stream"], "record": UnreadableRecord(problem)}
+    raise InvalidInputLine(
+        "a Singer message is nested deeper than the JSON reader can follow "
+        f"({len(line)} characters, type {top.get('type')!r})"
+    )
+
+
+_COLON = re.compile(r"\s*:")
+
+
+def top_level_strings(line: str, names: set[str]) -> dict[str, str]:
+    """The string values of the top-level keys `names` of a JSON object line, found without
+    decoding the whole line (a scan that keeps count of the nesting, never recursing)."""
+    found: dict[str, str] = {}
+    depth = 0
+    key: str | None = None  # a top-level key whose value comes next
+    i, end = 0, len(line)
+    while i < end:
+        char = line[i]
+        if char == '"':
+            j = i + 1
+            while j < end and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            if depth == 1:
+                try:
+                    text = json.loads(line[i : j + 1])
+                except ValueError:
+                    return found
+                if key is not None:
+                    if key in names:
+                        found[key] = text
+                    key = None
+                elif _COLON.match(line, j + 1):
+                    key = text
+            i = j + 1
+            continue
+        if char in "{[":
+            depth += 1
+            if depth == 2:
+                key = None  # the value is an object or array
+        elif char in "}]":
+            depth -= 1
+        elif char == "," and depth == 1:
+            key = None
+        i += 1
+    return found
+
+
+class _InputEnded:
+    """The reader thread's last item: the input ended, or failed with ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def lines_with_idle_checks(source: Iterable[str], idle_check: Callable[[], float | None]
+                           ) -> Iterator[str]:
+    """The lines of ``source``, calling ``idle_check`` after each one and while none comes.
+
+    Reading stdin blocks until a line arrives; a thread reads it instead, so that a batch can
+    be written on time while a tap (one that follows a webhook spool) is quiet.
+    """
+    lines: queue.Queue[str | _InputEnded] = queue.Queue(maxsize=10_000)
+
+    def pump() -> None:
+        try:
+            for line in source:
+                lines.put(line)
+        except BaseException as exc:
+            lines.put(_InputEnded(exc))
+            return
+        lines.put(_InputEnded())
+
+    threading.Thread(target=pump, name="singer-input", daemon=True).start()
+    wait = idle_check()
+    while True:
+        try:
+            item = lines.get() if wait is None else lines.get(timeout=max(wait, 0.0))
+        except queue.Empty:
+            wait = idle_check()
+            continue
+        if isinstance(item, _InputEnded):
+            if item.error is not None:
+                raise item.error
+            return
+        yield item
+        wait = idle_check()
 
 
 class TargetSalesforceConsent(Target):
@@ -221,6 +358,42 @@ class TargetSalesforceConsent(Target):
             "(non-zero exit, no STATE).",
         ),
         th.Property(
+            "failed_records_path",
+            th.StringType,
+            title="Failed Records Path",
+            description="Folder (or s3://, gs://, az:// URL: the `s3` extra, or fsspec with "
+            "gcsfs or adlfs) where "
+            "failed records are kept and retried from on the next runs. Default: "
+            "`.meltano/run/target-salesforce-consent/failed-records` in a Meltano project, "
+            "else `$XDG_STATE_HOME/target-salesforce-consent/failed-records` "
+            "(`~/.local/state/...`); one sub-folder per org and object.",
+        ),
+        th.Property(
+            "max_record_retries",
+            th.IntegerType,
+            default=5,
+            title="Max Record Retries",
+            description="How many later runs send a failed record again before it is given up "
+            "(moved to exhausted.jsonl). 0: failed records are neither kept nor retried.",
+        ),
+        th.Property(
+            "respect_salesforce_changes",
+            th.BooleanType,
+            title="Respect Salesforce Changes",
+            description="Leave a mapped field alone when a person (anyone but the target's own "
+            "user) changed it in Salesforce after the Didomi choice, read from the field history "
+            "(`LeadHistory`/`ContactHistory`); a record left with nothing to write is "
+            "`skipped_salesforce_newer`. Unset: on when the field history can be read.",
+        ),
+        th.Property(
+            "max_latency_seconds",
+            th.NumberType,
+            title="Max Latency Seconds",
+            description="Write a batch once its oldest record has waited this many seconds, "
+            "even when no further record arrives (a tap that follows a webhook spool). "
+            "Unset: batches are written when full or at the end of the input.",
+        ),
+        th.Property(
             "validate_records",
             th.BooleanType,
             default=False,
@@ -234,7 +407,7 @@ class TargetSalesforceConsent(Target):
         self._schema_problems: list[str] = []
         super().__init__(*args, **kwargs)
         # singer-sdk reads config.get("validate_records", True), and a schema default never
-        # reaches the config: make "off unless set" (SPEC 3) explicit in the effective config.
+        # reaches the config: make "off unless set" explicit in the effective config.
         if self._config.get("validate_records") is None:
             self._config = {**self._config, "validate_records": False}
         # One Salesforce writer at a time: jobs of two sinks must never race on a record.
@@ -244,17 +417,27 @@ class TargetSalesforceConsent(Target):
         self._processor: BatchProcessor | None = None
         self._report: RunReport | None = None
         self._summary_logged = False
+        self._progress = ProgressLog(
+            self.logger, self._outcome_counts, progress_interval(os.environ, self.logger)
+        )
         self._writing = False  # a batch is being written to Salesforce
         self._handed_over = 0  # batches handed to the processor
+        self._failed: FailedRecordStore | None = None
+        self._oldest_buffered_at: float | None = None  # time.monotonic() of the oldest record
+        self._max_latency: float | None = None
         if kwargs.get("validate_config", True):
-            self._processor = self._start_run()
+            processor = self._start_run()
+            self._max_latency = processor.rs.settings.max_latency_seconds
+            if self._max_latency is not None and isinstance(self.message_reader,
+                                                            SingerLineReader):
+                self.message_reader.idle_check = self._drain_if_late
 
     # -- configuration ---------------------------------------------------------------------
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         super().append_builtin_config(config_jsonschema)
-        # upsert_mode alone decides whether records are created (SPEC 2).
+        # upsert_mode alone decides whether records are created.
         config_jsonschema["properties"].pop("load_method", None)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -274,11 +457,19 @@ class TargetSalesforceConsent(Target):
                 problems.append(f"{where} must be a non-empty string")  # never echo a secret
             else:
                 problems.append(f"{where}: {error.message}")
+        problems += unknown_setting_problems(self._config, schema["properties"])
+        for name in INAPPLICABLE_SDK_SETTINGS:
+            if self._config.get(name) not in (None, False, ""):
+                self.logger.warning(
+                    "%s does not apply to this target and is ignored (upsert_mode alone "
+                    "decides whether records are created)",
+                    name,
+                )
         self._schema_problems = problems
         return problems
 
     def _start_run(self) -> BatchProcessor:
-        """Everything that can fail before the first record is read (SPEC 2)."""
+        """Everything that can fail before the first record is read."""
         settings, problems = read_settings(self.config)
         # A setting the schema check already named is not named again by the settings check.
         named = {p.split(":")[0].split(".")[0].split(" ")[0] for p in self._schema_problems}
@@ -300,11 +491,7 @@ class TargetSalesforceConsent(Target):
                 [*problems, f"Salesforce refused the credentials: {exc}"]
             ) from None
         except ApiLimitExceededError as exc:
-            raise RunError(
-                f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
-                "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
-                "dropped (Setup > Company Information shows it)."
-            ) from None
+            raise RunError(limit_message(exc)) from None
         except SalesforceError as exc:
             if is_outage(exc, authenticated=client.authenticated):
                 raise RunError(unavailable_message(exc)) from None
@@ -324,6 +511,7 @@ class TargetSalesforceConsent(Target):
                     "give a file path in a writable directory"
                 ]
             ) from None
+        self._failed = self._open_failed_records(settings)
         self.logger.info(
             "Writing %s to %s %s through Bulk API 2.0%s",
             ", ".join(m.field for m in resolved.mappings),
@@ -331,13 +519,89 @@ class TargetSalesforceConsent(Target):
             "records (creating unmatched ones)" if settings.upsert_mode else "records",
             " (dry run: nothing is written)" if settings.dry_run else "",
         )
-        return BatchProcessor(
+        try:
+            changes = start_salesforce_changes(
+                settings.respect_salesforce_changes, client, resolved, self.logger
+            )
+        except ApiLimitExceededError as exc:
+            raise RunError(limit_message(exc)) from None
+        except SalesforceError as exc:  # only an outage: an unreadable history falls back
+            raise RunError(unavailable_message(exc)) from None
+        processor = BatchProcessor(
             resolved,
             client,
             BulkIngest(client, poll_interval=self.poll_interval),
             self._report,
             self.logger,
+            salesforce_changes=changes,
         )
+        self._processor = processor
+        if self._failed is not None:
+            processor.on_batch = self._batch_settled
+            self._send_failed_again(self._failed)
+        return processor
+
+    # -- failed records, kept and sent again (failed_records.py) -----------------------------
+
+    def _open_failed_records(self, settings: Settings) -> FailedRecordStore | None:
+        if settings.max_record_retries == 0:
+            return None
+        root = settings.failed_records_path or default_failed_records_root(os.environ)
+        try:
+            folder = open_folder(root, settings.instance_url, settings.salesforce_object)
+            store = FailedRecordStore(
+                folder, settings.max_record_retries, dry_run=settings.dry_run, logger=self.logger
+            )
+            store.check()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigurationError(
+                [
+                    f"failed_records_path {root!r} cannot be used ({reason}): give a writable "
+                    "folder or bucket URL, or set max_record_retries to 0 to keep no failed "
+                    "records"
+                ]
+            ) from None
+        return store
+
+    def _send_failed_again(self, store: FailedRecordStore) -> None:
+        """Records that failed in earlier runs go first, before any new input."""
+        assert self._processor is not None
+        try:
+            entries = store.load()
+        except OSError as exc:
+            raise RunError(
+                f"the failed records kept in {store.folder.location} cannot be read "
+                f"({exc.strerror or exc}); nothing was read or written"
+            ) from None
+        batch_rows = self.config.get("batch_size_rows") or ConsentSink.MAX_SIZE_DEFAULT
+        for entry in entries:
+            record = entry.record if entry.record is not None else UnreadableRecord(
+                entry.error or "the record could not be decoded"
+            )
+            item = self._processor.read(entry.stream, record)
+            item.retry, item.failed_key = entry.failures, entry.key
+            self.buffer(item)
+            if self.buffered >= batch_rows:
+                self.flush()
+
+    def _batch_settled(
+        self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine], completed: bool
+    ) -> None:
+        assert self._failed is not None
+        try:
+            self._failed.batch_done(
+                (
+                    (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
+                    for seq, line in lines.items()
+                ),
+                completed,
+            )
+        except OSError as exc:
+            raise RunError(
+                f"the batch's failed records could not be kept in {self._failed.folder.location} "
+                f"({exc.strerror or exc}); no STATE was emitted, so the tap sends them again"
+            ) from None
 
     # -- the shared buffer (see sinks.py) ---------------------------------------------------
 
@@ -354,9 +618,8 @@ class TargetSalesforceConsent(Target):
             super()._process_record_message(message_dict)
             return
         # The SDK's per-record path, for a stream without maps, metadata or validation: what
-        # remains of it is the key-property check and the counters (about 40% of a no-op
-        # target's time is spent in the steps skipped here).
-        sink._singer_validate_message(record)
+        # remains of it are the counters (about 40% of a no-op target's time is spent in the
+        # steps skipped here; the sink makes no key-property check, see ConsentSink).
         sink.tally_record_read()
         self.buffer(self.read_record(sink.stream_name, record))
         sink.record_counter_metric.increment()
@@ -401,15 +664,36 @@ class TargetSalesforceConsent(Target):
 
     def read_record(self, stream: str, raw: Any) -> BufferedRecord:
         if self._processor is None:
-            self._processor = self._start_run()
-        return self._processor.read(stream, raw)
+            self._start_run()
+            assert self._processor is not None
+        item = self._processor.read(stream, raw)
+        if self._failed is not None and not self._failed.dry_run:
+            item.raw = encode_record(raw)  # kept should the record fail
+        return item
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     def buffer(self, item: BufferedRecord) -> None:
+        if not self._buffer:
+            self._oldest_buffered_at = time.monotonic()
         self._buffer.append(item)
+        self._progress.record_read()
+
+    def _drain_if_late(self) -> float | None:
+        """Write the buffer (and emit STATE) once its oldest record is max_latency_seconds
+        old; returns the seconds until that, or None when nothing waits."""
+        if self._oldest_buffered_at is None or self._max_latency is None:
+            return None
+        waited = time.monotonic() - self._oldest_buffered_at
+        if waited < self._max_latency:
+            return self._max_latency - waited
+        self.logger.debug("Writing %d record(s): the oldest waited %.1f s (max_latency_seconds)",
+                          self.buffered, waited)
+        self.flush()
+        self.drain_all()  # the sinks' counters, and the STATE that now covers these records
+        return None
 
     def flush(self, *, settle: bool = False) -> None:
         """Hand the buffer to the processor; with `settle`, also wait until Salesforce has
@@ -417,8 +701,10 @@ class TargetSalesforceConsent(Target):
         if not self._buffer and not (settle and self._processor is not None):
             return
         if self._processor is None:
-            self._processor = self._start_run()
+            self._start_run()
+            assert self._processor is not None
         batch, self._buffer = self._buffer, []
+        self._oldest_buffered_at = None
         self._writing = True
         try:
             if batch:
@@ -452,16 +738,34 @@ class TargetSalesforceConsent(Target):
         try:
             self.flush(settle=True)
         except RunError as exc:
-            sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
-            sys.exit(1)
+            _fail(str(exc), 1)
         super()._handle_termination(signum, frame)
 
     def process_endofpipe(self) -> None:
         try:
             self.flush(settle=True)  # before the SDK's final drain writes STATE
+            if self._failed is not None:
+                try:
+                    self._failed.finish()
+                except OSError as exc:
+                    raise RunError(
+                        f"the failed records could not be saved to "
+                        f"{self._failed.folder.location} ({exc.strerror or exc}); no STATE was "
+                        "emitted, so the tap sends this run's records again"
+                    ) from None
             super().process_endofpipe()
         finally:
             self._log_summary()
+
+    def _outcome_counts(self) -> Counter[Outcome]:
+        return self._report.run_counts if self._report is not None else Counter()
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
 
     def _log_summary(self) -> None:
         if self._summary_logged or self._report is None:
@@ -477,6 +781,8 @@ class TargetSalesforceConsent(Target):
         self._report.close()
         if self._processor is not None:
             self._processor.close()
+        if self._failed is not None:
+            self._failed.close()
 
     def _write_state_message(self, state: dict) -> None:
         # A dry run emits no state: the tap must send the same records to the real run.
@@ -497,6 +803,14 @@ def is_outage(exc: SalesforceError, *, authenticated: bool) -> bool:
     return exc.transient and (authenticated or exc.code != "CONNECTION_ERROR")
 
 
+def limit_message(exc: ApiLimitExceededError) -> str:
+    return (
+        f"Salesforce refused the run at start-up: {exc}. Nothing was read or written "
+        "and no STATE was emitted; run again when the org's rolling 24-hour usage has "
+        "dropped (Setup > Company Information shows it)."
+    )
+
+
 def unavailable_message(exc: SalesforceError) -> str:
     return (
         f"Salesforce is unavailable ({exc}). This is not a configuration problem: nothing was "
@@ -513,30 +827,141 @@ def report_file_path(report_path: str | None) -> str | None:
     return report_path.replace("{timestamp}", stamp)
 
 
+HELP = (
+    "Write Didomi consent, read as Singer messages on stdin, into Salesforce Leads or Contacts "
+    "through Bulk API 2.0. `target-salesforce-consent --about` lists every setting with its "
+    "description; the documentation is in the repository's README.md and docs/."
+)
+# Seconds between two progress lines; tests set 0 (a line for every record).
+PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
+
+
 def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -> None:
     """Console entry point: clean messages and a non-zero exit for what a user must fix.
 
     Exit status 2: the configuration or the credentials must be fixed. 1: the run left
-    something unresolved (Salesforce unavailable included) and can be retried.
+    something unresolved (Salesforce unavailable included) and can be retried. The message is
+    logged at error level, so that Meltano shows it at `--log-level=warning` too.
     """
+    command = target_class.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:])
+    if problem is not None:
+        _fail(f"{problem}. Nothing was read.", 2)
     try:
-        target_class.cli()
+        command()
     except (ConfigurationError, RunError) as exc:
-        sys.stderr.write(f"target-salesforce-consent: error: {exc}\n")
-        sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
+        _fail(str(exc), 2 if isinstance(exc, ConfigurationError) else 1)
     except RecordsWithoutSchemaException as exc:
         _invalid_input(f"{exc} Each stream needs a SCHEMA message before its records.")
     except MissingKeyPropertiesError as exc:
         _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
 
 
-def _invalid_input(problem: str) -> None:
-    sys.stderr.write(
-        f"target-salesforce-consent: error: the Singer input is not valid: {problem} Fix the "
-        "tap or the input; no STATE was emitted for the records not yet written, so they are "
-        "sent again next run.\n"
+def _fail(message: str, status: int) -> None:
+    logging.getLogger(TargetSalesforceConsent.name).error(
+        "target-salesforce-consent: error: %s", message
     )
-    sys.exit(1)
+    sys.exit(status)
+
+
+def _invalid_input(problem: str) -> None:
+    _fail(
+        f"the Singer input is not valid: {problem} Fix the tap or the input; no STATE was "
+        "emitted for the records not yet written, so they are sent again next run.",
+        1,
+    )
+
+
+def config_file_problem(argv: list[str]) -> str | None:
+    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if path == "ENV":
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return (f"the config file {path} does not exist: give the path of a JSON file of "
+                    "settings (`--about` lists them)")
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"the config file {path} cannot be read ({exc})"
+        try:
+            settings = json.loads(text)
+        except ValueError as exc:
+            where = (f" at line {exc.lineno}, column {exc.colno}"
+                     if isinstance(exc, json.JSONDecodeError) else "")
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return f"the config file {path} is not valid JSON ({reason}{where}): fix it"
+        if not isinstance(settings, dict):
+            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
+                    'be an object of settings, e.g. {"instance_url": "https://..."}')
+    return None
+
+
+def about_text(info: AboutInfo) -> str:
+    """`--about` as text: every setting with its description, default and variable."""
+    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
+    required = set(info.settings.get("required", []))
+    for name, schema in info.settings.get("properties", {}).items():
+        facts = ["required" if name in required else "optional"]
+        if schema.get("default") is not None:
+            facts.append(f"default {json.dumps(schema['default'])}")
+        if schema.get("secret"):
+            facts.append("secret")
+        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
+        lines.append(f"  {name} ({', '.join(facts)})")
+        description = schema.get("description") or ""
+        lines += textwrap.wrap(description, 96, initial_indent="      ",
+                               subsequent_indent="      ", break_on_hyphens=False)
+    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
+    return "\n".join(lines)
+
+
+def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
+    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
+    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
+                       PROGRESS_INTERVAL_VARIABLE, raw)
+        return 10.0
+    return seconds
+
+
+class ProgressLog:
+    """A line at most every `interval` seconds: records read, outcomes so far, the rate."""
+
+    def __init__(self, logger: logging.Logger, outcomes: Callable[[], Counter[Outcome]],
+                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.outcomes = outcomes
+        self.interval = interval
+        self.clock = clock
+        self.read = 0
+        self.started = clock()
+        self.next_line = self.started + interval
+
+    def record_read(self) -> None:
+        self.read += 1
+        now = self.clock()
+        if now >= self.next_line:
+            self.next_line = now + self.interval
+            self.logger.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        outcomes = self.outcomes()
+        done = sum(outcomes.values())
+        rate = self.read / (now - self.started) if now > self.started else 0.0
+        counts = f" ({format_counts(outcomes)})" if done else ""
+        return (f"Progress: {self.read} record(s) read, {done} with an outcome{counts}, "
+                f"{rate:.1f} records/s")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,16 @@ class FastTarget(TargetSalesforceConsent):
     poll_interval = 0.0
 
 
+@pytest.fixture(autouse=True)
+def failed_records_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps the failed records of its runs in its own folder (the default one is
+    under XDG_STATE_HOME outside Meltano), so no test retries another's."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    monkeypatch.delenv("MELTANO_PROJECT_ROOT", raising=False)
+    return home / "target-salesforce-consent" / "failed-records"
+
+
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox(seed=copy.deepcopy(SEED)) as sb:

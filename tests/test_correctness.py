@@ -1,4 +1,4 @@
-"""Consent correctness through the sandbox (issue 7, items 3-6 and 9, and a startup outage).
+"""Consent correctness through the sandbox (and a startup outage).
 
 Every test runs the real target against a seeded sandbox over HTTP on loopback and asserts on
 what Salesforce holds afterwards, the report and the run's end.

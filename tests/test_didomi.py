@@ -1,4 +1,4 @@
-"""Record shapes, normalisation and merging (SPEC 3; reference/didomi-consent-data.md 2, 8)."""
+"""Record shapes, normalisation and merging."""
 
 from __future__ import annotations
 

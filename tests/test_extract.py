@@ -2,7 +2,7 @@
 
 Whole-run merging keeps only the newest choice per person and mapped field (extract.py,
 store.py). These tests check, on many generated sequences of user- and event-shaped records,
-that this gives exactly what merging all the records in one batch (didomi.merge, SPEC 3) and
+that this gives exactly what merging all the records in one batch (didomi.merge) and
 then mapping the merged state gives.
 """
 

@@ -47,7 +47,11 @@ class Plugin:
 
 TARGET = Plugin("target-salesforce-consent", "loaders", "consent-pipelines", ROOT)
 TAP = Plugin("tap-didomi", "extractors", "consent-pipelines", ROOT / "tap-didomi")
-PLUGIN_LIST = [TARGET, TAP]
+TAP_SF = Plugin(
+    "tap-salesforce-consent", "extractors", "consent-pipelines", ROOT / "tap-salesforce-consent"
+)
+TARGET_DIDOMI = Plugin("target-didomi", "loaders", "consent-pipelines", ROOT / "target-didomi")
+PLUGIN_LIST = [TARGET, TAP, TAP_SF, TARGET_DIDOMI]
 
 
 def executable(name: str) -> Path:
@@ -175,6 +179,13 @@ def test_settings_match_about(plugin: Plugin, plugin_about: dict[str, Any]) -> N
     )
     for got in settings:
         expected = dict(want[got["name"]])
+        if plugin is TARGET and got["name"] == "mappings":
+            # The definition's example mappings, for the sample data (the loader has no
+            # default): mappings of the demo's project, which the sample run proves.
+            demo = yaml.safe_load((ROOT / "meltano.yml").read_text())["plugins"]["loaders"]
+            demo_mappings = demo[0]["config"]["mappings"]
+            assert got["value"] and all(m in demo_mappings for m in got["value"]), got["value"]
+            got = {k: v for k, v in got.items() if k != "value"}
         if "options" in expected:  # option labels are free text; the values are the enum
             options = expected.pop("options")
             assert [o["value"] for o in got["options"]] == [o["value"] for o in options]
@@ -211,18 +222,23 @@ def regenerate() -> None:
             continue
         info = about(p)
         data = load(p) if p.definition_path.exists() else {}
+        # Example values written by hand (the loader's example mappings) are kept.
+        examples = {s["name"]: s["value"] for s in data.get("settings", [])
+                    if s["name"] == "mappings" and "value" in s}
         data["capabilities"] = sorted(info["capabilities"])
-        data["settings"] = expected_settings(info)
+        data["settings"] = [{**s, **({"value": examples[s["name"]]} if s["name"] in examples
+                                     else {})} for s in expected_settings(info)]
         p.definition_path.parent.mkdir(parents=True, exist_ok=True)
         p.definition_path.write_text(
             yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
         )
 
 
-def test_readme_adds_both_plugins_from_their_definitions() -> None:
+def test_readme_adds_the_forward_plugins_from_their_definitions() -> None:
+    # The way back's plugins are added in docs/two-way.md.
     readme = (ROOT / "README.md").read_text()
-    for p in PLUGIN_LIST:
+    for p in (TARGET, TAP):
         kind = p.plugin_type.rstrip("s")
         definition = p.definition_path.relative_to(ROOT)
-        line = f"meltano add --plugin-type {kind} {p.name} --from-ref {definition}"
+        line = f'meltano add --plugin-type {kind} {p.name} --from-ref "$REPO/{definition}"'
         assert line in readme, line

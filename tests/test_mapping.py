@@ -1,4 +1,4 @@
-"""Source paths, mapping options and Salesforce conversions (SPEC 4, 5, 7)."""
+"""Source paths, mapping options and Salesforce conversions."""
 
 from __future__ import annotations
 
@@ -619,7 +619,7 @@ def test_round_trip_written_value_is_same(consent: MergedConsent) -> None:
         assert same_value(cell, current, field), (mapping, cell)
 
 
-# -- numbers as plain text (issue 7, item 5) ---------------------------------------------------
+# -- numbers as plain text ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -701,7 +701,7 @@ def test_same_value_numbers(cell: str, current: Any, field: FieldType, same: boo
     assert same_value(cell, current, field) is same
 
 
-# -- what is sent, and "unchanged" (issue 7, item 6) -------------------------------------------
+# -- what is sent, and "unchanged" ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -753,7 +753,7 @@ def test_same_value_compares_what_is_sent(
     assert same_value(cell, current, field) is same
 
 
-# -- "#N/A" is only ever our own clear (issue 7, item 4) ----------------------------------------
+# -- "#N/A" is only ever our own clear -------------------------------------------------------
 
 
 @pytest.mark.parametrize(

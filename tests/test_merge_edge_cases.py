@@ -1,4 +1,4 @@
-"""Edge cases of whole-run merging and the fast reading path (issues 7 and 9), found in review.
+"""Edge cases of whole-run merging and the fast reading path found in review.
 
 Each test failed before its fix: offsets the fast reader must refuse, memoised cells of equal
 numbers written differently, sub-millisecond ordering, records without a timestamp against a
@@ -115,7 +115,7 @@ def test_a_record_without_timestamp_does_not_undo_a_newer_salesforce_consent(
     tmp_path: Path,
 ) -> None:
     """A record without a timestamp cannot be shown newer than the consent timestamp
-    Salesforce holds, so it is skipped_stale (SPEC 6: old data never undoes a newer choice)."""
+    Salesforce holds, so it is skipped_stale (old data never undoes a newer choice)."""
     with Sandbox(seed=copy.deepcopy(SEED)) as sb:
         sb.add_records("Lead", [{"LastName": "Held", "Company": "Acme", "Email": "held@example.com",
                                  "Didomi_Newsletter__c": True,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,13 @@ def people(prefix: str, count: int, second: int, enabled: bool) -> list[dict[str
 
 
 def job_events(sb: Sandbox) -> list[tuple[str, str]]:
-    """(kind, job id) of every ingest call and ("query", "") of every match query, in order."""
+    """(kind, job id) of every ingest call, ("query", "") of every match query and
+    ("history", "") of every field history query, in order."""
     events = []
     for req in sb.requests:
         if req.kind == "query":
-            events.append(("query", ""))
+            soql = urllib.parse.unquote_plus(req.query)
+            events.append(("history" if "History" in soql else "query", ""))
         elif req.kind.startswith("ingest_"):
             parts = req.path.split("/jobs/ingest")[1].strip("/").split("/")
             events.append((req.kind, parts[0] if parts and parts[0] else ""))
@@ -249,7 +252,7 @@ def test_a_failed_match_stops_the_run_after_the_previous_batch_is_settled(
     armed: list[bool] = []
 
     def delay(seconds: float) -> None:
-        if not armed and distant.api_calls().get("query") == 1:
+        if not armed and job_events(distant).count(("query", "")) == 1:
             armed.append(True)
             distant.fail_next(400, '[{"message":"no","errorCode":"MALFORMED_QUERY"}]',
                               method="GET", path=r".*/query/?$")  # fmt: skip
@@ -327,3 +330,30 @@ def test_the_first_batches_of_a_large_batch_size_are_smaller(tmp_path: Path) -> 
              for line in result.stderr.splitlines() if line.startswith("Batch ")]  # fmt: skip
     assert sizes == [1000, 2000, 4000, 2000]
     assert len(result.report) == 9000
+
+
+def test_people_matched_again_keep_what_a_person_changed_in_salesforce(tmp_path: Path) -> None:
+    # Jane is written by the first batch (her newsletter box) while the second is matched, so
+    # the second batch plans her again once that write is confirmed: that plan, too, leaves
+    # alone the Email Opt Out a rep ticked after both Didomi choices.
+    seed = copy.deepcopy(SEED)
+    tracked = ["HasOptedOutOfEmail", "Didomi_Newsletter__c"]
+    seed["objects"]["Lead"]["history_tracked_fields"] = tracked
+    with Sandbox(seed=seed, latency=LATENCY, rows_per_second=RATE) as sb:
+        jane = str(next(r["Id"] for r in sb.records("Lead") if r["Email"] == "jane@example.com"))
+        rep = str(sb.people()[0]["Id"])
+        sb.update_as(rep, "Lead", jane, {"HasOptedOutOfEmail": True}, at="2025-03-10T09:00:00Z")
+        records = [
+            user(f"{name}@example.com", purposes=[newsletter(True)], updated_at=f"{day}T00:00:00Z")
+            for name, day in (("jane", "2025-03-01"), ("john", "2025-03-01"),
+                              ("jane", "2025-03-02"), ("twin", "2025-03-02"))
+        ]
+        result = run_target(base_config(sb, tmp_path / "report.jsonl", batch_size_rows=2),
+                            singer_lines(records, state={"s": 1}))  # fmt: skip
+        lead = sb.record("Lead", jane)
+    assert result.error is None, result.stderr
+    lines = [line for line in result.report if line["organization_user_id"] == "jane@example.com"]
+    assert [line["outcome"] for line in lines] == ["updated", "skipped_salesforce_newer"]
+    assert lines[1]["salesforce_kept"] == {jane: ["HasOptedOutOfEmail"]}
+    assert lead["HasOptedOutOfEmail"] is True and lead["Didomi_Newsletter__c"] is True
+    assert result.states == [{"s": 1}]

@@ -1,10 +1,13 @@
-"""Both plugins, added the way a Meltano user adds them, run together in a brand-new project.
+"""The README's Meltano route, word for word, in a brand-new project.
 
-`meltano init` makes a fresh project in a temporary folder; `meltano add --from-ref` adds the
-Hub definitions from `plugins/` (their `pip_url` pointed at this checkout instead of PyPI,
-which is the only change), and `meltano run tap-didomi target-salesforce-consent` reads the
-tap's bundled sample export into the sandbox. Nothing of the repository's own meltano.yml is
-used. A second run, with the state the first one kept, must read nothing again.
+The commands the README and docs/ show for a Meltano project (the blocks marked
+`docs-test: meltano-project`, in reading order: build the wheels into the clone's `dist/`,
+`meltano init`, `meltano add --from-ref` of the Hub definitions in `plugins/`, `.env` from
+`.env.example`, a first `meltano run` on the sandbox, a Contacts loader, a job and a schedule,
+the cron line and the CI job's steps, the look for failed records and a full refresh) run as one
+bash script in a temporary folder, against a copy of this repository. Only what a shared test
+machine needs changes (tests/test_docs_commands.py: the sandbox's port, the cron line's folder).
+Nothing of the repository's own meltano.yml is used.
 
 The packaging of the distributions themselves (sdist, wheel, twine, fresh virtualenvs) is
 checked by `scripts/package_check.py`, a step of `scripts/test.py`.
@@ -14,35 +17,34 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from salesforce_sandbox import DEMO_SEED, Sandbox
 
 from tests.conftest import bootstrap_module
+from tests.test_docs_commands import (
+    RunningSandbox,
+    for_this_machine,
+    meltano_project_script,
+    repository_copy,
+    run_bash,
+    start_sandbox,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
 TARGET_DEFINITION = PLUGINS / "loaders" / "target-salesforce-consent--consent-pipelines.yml"
 TAP_DEFINITION = PLUGINS / "extractors" / "tap-didomi--consent-pipelines.yml"
 TAP_PROJECT = ROOT / "tap-didomi"
-SEED = DEMO_SEED
 
-# The Lead mapping of the repository's meltano.yml (the purpose ids of the sample data).
-MAPPINGS = [
-    {"id": "HasOptedOutOfEmail", "value": "purposes.marketing-9HmMn6Vt.enabled", "invert": True},
-    {"id": "Didomi_Newsletter__c", "value": "purposes.newsletter-Lq3Vx8Rw.enabled"},
-    {
-        "id": "Didomi_Topics__c",
-        "value": "purposes.marketing-9HmMn6Vt.values.topics-CFWKNVJV",
-        "value_map": {"dK7rBBXk": "News", "Ab12Cd34": "Offers", "Zz9Yy8Xx": "Events"},
-    },
-]
 OUTCOMES = {
     "updated",
     "inserted",
@@ -61,7 +63,7 @@ pytestmark = pytest.mark.meltano
 
 def sample_export() -> Path:
     """The tap's bundled sample export: the folder holding its `export-id=...` folders."""
-    assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ (issue 8) does not exist yet"
+    assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ does not exist"
     for path in sorted((TAP_PROJECT / "tap_didomi").rglob("*.json.gz")):
         for parent in path.parents:
             if parent.name.startswith("export-id="):
@@ -85,15 +87,6 @@ def meltano() -> Path:
     return Path(exe)
 
 
-@pytest.fixture()
-def sandbox() -> Iterator[Any]:
-    sb = Sandbox(seed=str(SEED)).start(host="127.0.0.1", port=0)
-    try:
-        yield sb
-    finally:
-        sb.stop()
-
-
 def _clean_env() -> dict[str, str]:
     """No setting from the caller's shell or from the repository's project leaks in."""
     env: dict[str, str] = bootstrap_module().meltano_env()
@@ -103,102 +96,83 @@ def _clean_env() -> dict[str, str]:
         ):
             del env[key]
     env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
-def _meltano(
-    meltano: Path, args: list[str], cwd: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(meltano), *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"meltano {' '.join(args)}:\n{(proc.stdout + proc.stderr)[-6000:]}"
-    return proc
-
-
-def _local_definition(definition: Path, pip_url: Path, out: Path) -> Path:
-    """The Hub definition unchanged, but installed from this checkout rather than PyPI."""
-    data = yaml.safe_load(definition.read_text())
-    assert data["pip_url"] == data["name"], "the definition installs the PyPI distribution"
-    data["pip_url"] = str(pip_url)
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
+@dataclass
+class DocsRun:
+    project: Path
+    output: str
+    sandbox: RunningSandbox
+    leads_before: dict[str, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def project(meltano: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh Meltano project with both plugins added from their definitions."""
+def docs_run(meltano: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsRun]:
+    """The documented commands, run once in a fresh folder against a sandbox."""
     base = tmp_path_factory.mktemp("fresh-meltano")
-    env = _clean_env()
-    _meltano(meltano, ["init", "project", "--no_usage_stats"], base, env)
-    project = base / "project"
-    loader = _local_definition(TARGET_DEFINITION, ROOT, base / "loader.yml")
-    _meltano(meltano, ["add", "--plugin-type", "loader", "target-salesforce-consent",
-                       "--from-ref", str(loader)], project, env)
-    assert (TAP_PROJECT / "pyproject.toml").exists(), "tap-didomi/ (issue 8) does not exist yet"
-    extractor = _local_definition(TAP_DEFINITION, TAP_PROJECT, base / "extractor.yml")
-    _meltano(meltano, ["add", "--plugin-type", "extractor", "tap-didomi",
-                       "--from-ref", str(extractor)], project, env)
-    added = yaml.safe_load((project / "meltano.yml").read_text())["plugins"]
-    assert set(added) == {"loaders", "extractors"}, added  # each once, of its own type
-    return project
+    sandbox = start_sandbox()
+    try:
+        leads_before = {lead["Id"]: lead for lead in sandbox_records(sandbox, "Lead")}
+        repository_copy(base / "target-salesforce-consent", sandbox.url)
+        project = base / "consent-project"
+        script = for_this_machine(meltano_project_script(), sandbox.url)
+        script = script.replace("/srv/consent-project", str(project))
+        proc = run_bash(script, base, _clean_env())
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"the documented commands failed:\n{output[-8000:]}"
+        yield DocsRun(project, output, sandbox, leads_before)
+    finally:
+        sandbox.process.terminate()
+        sandbox.process.wait(timeout=30)
 
 
-def test_added_definitions_are_the_hub_definitions(project: Path) -> None:
-    """What `meltano add --from-ref` wrote is the definition, apart from pip_url."""
-    meltano_yml = yaml.safe_load((project / "meltano.yml").read_text())
+def sandbox_records(sandbox: RunningSandbox, sobject: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{sandbox.url}/__sandbox/records/{sobject}") as answer:
+        records: list[dict[str, Any]] = json.load(answer)
+    return records
+
+
+def reports(project: Path, prefix: str) -> list[list[dict[str, Any]]]:
+    """The rows of each report `output/<prefix><timestamp>.jsonl`, oldest run first."""
+    found = sorted(p for p in (project / "output").glob(f"{prefix}*.jsonl")
+                   if p.name[len(prefix)].isdigit())
+    return [[json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            for p in found]
+
+
+def test_added_definitions_are_the_hub_definitions(docs_run: DocsRun) -> None:
+    """What `meltano add --from-ref` wrote is the definition, its PyPI pip_url included."""
+    meltano_yml = yaml.safe_load((docs_run.project / "meltano.yml").read_text())
     for kind, definition in (("loaders", TARGET_DEFINITION), ("extractors", TAP_DEFINITION)):
         want = yaml.safe_load(definition.read_text())
-        (got,) = meltano_yml["plugins"][kind]
-        assert got["name"] == want["name"] and got["variant"] == want["variant"]
-        assert got["namespace"] == want["namespace"]
-        assert got["executable"] == want["executable"]
-        assert got["capabilities"] == want["capabilities"]
+        got = meltano_yml["plugins"][kind][0]
+        for key in ("name", "variant", "namespace", "executable", "pip_url", "capabilities"):
+            assert got[key] == want[key], key
         assert [s["name"] for s in got["settings"]] == [s["name"] for s in want["settings"]]
         sensitive = [s["name"] for s in want["settings"] if s.get("sensitive")]
         assert [s["name"] for s in got["settings"] if s.get("sensitive")] == sensitive
+    loaders = [p["name"] for p in meltano_yml["plugins"]["loaders"]]
+    assert loaders == ["target-salesforce-consent", "target-salesforce-consent-contacts"]
+    assert "utilities" not in meltano_yml["plugins"], "a plugin was added as a utility"
 
 
-def test_meltano_run_in_a_fresh_project(
-    meltano: Path, project: Path, sandbox: Any, tmp_path: Path
-) -> None:
-    export = sample_export()
-    records = export_records(export)
-    assert records, export
-    report = tmp_path / "report.jsonl"
-    env = _clean_env()
-    env.update(
-        {
-            "TAP_DIDOMI_EXPORT_PATH": str(export),
-            "TARGET_SALESFORCE_CONSENT_INSTANCE_URL": sandbox.url,
-            "TARGET_SALESFORCE_CONSENT_CLIENT_ID": sandbox.client_id,
-            "TARGET_SALESFORCE_CONSENT_CLIENT_SECRET": sandbox.client_secret,
-            "TARGET_SALESFORCE_CONSENT_SALESFORCE_OBJECT": "Lead",
-            "TARGET_SALESFORCE_CONSENT_MAPPINGS": json.dumps(MAPPINGS),
-            "TARGET_SALESFORCE_CONSENT_CONSENT_TIMESTAMP_FIELD": "Didomi_Consent_Updated__c",
-            "TARGET_SALESFORCE_CONSENT_REPORT_PATH": str(report),
-        }
-    )
-    leads_before = {lead["Id"]: lead for lead in sandbox.records("Lead")}
-
-    proc = _meltano(meltano, ["run", "tap-didomi", "target-salesforce-consent"], project, env)
-    output = proc.stdout + proc.stderr
-    assert sandbox.client_secret not in output
-    assert sandbox.client_id not in output
-
-    rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
-    assert len(rows) == len(records), "one report line per record of the export"
-    assert {row["outcome"] for row in rows} <= OUTCOMES
-    updated = [row for row in rows if row["outcome"] == "updated"]
-    assert updated, f"nothing written: {sorted({row['outcome'] for row in rows})}"
-    leads = {lead["Id"]: lead for lead in sandbox.records("Lead")}
-    assert set(leads) == set(leads_before), "no Lead created (upsert_mode is off)"
+def test_meltano_runs_in_a_fresh_project(docs_run: DocsRun) -> None:
+    records = export_records(sample_export())
+    assert records
+    assert docs_run.sandbox.client_secret not in docs_run.output
+    lead_runs = reports(docs_run.project, "report-")
+    # The README's run, the Contacts page's, the job, the cron line, the CI job, the full
+    # refresh: the first reads the whole export, the next ones only what is new (nothing).
+    assert len(lead_runs) == 6, [len(rows) for rows in lead_runs]
+    first, *again, full_refresh = lead_runs
+    assert len(first) == len(records), "one report line per record of the export"
+    assert {row["outcome"] for row in first} <= OUTCOMES
+    updated = [row for row in first if row["outcome"] == "updated"]
+    assert updated, f"nothing written: {sorted({row['outcome'] for row in first})}"
+    leads = {lead["Id"]: lead for lead in sandbox_records(docs_run.sandbox, "Lead")}
+    assert set(leads) == set(docs_run.leads_before), "no Lead created (upsert_mode is off)"
     for row in updated:
         assert row["salesforce_ids"], row
         for lead_id in row["salesforce_ids"]:
@@ -207,20 +181,61 @@ def test_meltano_run_in_a_fresh_project(
                     assert set(str(leads[lead_id][name] or "").split(";")) == set(
                         str(value or "").split(";")
                     ), (row, leads[lead_id])
-                elif name != "Didomi_Consent_Updated__c":
+                else:
                     assert leads[lead_id][name] == value, (name, row, leads[lead_id])
-    assert any(leads[i] != leads_before[i] for i in leads), "no Lead changed"
+    assert any(leads[i] != docs_run.leads_before[i] for i in leads), "no Lead changed"
+    for rows in again:  # with the state Meltano kept: at most the newest partition again
+        assert len(rows) < len(records)
+        assert {r["outcome"] for r in rows} <= OUTCOMES - {"updated", "inserted", "failed"}
+    assert len(full_refresh) == len(records)
+    assert {r["outcome"] for r in full_refresh} <= OUTCOMES - {"updated", "inserted", "failed"}
+    (contacts,) = reports(docs_run.project, "report-contacts-")
+    assert len(contacts) == len(records)
+    assert "no failed record" in docs_run.output
 
-    # A second run, with the state Meltano kept: the tap skips what it read (at most the newest
-    # partition comes again), and what comes again changes nothing in Salesforce.
-    second_report = tmp_path / "report-second.jsonl"
-    env["TARGET_SALESFORCE_CONSENT_REPORT_PATH"] = str(second_report)
-    _meltano(meltano, ["run", "tap-didomi", "target-salesforce-consent"], project, env)
-    again = second_report.read_text().splitlines() if second_report.exists() else []
-    again_rows = [json.loads(line) for line in again if line.strip()]
-    assert len(again_rows) < len(rows), "the second run read the whole export again"
-    assert {r["outcome"] for r in again_rows} <= OUTCOMES - {"updated", "inserted", "failed"}
-    assert {lead["Id"]: lead for lead in sandbox.records("Lead")} == leads
+
+def test_schedule_is_listed(docs_run: DocsRun) -> None:
+    assert "daily-consent-sync" in docs_run.output
+    assert (docs_run.project / "consent-sync.log").exists(), "the cron line wrote no log"
+
+
+def _meltano_run_warning(docs_run: DocsRun, env: dict[str, str]) -> str:
+    """`meltano --log-level=warning run ...` in the project, expected to fail; its output."""
+    run_env = _clean_env()
+    run_env.update(env)
+    proc = subprocess.run(
+        ["meltano", "--log-level=warning", "run", "--full-refresh", "tap-didomi",
+         "target-salesforce-consent"],
+        cwd=docs_run.project, env=run_env, capture_output=True, text=True, timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_a_failed_run_names_the_problem_at_log_level_warning(docs_run: DocsRun,
+                                                             tmp_path: Path) -> None:
+    connection = {
+        "TARGET_SALESFORCE_CONSENT_INSTANCE_URL": docs_run.sandbox.url,
+        "TARGET_SALESFORCE_CONSENT_CLIENT_ID": docs_run.sandbox.client_id,
+        "TARGET_SALESFORCE_CONSENT_CLIENT_SECRET": docs_run.sandbox.client_secret,
+        "TAP_DIDOMI_EXPORT_PATH": str(sample_export()),
+    }
+    bad_mapping = json.dumps([{"id": "Didomi_Newsletter__c", "value": "purposes.x.enabledd"}])
+    output = _meltano_run_warning(
+        docs_run, {**connection, "TARGET_SALESFORCE_CONSENT_MAPPINGS": bad_mapping})
+    assert "target-salesforce-consent: error: The configuration has 1 problem(s)" in output
+    assert "source path 'purposes.x.enabledd' is not valid" in output, output[-3000:]
+    assert "Loader failed" in output
+    assert "[info" not in output, output[-3000:]
+
+    corrupt = tmp_path / "export-id=broken" / "date=2025-03-01" / "users" / "part-00000.json.gz"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(gzip.compress(b'{"id": "a"}\n' * 500)[:60])
+    output = _meltano_run_warning(docs_run, {**connection, "TAP_DIDOMI_EXPORT_PATH": str(tmp_path)})
+    assert f"tap-didomi: error: {corrupt}: corrupt gzip data" in output, output[-3000:]
+    assert "unhandled error" not in output
+    assert "[info" not in output, output[-3000:]
 
 
 if __name__ == "__main__":  # pragma: no cover

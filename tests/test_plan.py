@@ -168,7 +168,7 @@ def test_csv_columns_follow_the_mapping_order() -> None:
 
 def test_a_record_stamped_by_this_run_is_judged_by_its_earlier_timestamp() -> None:
     """Batches cut anywhere give one result: the run's own stamp does not make its records
-    stale (SPEC 3); a stamp someone else wrote since does."""
+    stale; a stamp someone else wrote since does."""
     rs = resolved(consent_timestamp_field="Consent_At__c")
     older = consent(False, at="2024-06-10T00:00:00.000Z")
     held = "2024-06-18T16:40:03.512+0000"  # what an earlier batch of this run wrote

@@ -1,4 +1,4 @@
-"""The README's settings table is the one `--about --format=markdown` prints."""
+"""The settings table of docs/configuration.md is the one `--about --format=markdown` prints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 MARKERS = re.compile(r"<!-- settings:start.*?-->\n(.*?)<!-- settings:end -->", re.S)
 
 
@@ -23,18 +23,19 @@ def about_settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def test_readme_settings_table_matches_about() -> None:
-    match = MARKERS.search(README.read_text())
-    assert match, "README.md lacks the settings markers"
+def test_settings_table_matches_about() -> None:
+    match = MARKERS.search(CONFIGURATION.read_text())
+    assert match, "docs/configuration.md lacks the settings markers"
     assert match.group(1) == about_settings_table(), (
-        "README settings table differs from `--about --format=markdown`; regenerate it with "
+        "The settings table of docs/configuration.md differs from `--about --format=markdown`; "
+        "regenerate it with "
         "`python -c 'from tests.test_readme import regenerate; regenerate()'`"
     )
 
 
 def regenerate() -> None:
-    text = README.read_text()
+    text = CONFIGURATION.read_text()
     start = text.index("<!-- settings:start")
     start = text.index("-->\n", start) + 4
     end = text.index("<!-- settings:end -->")
-    README.write_text(text[:start] + about_settings_table() + text[end:])
+    CONFIGURATION.write_text(text[:start] + about_settings_table() + text[end:])

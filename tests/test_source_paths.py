@@ -1,4 +1,4 @@
-"""Every source path of SPEC 4, dotted and flattened, end to end: Didomi record -> Salesforce.
+"""Every documented source path, dotted and flattened, end to end: Didomi record -> Salesforce.
 
 Each case maps one path onto one field of Jane's Lead and checks what the sandbox stores.
 Boolean paths go into a text field, so both `true` and `false` are visible changes.

@@ -165,6 +165,23 @@ class App:
     def versions(self, req: Request) -> Response:
         return json_response(200, versions())
 
+    def userinfo(self, req: Request) -> Response:
+        """OpenID Connect UserInfo of the token's user; a bad token is 403 Bad_OAuth_Token."""
+        try:
+            self.org.check_token(req.header("Authorization"))
+        except ApiError:
+            return Response(403, b"Bad_OAuth_Token", {"Content-Type": "text/plain"})
+        return json_response(200, self.org.userinfo(self.org.user_id))
+
+    def resources(self, req: Request) -> Response:
+        """``GET /services/data/vXX.X``: the version's resources by name (those served here)."""
+        base = f"/services/data/v{req.params['version']}"
+        body = {name: f"{base}/{name}" for name in
+                ("composite", "jobs", "limits", "query", "queryAll", "sobjects")}
+        body["identity"] = (f"https://login.salesforce.com/id/{self.org.org_id}/"
+                            f"{self.org.user_id}")
+        return json_response(200, dict(sorted(body.items())))
+
     def limits(self, req: Request) -> Response:
         return json_response(200, self.org.limits())
 
@@ -173,11 +190,11 @@ class App:
         return json_response(200, {
             "encoding": "UTF-8",
             "maxBatchSize": 200,
-            "sobjects": [s.summary(version) for s in self.org.schemas.values()],
+            "sobjects": [s.summary(version) for s in self.org.all_schemas.values()],
         })
 
     def describe(self, req: Request) -> Response:
-        schema = self.org.schema(req.params["object"])
+        schema = self.org.readable_schema(req.params["object"])
         if schema is None:
             raise not_found_rest()
         return json_response(200, schema.describe(req.params["version"]))
@@ -192,10 +209,18 @@ class App:
         text = req.arg("q")
         if text is None or not text.strip():
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        if req.arg("columns") == "true":
+            return json_response(200, query_jobs.rest_query_columns(self.org, text))
         body = query_jobs.rest_query(self.org, req.params["version"], text,
                                      self._batch_size(req),
                                      include_deleted=req.params.get("all") is not None)
         return json_response(200, body)
+
+    def tooling_query(self, req: Request) -> Response:
+        text = req.arg("q")
+        if text is None or not text.strip():
+            raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        return json_response(200, query_jobs.tooling_query(self.org, text))
 
     def query_more(self, req: Request) -> Response:
         body = query_jobs.rest_query_more(self.org, req.params["version"],
@@ -367,6 +392,8 @@ _BY_FIELD = r"/sobjects/(?P<object>\w+)/(?P<field>(?!describe/)\w+)/(?P<value>[^
 ROUTES: list[Route] = [
     _r("POST", r"^/services/oauth2/token", "token", App.token, data=False),
     _r("GET", r"^/services/data", "versions", App.versions, data=False),
+    _r("GET", r"^/services/oauth2/userinfo", "userinfo", App.userinfo, data=False),
+    _r("GET", r"", "resources", App.resources),
     _r("GET", r"/limits", "limits", App.limits),
     _r("GET", r"/sobjects", "describe_global", App.describe_global),
     _r("GET", r"/sobjects/(?P<object>\w+)", "sobject_info", App.sobject_info),
@@ -394,6 +421,7 @@ ROUTES: list[Route] = [
        App.collection_upsert),
     _r("GET", r"/query", "query", App.query),
     _r("GET", r"/(?P<all>queryAll)", "query", App.query),
+    _r("GET", r"/tooling/query", "tooling_query", App.tooling_query),
     _r("GET", r"/query/(?P<locator>[A-Za-z0-9]+-\d+)", "query_more", App.query_more),
     _r("GET", r"/queryAll/(?P<locator>[A-Za-z0-9]+-\d+)", "query_more", App.query_more),
     _r("POST", r"/jobs/ingest", "ingest_create", App.ingest_create),

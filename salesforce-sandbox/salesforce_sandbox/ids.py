@@ -21,6 +21,9 @@ KEY_PREFIXES: dict[str, str] = {
     "User": "005",
     "Organization": "00D",
     "Individual": "0PK",
+    "LeadHistory": "017",  # every field history object shares the 017 prefix
+    "ContactHistory": "017",
+    "SandboxProcess": "0GR",
     "Job": "750",
     "QueryLocator": "01g",
 }

@@ -689,7 +689,7 @@ class IngestJobs(JobStore[IngestJob]):
         for fdef in schema.fields:
             if fdef.name in values and values[fdef.name] is None and fdef.type == "boolean":
                 values[fdef.name] = fdef.default_value
-        record = self.org.new_record(job.object, values)
+        record = self.org.new_record(job.object, values, tracked=True)
         return str(record["Id"])
 
     def _update(
@@ -713,8 +713,7 @@ class IngestJobs(JobStore[IngestJob]):
         if job.object == "Lead" and record.get("IsConverted"):
             raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
         values = self._values(job, fdefs, cells, creating=False)
-        record.update(values)
-        self.org.touch(record)
+        self.org.update_record(job.object, record, values)
         return record_id
 
 

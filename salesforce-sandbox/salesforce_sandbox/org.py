@@ -8,6 +8,7 @@ each request; :class:`~.server.Sandbox` takes it around each test helper).
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime as dt
 import hashlib
@@ -20,6 +21,7 @@ import string
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,20 +30,40 @@ from . import ids, soql
 from .errors import ApiError, OAuthError
 from .index import FieldIndex
 from .schema import (
+    DEFAULT_TRACKED_FIELDS,
+    HISTORY_DATA_TYPES,
+    HISTORY_OBJECTS,
     LEAD_STATUSES,
     SUPPORTED_OBJECTS,
+    VALUELESS_HISTORY_TYPES,
     FieldDef,
     SObjectSchema,
     custom_field,
     format_datetime,
+    history_fields,
     now_datetime,
+    organization_fields,
     parse_datetime,
+    sandbox_process_fields,
+    user_fields,
 )
 
 DEFAULT_CLIENT_ID = "sandbox-client-id"
 DEFAULT_CLIENT_SECRET = "sandbox-client-secret"
 DEFAULT_DAILY_API_LIMIT = 15000
 SESSION_EXPIRED = "Session expired or invalid"
+INTEGRATION_USER_ID = ids.to18("0055g00000Intgr")
+# The org's people when the seed lists none: who a test can write "as a person".
+DEFAULT_PEOPLE = (
+    {"Id": ids.to18("0055g00000Rep01"), "Name": "Avery Rep",
+     "Username": "avery.rep@sandbox.example", "Email": "avery.rep@sandbox.example"},
+    {"Id": ids.to18("0055g00000Rep02"), "Name": "Blake Agent",
+     "Username": "blake.agent@sandbox.example", "Email": "blake.agent@sandbox.example"},
+)
+DEFAULT_INTEGRATION_USER = {
+    "Id": INTEGRATION_USER_ID, "Name": "Integration User",
+    "Username": "integration@sandbox.example", "Email": "integration@sandbox.example",
+}
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "._"
 
 
@@ -124,35 +146,101 @@ class Org:
         self.default_api_limit = int(org_conf.get("daily_api_limit", DEFAULT_DAILY_API_LIMIT))
         self.ids = ids.IdFactory()
         self.org_id = ids.to18("00D5g00000Sndbx")
-        self.user_id = ids.to18("0055g00000Intgr")
         self.instance_url = ""
+        # Objects clients write (Lead, Contact), and objects they only read: users and the
+        # field history of each object whose history the seed leaves enabled.
         self.schemas: dict[str, SObjectSchema] = {}
+        self.read_only: dict[str, SObjectSchema] = {
+            "User": SObjectSchema("User", [], fields=user_fields(), writable=False),
+            "Organization": SObjectSchema("Organization", [], fields=organization_fields(),
+                                          writable=False)}
+        self.org_name = str(org_conf.get("name", "Salesforce Sandbox"))
+        # Tooling API objects: only what clients ask at login (this org has no sandboxes).
+        self.tooling: dict[str, SObjectSchema] = {
+            "SandboxProcess": SObjectSchema("SandboxProcess", [],
+                                            fields=sandbox_process_fields(), writable=False)}
+        # Tracked fields by object (empty: no history is kept for it).
+        self.tracked: dict[str, frozenset[str]] = {}
         objects = dict(seed.get("objects", {}))
-        for name in SUPPORTED_OBJECTS:
-            spec = dict(objects.get(name, {}))
-            self.schemas[name] = SObjectSchema(
-                name, [custom_field(f) for f in spec.get("custom_fields", [])]
-            )
-        self._object_by_prefix = {s.key_prefix: n for n, s in reversed(self.schemas.items())}
         unknown = set(objects) - set(SUPPORTED_OBJECTS)
         if unknown:
             raise ValueError(f"unsupported objects in seed: {sorted(unknown)}")
+        for name in SUPPORTED_OBJECTS:
+            spec = dict(objects.get(name, {}))
+            custom = [custom_field(f) for f in spec.get("custom_fields", [])]
+            self.schemas[name] = SObjectSchema(name, custom)
+            self._configure_history(name, spec)
+        self._object_by_prefix = {s.key_prefix: n for n, s in reversed(self.schemas.items())}
+        self.user_seed = _user_seed(seed.get("users"))
+        integration = next((str(u["Id"]) for u in self.user_seed if u.get("integration")),
+                           INTEGRATION_USER_ID)
+        self.user_id = ids.normalize(integration) or integration  # a bad Id fails in reset()
+        # Who the writes in progress are made by, and the moment they are stamped with (None:
+        # now); see :meth:`acting_as`.
+        self.acting_user_id = self.user_id
+        self._acting_at: str | None = None
         self.reset()
+
+    def _configure_history(self, name: str, spec: dict[str, Any]) -> None:
+        """Field history of ``name`` from its seed entry: ``"field_history": false`` turns it
+        off (its history object then does not exist); ``"history_tracked_fields"`` lists the
+        tracked fields, else the standard consent fields plus custom fields with
+        ``"trackHistory": true``."""
+        schema = self.schemas[name]
+        enabled = spec.get("field_history", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"seed objects.{name}.field_history must be true or false, not "
+                             f"{enabled!r}")
+        if not enabled:
+            self.tracked[name] = frozenset()
+            return
+        listed = spec.get("history_tracked_fields")
+        if listed is None:
+            names = list(DEFAULT_TRACKED_FIELDS) + [
+                str(f["name"]) for f in spec.get("custom_fields", []) if f.get("trackHistory")]
+        elif isinstance(listed, list):
+            names = [str(n) for n in listed]
+        else:
+            raise ValueError(f"seed objects.{name}.history_tracked_fields must be a list of "
+                             f"field names, not {listed!r}")
+        tracked: list[str] = []
+        for raw in names:
+            fdef = schema.field(raw)
+            if fdef is None:
+                raise ValueError(f"seed objects.{name}.history_tracked_fields: no field {raw!r} "
+                                 f"on {name}; name a standard or custom field of {name}")
+            if not fdef.updateable:
+                raise ValueError(f"seed objects.{name}.history_tracked_fields: {fdef.name} is "
+                                 "read-only; only fields that can change are tracked")
+            tracked.append(fdef.name)
+        self.tracked[name] = frozenset(tracked)
+        history = SObjectSchema(HISTORY_OBJECTS[name], [], fields=history_fields(name),
+                                writable=False, label=f"{name} History")
+        changed_field = history.field("Field")
+        assert changed_field is not None
+        changed_field.picklist_values = ["created", *sorted(tracked)]
+        self.read_only[history.name] = history
+
+    @property
+    def all_schemas(self) -> dict[str, SObjectSchema]:
+        """Every object of the org, writable and read-only: what SOQL and describe see."""
+        return {**self.schemas, **self.read_only}
 
     # ------------------------------------------------------------------ state lifecycle
 
     def reset(self) -> None:
         # Live records by object and Id; soft-deleted ones (the Recycle Bin) apart, so queries
         # over live records never pay for them; hard-deleted Ids are remembered, never reused.
-        self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
-        self.deleted: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.schemas}
+        every = self.all_schemas
+        self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in every}
+        self.deleted: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in every}
         self.purged: dict[str, str] = {}
         # Where each stored record sits in its store's insertion order (a record moved between
         # stores goes to the end), so an index hit sorts into the order a scan would give.
         self._positions: dict[str, int] = {}
         self._next_position = itertools.count()
         # Equality indexes by object and field name, built on first use (see .index).
-        self._indexes: dict[str, dict[str, FieldIndex]] = {n: {} for n in self.schemas}
+        self._indexes: dict[str, dict[str, FieldIndex]] = {n: {} for n in every}
         self.retired: set[str] = set()  # Ids of rolled-back inserts: never handed out again
         self._reserved: set[str] = set()
         self.tokens: dict[str, float] = {}
@@ -170,6 +258,11 @@ class Org:
         self.query_cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
         seeded = {name: list(dict(spec).get("records", []))
                   for name, spec in dict(self.seed.get("objects", {})).items()}
+        self.acting_user_id = self.user_id
+        self._acting_at = None
+        for user in self.user_seed:
+            self._add_user(user)
+        self._add_organization()
         # Explicit seed Ids first: a generated Id must never take one of them.
         self._reserved = self._seed_ids(seeded)
         try:
@@ -231,27 +324,164 @@ class Org:
     # ------------------------------------------------------------------ schema helpers
 
     def schema(self, object_name: str) -> SObjectSchema | None:
+        """A writable object (Lead, Contact) by name, case-insensitively."""
         for name, schema in self.schemas.items():
             if name.lower() == object_name.lower():
                 return schema
         return None
+
+    def readable_schema(self, object_name: str) -> SObjectSchema | None:
+        """Any object clients can query, retrieve or describe, by name."""
+        for name, schema in self.all_schemas.items():
+            if name.lower() == object_name.lower():
+                return schema
+        return None
+
+    # ------------------------------------------------------------------ users
+
+    def _add_user(self, spec: dict[str, Any]) -> None:
+        schema = self.read_only["User"]
+        user_id = self._checked_id(schema, str(spec["Id"]), f"seed user {spec.get('Name')!r}")
+        if user_id in self.records["User"]:
+            raise ValueError(f"seed users: Id {spec['Id']!r} is used by two users")
+        now = now_datetime()
+        name = str(spec.get("Name") or "")
+        first, _, last = name.rpartition(" ")
+        username = str(spec.get("Username") or "")
+        record: dict[str, Any] = {f.name: None for f in schema.fields}
+        record.update({
+            "Id": user_id, "Username": username, "Name": name, "FirstName": first or None,
+            "LastName": last, "Email": spec.get("Email"), "Alias": (first[:1] + last)[:8],
+            "IsActive": bool(spec.get("IsActive", True)), "UserType": "Standard",
+            "TimeZoneSidKey": spec.get("TimeZoneSidKey", "GMT"),
+            "LocaleSidKey": spec.get("LocaleSidKey", "en_US"),
+            "LanguageLocaleKey": spec.get("LanguageLocaleKey", "en_US"),
+            "EmailEncodingKey": "UTF-8", "ProfileId": None, "IsDeleted": False,
+            "CreatedDate": now, "CreatedById": self.user_id, "LastModifiedDate": now,
+            "LastModifiedById": self.user_id, "SystemModstamp": now,
+        })
+        self._place(self.records, "User", record)
+
+    def _add_organization(self) -> None:
+        """The one Organization row: a production org (not a sandbox, no trial, no namespace)."""
+        now = now_datetime()
+        schema = self.read_only["Organization"]
+        record: dict[str, Any] = {f.name: None for f in schema.fields}
+        record.update({
+            "Id": self.org_id, "Name": self.org_name, "OrganizationType": "Enterprise Edition",
+            "InstanceName": "SBX1", "IsSandbox": False, "LanguageLocaleKey": "en_US",
+            "DefaultLocaleSidKey": "en_US", "TimeZoneSidKey": "GMT", "CreatedDate": now,
+            "CreatedById": self.user_id, "LastModifiedDate": now,
+            "LastModifiedById": self.user_id, "SystemModstamp": now,
+        })
+        self._place(self.records, "Organization", record)
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        normalized = ids.normalize(user_id)
+        return self.records["User"].get(normalized) if normalized is not None else None
+
+    @contextlib.contextmanager
+    def acting_as(self, user_id: str, at: str | None = None) -> Iterator[None]:
+        """Make the writes inside the block as ``user_id`` (stamped ``CreatedById``,
+        ``LastModifiedById`` and history ``CreatedById``), at ``at`` (a Salesforce datetime;
+        None: the current time)."""
+        user = self.user(user_id)
+        if user is None:
+            known = ", ".join(f"{u['Id']} ({u['Name']})" for u in self.records["User"].values())
+            raise ValueError(f"no user {user_id!r} in this org; its users are: {known}")
+        if not user["IsActive"]:
+            raise ValueError(f"user {user_id} ({user['Name']}) is inactive and cannot write")
+        try:
+            moment = parse_datetime(at) if at is not None else None
+        except ValueError:
+            raise ValueError(f"at {at!r} is not a datetime; write it as Salesforce does, e.g. "
+                             "2025-01-02T03:04:05Z") from None
+        saved = self.acting_user_id, self._acting_at
+        self.acting_user_id, self._acting_at = str(user["Id"]), moment
+        try:
+            yield
+        finally:
+            self.acting_user_id, self._acting_at = saved
+
+    def userinfo(self, user_id: str) -> dict[str, Any]:
+        """The OpenID Connect UserInfo of ``user_id`` (``GET /services/oauth2/userinfo``)."""
+        user = self.user(user_id)
+        assert user is not None
+        base = self.instance_url
+        ver = "{version}"  # as Salesforce, when the request names no version
+        identity = f"https://login.salesforce.com/id/{self.org_id}/{user['Id']}"
+        updated = str(user["LastModifiedDate"])[:19] + "Z"
+        return {
+            "sub": identity,
+            "user_id": user["Id"],
+            "organization_id": self.org_id,
+            "preferred_username": user["Username"],
+            "nickname": str(user["Username"]).split("@")[0],
+            "name": user["Name"],
+            "email": user["Email"],
+            "email_verified": True,
+            "given_name": user["FirstName"],
+            "family_name": user["LastName"],
+            "zoneinfo": user["TimeZoneSidKey"],
+            "photos": {"picture": f"{base}/profilephoto/005/F",
+                       "thumbnail": f"{base}/profilephoto/005/T"},
+            "profile": f"{base}/{user['Id']}",
+            "picture": f"{base}/profilephoto/005/F",
+            "address": {},
+            "is_salesforce_integration_user": user["Id"] == self.user_id,
+            "urls": {
+                "enterprise": f"{base}/services/Soap/c/{ver}/{self.org_id}",
+                "metadata": f"{base}/services/Soap/m/{ver}/{self.org_id}",
+                "partner": f"{base}/services/Soap/u/{ver}/{self.org_id}",
+                "rest": f"{base}/services/data/v{ver}/",
+                "sobjects": f"{base}/services/data/v{ver}/sobjects/",
+                "search": f"{base}/services/data/v{ver}/search/",
+                "query": f"{base}/services/data/v{ver}/query/",
+                "recent": f"{base}/services/data/v{ver}/recent/",
+                "tooling_soap": f"{base}/services/Soap/T/{ver}/{self.org_id}",
+                "tooling_rest": f"{base}/services/data/v{ver}/tooling/",
+                "profile": f"{base}/{user['Id']}",
+                "feeds": f"{base}/services/data/v{ver}/chatter/feeds",
+                "groups": f"{base}/services/data/v{ver}/chatter/groups",
+                "users": f"{base}/services/data/v{ver}/chatter/users",
+                "feed_items": f"{base}/services/data/v{ver}/chatter/feed-items",
+                "feed_elements": f"{base}/services/data/v{ver}/chatter/feed-elements",
+                "custom_domain": base,
+            },
+            "active": user["IsActive"],
+            "user_type": "STANDARD",
+            "language": user["LanguageLocaleKey"],
+            "locale": user["LocaleSidKey"],
+            "utcOffset": 0,
+            "updated_at": updated,
+            "is_app_installed": True,
+        }
+
+    def now(self) -> str:
+        """The time a write is stamped with."""
+        return self._acting_at or now_datetime()
 
     def object_of_id(self, record_id: str) -> str | None:
         return self._object_by_prefix.get(record_id[:3])
 
     # ------------------------------------------------------------------ records
 
-    def new_record(self, object_name: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Store a new record: defaults filled, Id generated, timestamps set."""
+    def new_record(self, object_name: str, values: dict[str, Any], *,
+                   tracked: bool = False) -> dict[str, Any]:
+        """Store a new record: defaults filled, Id generated, timestamps and writing user set.
+
+        ``tracked``: a client's insert, which field history records (a ``created`` row) when
+        the object's history is on; seed records have no history.
+        """
         schema = self.schemas[object_name]
-        now = now_datetime()
+        now = self.now()
         record: dict[str, Any] = {}
         for standard in schema.fields:
             boolean = standard.type == "boolean"
             record[standard.name] = copy.deepcopy(standard.default_value) if boolean else None
         if object_name == "Lead":
             record["Status"] = LEAD_STATUSES[0]
-        record["OwnerId"] = self.user_id
+        record["OwnerId"] = self.acting_user_id
         for key, value in values.items():
             found = schema.field(key)
             if found is None:
@@ -269,10 +499,59 @@ class Org:
         record["CreatedDate"] = record.get("CreatedDate") or now
         record["LastModifiedDate"] = record.get("LastModifiedDate") or now
         record["SystemModstamp"] = record["LastModifiedDate"]
+        record["CreatedById"] = record.get("CreatedById") or self.acting_user_id
+        record["LastModifiedById"] = record.get("LastModifiedById") or record["CreatedById"]
         record["IsDeleted"] = False
         _compute_name(record)
         self._place(self.records, object_name, record)
+        if tracked and self.tracked.get(object_name):
+            self._history_row(object_name, str(record["Id"]), "created", "Text", None, None)
         return record
+
+    def update_record(self, object_name: str, record: dict[str, Any],
+                      values: dict[str, Any]) -> list[str]:
+        """Apply a client's values to a stored record as the acting user: one history row per
+        tracked field whose value changes, then the stamps. Returns the history rows' Ids.
+
+        Every write path (Bulk ingest, sObject rows, collections) changes records here.
+        """
+        written: list[str] = []
+        tracked = self.tracked.get(object_name)
+        if tracked:
+            schema = self.schemas[object_name]
+            for name, new in values.items():
+                old = record.get(name)
+                if name not in tracked or old == new:
+                    continue
+                fdef = schema.field(name)
+                assert fdef is not None
+                data_type = HISTORY_DATA_TYPES.get(fdef.type, "Text")
+                if fdef.type in VALUELESS_HISTORY_TYPES:
+                    old = new = None  # Salesforce records that it changed, not the values
+                written.append(self._history_row(object_name, str(record["Id"]), name,
+                                                 data_type, old, new))
+        record.update(values)
+        self.touch(record)
+        return written
+
+    def _history_row(self, object_name: str, record_id: str, field_name: str, data_type: str,
+                     old: Any, new: Any) -> str:
+        history = HISTORY_OBJECTS[object_name]
+        # History is kept to the second: the milliseconds of CreatedDate are always zero.
+        moment = self.now()[:19] + ".000+0000"
+        row = {
+            "Id": self.new_id(ids.KEY_PREFIXES[history]),
+            "IsDeleted": False,
+            f"{object_name}Id": record_id,
+            "CreatedById": self.acting_user_id,
+            "CreatedDate": moment,
+            "Field": field_name,
+            "DataType": data_type,
+            "OldValue": old,
+            "NewValue": new,
+        }
+        self._place(self.records, history, row)
+        return str(row["Id"])
 
     def add_records(self, object_name: str, values: list[dict[str, Any]]) -> list[str]:
         schema = self.schema(object_name)
@@ -283,9 +562,10 @@ class Org:
     def touch(self, record: dict[str, Any]) -> None:
         """Stamp a stored record just changed in place; every such change must end here, as
         this re-indexes it."""
-        now = now_datetime()
+        now = self.now()
         record["LastModifiedDate"] = now
         record["SystemModstamp"] = now
+        record["LastModifiedById"] = self.acting_user_id
         _compute_name(record)
         object_name = self.object_of_id(str(record["Id"]))
         if object_name is not None:
@@ -336,10 +616,18 @@ class Org:
                     record)
 
     def forget_record(self, object_name: str, record_id: str) -> None:
-        """Undo a creation (a rolled-back insert). The Id is not handed out again."""
+        """Undo a creation (a rolled-back insert) with its history. The Id is not handed out
+        again."""
         if self.records[object_name].pop(record_id, None) is not None:
             self._unindex(object_name, record_id)
         self.retired.add(record_id)
+        history = HISTORY_OBJECTS.get(object_name)
+        if history is not None and history in self.records:
+            parent = self.read_only[history].field(f"{object_name}Id")
+            assert parent is not None
+            for row in self.records_with_keys(history, parent, [soql.index_key(parent, record_id)],
+                                              include_deleted=False):
+                self.forget_record(history, str(row["Id"]))
 
     # ------------------------------------------------------------------ indexes
 
@@ -406,7 +694,7 @@ class Org:
         lead = found[1]
         if lead["IsConverted"]:
             return str(lead["ConvertedContactId"])
-        contact = self.new_record("Contact", {
+        contact = self.new_record("Contact", tracked=True, values={
             "FirstName": lead.get("FirstName"),
             "LastName": lead.get("LastName"),
             "Email": lead.get("Email"),
@@ -552,6 +840,29 @@ class Org:
     def record_request(self, entry: LoggedRequest) -> None:
         self.log.append(entry)
         self.calls[entry.kind] += 1
+
+
+def _user_seed(users: Any) -> list[dict[str, Any]]:
+    """The seed's users (``"users": [{"Id", "Name", "Username", "Email", "integration"}]``)
+    with the integration user added when none is marked; the default people when absent."""
+    if users is None:
+        return [dict(DEFAULT_INTEGRATION_USER), *(dict(p) for p in DEFAULT_PEOPLE)]
+    if not isinstance(users, list) or not all(isinstance(u, dict) for u in users):
+        raise ValueError('seed "users" must be a list of objects like {"Id": "005...", "Name": '
+                         '"Ada Rep", "Username": "ada@example.com", "Email": "ada@example.com"}')
+    out: list[dict[str, Any]] = []
+    for index, user in enumerate(users, start=1):
+        missing = [k for k in ("Id", "Name", "Username") if not user.get(k)]
+        if missing:
+            raise ValueError(f"seed user {index}: {', '.join(missing)} missing; each user needs "
+                             "an Id (005...), a Name and a Username")
+        out.append(dict(user))
+    if sum(1 for u in out if u.get("integration")) > 1:
+        raise ValueError('seed users: only one user can be "integration": true (the user the '
+                         "client-credentials token acts as)")
+    if not any(u.get("integration") for u in out):
+        out.insert(0, dict(DEFAULT_INTEGRATION_USER))
+    return out
 
 
 def _compute_name(record: dict[str, Any]) -> None:

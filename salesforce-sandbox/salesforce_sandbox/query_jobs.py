@@ -17,7 +17,7 @@ from .ingest import (
     invalid_property,
 )
 from .org import Org
-from .schema import FieldDef, csv_value, now_datetime
+from .schema import TEXT_TYPES, FieldDef, csv_value, now_datetime
 
 DEFAULT_MAX_RECORDS = 50000
 REST_DEFAULT_BATCH = 2000
@@ -117,7 +117,7 @@ class QueryJobs(JobStore[QueryJob]):
             if prop in spec and (not isinstance(spec[prop], str) or spec[prop] not in allowed):
                 raise invalid_property(spec[prop], prop)
         try:
-            query = soql.parse(text, self.org.schemas)
+            query = soql.parse(text, self.org.all_schemas)
         except ApiError as err:
             raise bulk_error(400, err.error_code, err.message) from None
         if query.offset_given:
@@ -144,7 +144,7 @@ class QueryJobs(JobStore[QueryJob]):
         return job
 
     def _run(self, job: QueryJob) -> None:
-        query = soql.parse(job.query, self.org.schemas)
+        query = soql.parse(job.query, self.org.all_schemas)
         records = self.org.query_candidates(query, include_deleted=job.operation == "queryAll")
         matched = soql.execute(query, records)
         fdefs: list[FieldDef] = query.field_defs
@@ -219,7 +219,7 @@ def _json_value(fdef: FieldDef, value: Any) -> Any:
 def rest_query(org: Org, version: str, text: str, batch_size: int,
                include_deleted: bool = False) -> dict[str, Any]:
     """``/query`` (live records) or ``/queryAll`` (``include_deleted``: the Recycle Bin too)."""
-    query = soql.parse(text, org.schemas)
+    query = soql.parse(text, org.all_schemas)
     records = org.query_candidates(query, include_deleted=include_deleted)
     matched = soql.execute(query, records)
     rows = []
@@ -236,6 +236,43 @@ def rest_query(org: Org, version: str, text: str, batch_size: int,
     cursor = org.new_id(ids.KEY_PREFIXES["QueryLocator"])
     org.query_cursors[cursor] = (rows, batch_size)
     return _rest_page(org, version, cursor, 0)
+
+
+# The Apex type of a field's column in ``/query?columns=true``.
+_APEX_TYPES = {"id": "Id", "reference": "Id", "boolean": "Boolean", "int": "Integer",
+               "long": "Long", "double": "Double", "currency": "Decimal", "percent": "Double",
+               "date": "Date", "datetime": "Datetime", "anyType": "Object"}
+
+
+def rest_query_columns(org: Org, text: str) -> dict[str, Any]:
+    """``/query?q=...&columns=true``: the columns a query selects, without running it (what
+    the Salesforce CLI reads to lay out ``sf data query``)."""
+    query = soql.parse(text, org.all_schemas)
+    assert query.schema is not None
+    columns: list[dict[str, Any]] = [{
+        "aggregate": False,
+        "apexType": _APEX_TYPES.get(fdef.type, "String"),
+        "booleanType": fdef.type == "boolean",
+        "columnName": fdef.name,
+        "custom": fdef.custom,
+        "displayName": fdef.name,
+        "foreignKeyName": None,
+        "insertable": fdef.createable,
+        "joinColumns": [],
+        "numberType": fdef.type in {"int", "long", "double", "currency", "percent"},
+        "textType": fdef.type in TEXT_TYPES,
+        "updatable": fdef.updateable,
+    } for fdef in query.field_defs]
+    return {"columnMetadata": columns, "entityName": query.object_name, "groupBy": False,
+            "idSelected": any(f.name == "Id" for f in query.field_defs),
+            "keyPrefix": query.schema.key_prefix}
+
+
+def tooling_query(org: Org, text: str) -> dict[str, Any]:
+    """Tooling API ``/tooling/query``: the tooling objects the sandbox knows hold no rows."""
+    query = soql.parse(text, org.tooling)
+    return {"size": 0, "totalSize": 0, "done": True, "queryLocator": None,
+            "entityTypeName": query.object_name, "records": []}
 
 
 def rest_query_more(org: Org, version: str, locator: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ SOAP_TYPES = {
     "id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "int": "xsd:int",
     "long": "xsd:long", "double": "xsd:double", "currency": "xsd:double",
     "percent": "xsd:double", "date": "xsd:date", "datetime": "xsd:dateTime",
-    "time": "xsd:time", "base64": "xsd:base64Binary",
+    "time": "xsd:time", "base64": "xsd:base64Binary", "anyType": "xsd:anyType",
 }
 NULL_MARKER = "#N/A"
 
@@ -163,8 +163,14 @@ def _common_tail() -> list[FieldDef]:
            reference_to=["Group", "User"], relationship_name="Owner"),
         _f("CreatedDate", "datetime", "Created Date", nillable=False,
            defaulted_on_create=True, **_READONLY),
+        _f("CreatedById", "reference", "Created By ID", nillable=False,
+           defaulted_on_create=True, reference_to=["User"], relationship_name="CreatedBy",
+           **_READONLY),
         _f("LastModifiedDate", "datetime", "Last Modified Date", nillable=False,
            defaulted_on_create=True, **_READONLY),
+        _f("LastModifiedById", "reference", "Last Modified By ID", nillable=False,
+           defaulted_on_create=True, reference_to=["User"], relationship_name="LastModifiedBy",
+           **_READONLY),
         _f("SystemModstamp", "datetime", "System Modstamp", nillable=False,
            defaulted_on_create=True, **_READONLY),
     ]
@@ -221,6 +227,125 @@ def standard_fields(object_name: str) -> list[FieldDef]:
 REQUIRED_ON_INSERT: dict[str, list[str]] = {"Lead": ["LastName", "Company"],
                                             "Contact": ["LastName"]}
 SUPPORTED_OBJECTS = ("Lead", "Contact")
+# The field history object of each tracked object, and its field naming the parent record.
+HISTORY_OBJECTS = {"Lead": "LeadHistory", "Contact": "ContactHistory"}
+# Tracked when the seed names no list: the standard consent fields (custom fields join them
+# with "trackHistory": true).
+DEFAULT_TRACKED_FIELDS = ("HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax")
+# Field types whose changes history records without values (Salesforce keeps no old and new
+# values for multi-select picklists and long text areas).
+VALUELESS_HISTORY_TYPES = {"multipicklist", "textarea"}
+# The history row's DataType for a field type (its restricted picklist uses these names).
+HISTORY_DATA_TYPES = {
+    "boolean": "Boolean", "string": "Text", "email": "Email", "phone": "Phone", "url": "Url",
+    "picklist": "DynamicEnum", "multipicklist": "MultiEnum", "textarea": "MultiLineText",
+    "datetime": "DateTime", "date": "DateOnly", "double": "Double", "currency": "Currency",
+    "percent": "Percent", "int": "Double", "long": "Double", "reference": "EntityId",
+    "encryptedstring": "EncryptedText", "combobox": "Text",
+}
+
+
+def user_fields() -> list[FieldDef]:
+    """The User fields the sandbox keeps (read-only here: users come from the seed)."""
+    return [
+        _f("Id", "id", "User ID", nillable=False, defaulted_on_create=True, id_lookup=True,
+           **_READONLY),
+        _f("Username", "string", "Username", length=80, nillable=False, id_lookup=True,
+           unique=True, **_READONLY),
+        _f("LastName", "string", "Last Name", length=80, nillable=False, **_READONLY),
+        _f("FirstName", "string", "First Name", length=40, **_READONLY),
+        _f("Name", "string", "Full Name", length=121, nillable=False, **_READONLY),
+        _f("Alias", "string", "Alias", length=8, nillable=False, **_READONLY),
+        _f("Email", "email", "Email", length=128, nillable=False, **_READONLY),
+        _f("IsActive", "boolean", "Active", **_READONLY),
+        _f("UserType", "picklist", "User Type", length=40, picklist_values=["Standard"],
+           **_READONLY),
+        _f("ProfileId", "reference", "Profile ID", reference_to=["Profile"],
+           relationship_name="Profile", **_READONLY),
+        _f("TimeZoneSidKey", "picklist", "Time Zone", length=40, nillable=False, **_READONLY),
+        _f("LocaleSidKey", "picklist", "Locale", length=40, nillable=False, **_READONLY),
+        _f("LanguageLocaleKey", "picklist", "Language", length=40, nillable=False,
+           **_READONLY),
+        _f("EmailEncodingKey", "picklist", "Email Encoding", length=40, nillable=False,
+           **_READONLY),
+        _f("IsDeleted", "boolean", "Deleted", **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", nillable=False, **_READONLY),
+        _f("CreatedById", "reference", "Created By ID", nillable=False, reference_to=["User"],
+           relationship_name="CreatedBy", **_READONLY),
+        _f("LastModifiedDate", "datetime", "Last Modified Date", nillable=False, **_READONLY),
+        _f("LastModifiedById", "reference", "Last Modified By ID", nillable=False,
+           reference_to=["User"], relationship_name="LastModifiedBy", **_READONLY),
+        _f("SystemModstamp", "datetime", "System Modstamp", nillable=False, **_READONLY),
+    ]
+
+
+def organization_fields() -> list[FieldDef]:
+    """The Organization fields the sandbox keeps (the one row describing the org)."""
+    return [
+        _f("Id", "id", "Organization ID", nillable=False, defaulted_on_create=True,
+           id_lookup=True, **_READONLY),
+        _f("Name", "string", "Name", length=80, nillable=False, **_READONLY),
+        _f("OrganizationType", "picklist", "Edition", length=40,
+           picklist_values=["Developer Edition", "Enterprise Edition"], **_READONLY),
+        _f("InstanceName", "string", "Instance Name", length=5, **_READONLY),
+        _f("IsSandbox", "boolean", "Is Sandbox", **_READONLY),
+        _f("TrialExpirationDate", "datetime", "Trial Expiration Date", **_READONLY),
+        _f("NamespacePrefix", "string", "Namespace Prefix", length=15, **_READONLY),
+        _f("LanguageLocaleKey", "picklist", "Language", length=40, nillable=False,
+           **_READONLY),
+        _f("DefaultLocaleSidKey", "picklist", "Locale", length=40, nillable=False,
+           **_READONLY),
+        _f("TimeZoneSidKey", "picklist", "Default Time Zone", length=40, nillable=False,
+           **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", nillable=False, **_READONLY),
+        _f("CreatedById", "reference", "Created By ID", nillable=False, reference_to=["User"],
+           relationship_name="CreatedBy", **_READONLY),
+        _f("LastModifiedDate", "datetime", "Last Modified Date", nillable=False, **_READONLY),
+        _f("LastModifiedById", "reference", "Last Modified By ID", nillable=False,
+           reference_to=["User"], relationship_name="LastModifiedBy", **_READONLY),
+        _f("SystemModstamp", "datetime", "System Modstamp", nillable=False, **_READONLY),
+    ]
+
+
+def sandbox_process_fields() -> list[FieldDef]:
+    """Tooling API ``SandboxProcess``: the sandboxes copied from this org (none here)."""
+    return [
+        _f("Id", "id", "Sandbox Process ID", nillable=False, id_lookup=True, **_READONLY),
+        _f("Status", "picklist", "Status", length=40, **_READONLY),
+        _f("SandboxName", "string", "Sandbox Name", length=10, **_READONLY),
+        _f("SandboxInfoId", "reference", "Sandbox Info ID", **_READONLY),
+        _f("LicenseType", "picklist", "License Type", length=40, **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", **_READONLY),
+        _f("CopyProgress", "int", "Copy Progress", **_READONLY),
+        _f("SandboxOrganization", "string", "Sandbox Organization", length=18, **_READONLY),
+        _f("SourceId", "reference", "Source ID", **_READONLY),
+        _f("Description", "string", "Description", length=255, **_READONLY),
+        _f("EndDate", "datetime", "End Date", **_READONLY),
+        _f("Features", "multipicklist", "Features", length=4099, **_READONLY),
+    ]
+
+
+def history_fields(parent: str) -> list[FieldDef]:
+    """The fields of ``{parent}History``: read-only; OldValue/NewValue are anyType, which
+    SOQL can neither filter nor group by."""
+    return [
+        _f("Id", "id", f"{parent} History ID", nillable=False, defaulted_on_create=True,
+           id_lookup=True, **_READONLY),
+        _f("IsDeleted", "boolean", "Deleted", **_READONLY),
+        _f(f"{parent}Id", "reference", f"{parent} ID", nillable=False, reference_to=[parent],
+           relationship_name=parent, **_READONLY),
+        _f("CreatedById", "reference", "Created By ID", nillable=False,
+           defaulted_on_create=True, reference_to=["User"], relationship_name="CreatedBy",
+           **_READONLY),
+        _f("CreatedDate", "datetime", "Created Date", nillable=False,
+           defaulted_on_create=True, **_READONLY),
+        _f("Field", "picklist", "Changed Field", length=255, nillable=False,
+           restricted_picklist=True, **_READONLY),
+        _f("DataType", "picklist", "Data Type", length=40, restricted_picklist=True,
+           picklist_values=sorted(set(HISTORY_DATA_TYPES.values())), **_READONLY),
+        _f("OldValue", "anyType", "Old Value", length=255, filterable=False, **_READONLY),
+        _f("NewValue", "anyType", "New Value", length=255, filterable=False, **_READONLY),
+    ]
 
 
 def custom_field(spec: dict[str, Any]) -> FieldDef:
@@ -261,12 +386,20 @@ def custom_field(spec: dict[str, Any]) -> FieldDef:
 
 
 class SObjectSchema:
-    """One sObject: its fields (case-insensitive lookup) and its describe JSON."""
+    """One sObject: its fields (case-insensitive lookup) and its describe JSON.
 
-    def __init__(self, name: str, custom_fields: list[FieldDef]) -> None:
+    ``writable`` False: an object clients may only read (field history, users, the org):
+    query, retrieve and describe, never create, update or delete.
+    """
+
+    def __init__(self, name: str, custom_fields: list[FieldDef], *,
+                 fields: list[FieldDef] | None = None, writable: bool = True,
+                 label: str | None = None) -> None:
         self.name = name
         self.key_prefix = ids.KEY_PREFIXES[name]
-        self.fields: list[FieldDef] = standard_fields(name)
+        self.writable = writable
+        self.label = label or name
+        self.fields: list[FieldDef] = standard_fields(name) if fields is None else fields
         known = {f.name.lower() for f in self.fields}
         for cf in custom_fields:
             if cf.name.lower() in known:
@@ -292,32 +425,34 @@ class SObjectSchema:
 
     def summary(self, version: str) -> dict[str, Any]:
         """The entry of this object in ``GET /sobjects/``."""
+        writable = self.writable
         return {
             "activateable": False,
-            "createable": True,
+            "createable": writable,
             "custom": False,
             "customSetting": False,
             "deepCloneable": False,
-            "deletable": True,
+            "deletable": writable,
             "deprecatedAndHidden": False,
             "feedEnabled": True,
             "hasSubtypes": False,
             "isInterface": False,
             "isSubtype": False,
             "keyPrefix": self.key_prefix,
-            "label": self.name,
-            "labelPlural": self.name + "s",
-            "layoutable": True,
-            "mergeable": True,
-            "mruEnabled": True,
+            "label": self.label,
+            "labelPlural": self.label + "s" if not self.label.endswith("y") else
+            self.label[:-1] + "ies",
+            "layoutable": writable,
+            "mergeable": writable,
+            "mruEnabled": writable,
             "name": self.name,
             "queryable": True,
             "replicateable": True,
             "retrieveable": True,
-            "searchable": True,
-            "triggerable": True,
-            "undeletable": True,
-            "updateable": True,
+            "searchable": writable,
+            "triggerable": writable,
+            "undeletable": writable,
+            "updateable": writable,
             "urls": {k: v.replace("{version}", version) for k, v in self.urls().items()},
         }
 

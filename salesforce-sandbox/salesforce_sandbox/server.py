@@ -13,11 +13,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import ids
 from .errors import ApiError
 from .http import App, Request, Response, SandboxHTTPServer, json_response
 from .ingest import IngestJobs
 from .org import LoggedRequest, Org, load_seed
 from .query_jobs import QueryJobs
+from .schema import HISTORY_OBJECTS
 
 
 class Sandbox:
@@ -108,9 +110,10 @@ class Sandbox:
 
     def records(self, object_name: str, *, include_deleted: bool = False
                 ) -> list[dict[str, Any]]:
-        """The live records (with ``include_deleted``, the Recycle Bin's too)."""
+        """The live records (with ``include_deleted``, the Recycle Bin's too) of any object,
+        ``LeadHistory``, ``ContactHistory`` and ``User`` included."""
         with self.org.lock:
-            schema = self.org.schema(object_name)
+            schema = self.org.readable_schema(object_name)
             if schema is None:
                 raise KeyError(object_name)
             return copy.deepcopy(self.org.all_records(schema.name,
@@ -132,6 +135,58 @@ class Sandbox:
     def convert_lead(self, lead_id: str) -> None:
         with self.org.lock:
             self.org.convert_lead(lead_id)
+
+    # ------------------------------------------------------------------ users and history
+
+    @property
+    def integration_user_id(self) -> str:
+        """The user the client-credentials token acts as (the token response's ``id``)."""
+        return self.org.user_id
+
+    def users(self) -> list[dict[str, Any]]:
+        """The org's users: the integration user and the people."""
+        return self.records("User")
+
+    def people(self) -> list[dict[str, Any]]:
+        """The users other than the integration user (who a test writes "as a person")."""
+        return [u for u in self.users() if u["Id"] != self.org.user_id]
+
+    def update_as(self, user_id: str, object_name: str, record_id: str,
+                  values: dict[str, Any], *, at: str | None = None) -> dict[str, Any]:
+        """Change a record as ``user_id`` would in Salesforce's UI: the rules of a REST PATCH,
+        ``LastModifiedById`` and field history rows naming that user. ``at`` (a Salesforce
+        datetime such as ``2025-01-02T03:04:05Z``) backdates the change and its history.
+        Returns the record; a refused change raises ValueError with Salesforce's error."""
+        body = json.dumps(values).encode("utf-8")
+        with self.org.lock, self.org.acting_as(user_id, at):
+            try:
+                self.app.sobjects.update_row(object_name, record_id, body)
+            except ApiError as err:
+                raise ValueError(f"{err.error_code}: {err.message}") from None
+            return self.record(object_name, record_id)
+
+    def create_as(self, user_id: str, object_name: str, values: dict[str, Any], *,
+                  at: str | None = None) -> str:
+        """Create a record as ``user_id`` (the rules of a REST POST); returns its Id."""
+        body = json.dumps(values).encode("utf-8")
+        with self.org.lock, self.org.acting_as(user_id, at):
+            try:
+                created = self.app.sobjects.create_row(object_name, body, "62.0")
+            except ApiError as err:
+                raise ValueError(f"{err.error_code}: {err.message}") from None
+            return str(created.body["id"])
+
+    def history(self, object_name: str, record_id: str | None = None
+                ) -> list[dict[str, Any]]:
+        """The field history rows of ``object_name`` (Lead or Contact), oldest first; of one
+        record when ``record_id`` is given. KeyError when the object's history is off."""
+        with self.org.lock:
+            schema = self.org.schema(object_name)
+            if schema is None or not self.org.tracked.get(schema.name):
+                raise KeyError(f"{object_name} keeps no field history in this sandbox")
+            rows = self.records(HISTORY_OBJECTS[schema.name])
+        wanted = ids.normalize(record_id) if record_id is not None else None
+        return [r for r in rows if wanted is None or r[f"{schema.name}Id"] == wanted]
 
     # ------------------------------------------------------------------ inspection
 
@@ -243,9 +298,24 @@ class Sandbox:
             if m and req.method == "GET":
                 deleted = (req.arg("include_deleted") or "").lower() in {"1", "true"}
                 return json_response(200, self.records(m.group(1), include_deleted=deleted))
+            as_user = req.arg("as_user")
+            if m and req.method == "POST" and as_user:
+                return json_response(201, {"id": self.create_as(as_user, m.group(1),
+                                                                dict(body or {}),
+                                                                at=req.arg("at"))})
             if m and req.method == "POST":
                 items = body if isinstance(body, list) else [body]
                 return json_response(201, {"ids": self.add_records(m.group(1), items)})
+            m = re.fullmatch(r"/__sandbox/records/(\w+)/(\w+)", path)
+            if m and req.method in {"POST", "PATCH"}:
+                if not as_user:
+                    raise ValueError("as_user is required: the Id of the user who makes the "
+                                     "change (GET /__sandbox/users lists them)")
+                return json_response(200, self.update_as(as_user, m.group(1), m.group(2),
+                                                         dict(body or {}), at=req.arg("at")))
+            if path == "/__sandbox/users" and req.method == "GET":
+                return json_response(200, {"integration_user_id": self.integration_user_id,
+                                           "users": self.users()})
             m = re.fullmatch(r"/__sandbox/leads/(\w+)/convert", path)
             if m and req.method == "POST":
                 self.convert_lead(m.group(1))

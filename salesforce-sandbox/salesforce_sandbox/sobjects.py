@@ -31,6 +31,7 @@ from . import ids, soql
 from .errors import NOT_FOUND_MESSAGE, ApiError, RowError
 from .org import Org
 from .schema import (
+    HISTORY_OBJECTS,
     NUMBER_TYPES,
     REQUIRED_ON_INSERT,
     FieldDef,
@@ -187,14 +188,22 @@ class SObjects:
     # ------------------------------------------------------------------ lookups
 
     def schema(self, object_name: str) -> SObjectSchema:
+        """An object clients write (Lead, Contact); NOT_FOUND for any other."""
         schema = self.org.schema(object_name)
+        if schema is None:
+            raise not_found()
+        return schema
+
+    def readable(self, object_name: str) -> SObjectSchema:
+        """Any object clients read (users and field history too); NOT_FOUND else."""
+        schema = self.org.readable_schema(object_name)
         if schema is None:
             raise not_found()
         return schema
 
     def info(self, object_name: str, version: str) -> Answer:
         """``GET /sobjects/{Object}``: the object's summary and (no) recent items."""
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         return Answer(200, {"objectDescribe": schema.summary(version), "recentItems": []})
 
     def record_json(self, schema: SObjectSchema, record: dict[str, Any], version: str,
@@ -361,7 +370,7 @@ class SObjects:
             strict = [m for m in missing if not (f := schema.field(m)) or not f.nillable]
             raise RowError("REQUIRED_FIELD_MISSING",
                            f"Required fields are missing: [{', '.join(missing)}]", strict)
-        record = self.org.new_record(schema.name, values)
+        record = self.org.new_record(schema.name, values, tracked=True)
         journal.created(schema.name, str(record["Id"]))
         return str(record["Id"])
 
@@ -374,8 +383,8 @@ class SObjects:
             raise RowError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
         values = self.values(prepared, creating=False, skip=skip)
         journal.before(schema.name, record)
-        record.update(values)
-        self.org.touch(record)
+        for history_id in self.org.update_record(schema.name, record, values):
+            journal.created(HISTORY_OBJECTS[schema.name], history_id)
 
     def delete(self, schema: SObjectSchema, record_id: str, touched: set[str],
                journal: Journal) -> None:
@@ -401,7 +410,7 @@ class SObjects:
 
     def get_row(self, object_name: str, segment: str, version: str,
                 fields: str | None) -> Answer:
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         record_id = self._row_id(schema, segment)
         chosen = self.select_fields(schema, fields.split(","), record_id) if fields else None
         record = self.org.records[schema.name][record_id]
@@ -712,7 +721,7 @@ class SObjects:
         """GET ``?ids=&fields=`` (<= 200) or POST ``{"ids", "fields"}`` (<= 2,000): the
         records in order, ``null`` for an id that names no live record."""
         self._check_collections_version(version)
-        schema = self.schema(object_name)
+        schema = self.readable(object_name)
         if not field_names or not any(n.strip() for n in field_names):
             # [D] fields is required; [I] code and wording.
             raise ApiError(400, "MISSING_ARGUMENT", "The fields parameter is required")

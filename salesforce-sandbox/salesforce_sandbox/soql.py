@@ -459,6 +459,10 @@ def parse(text: str, schemas: dict[str, SObjectSchema]) -> Query:
                 check(item)
             return
         fdef = resolve(node.field)
+        if not fdef.filterable:
+            # [I] the wording Salesforce gives for a WHERE on an anyType or long text field.
+            raise _caret_error(text, node.field.token.pos, "INVALID_FIELD",
+                               f"field '{fdef.name}' can not be filtered in a query call")
         for lit in node.values:
             _check_literal(text, fdef, lit, node.op)
 
@@ -646,6 +650,11 @@ def execute(query: Query, records: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _sort_key(fdef: FieldDef) -> Callable[[dict[str, Any]], Any]:
+    if fdef.type in {"id", "reference"}:
+        # Ids sort by their characters as they are: case is part of a 15-character Id, and
+        # folding it would tie Ids that differ only in case (and break ORDER BY ..., Id paging).
+        return lambda record: record.get(fdef.name)
+
     def key(record: dict[str, Any]) -> Any:
         value = record.get(fdef.name)
         return value.casefold() if isinstance(value, str) else value

@@ -28,7 +28,7 @@ def login(sb: Sandbox) -> Client:
 
 
 def test_a_bulk_insert_never_replaces_a_seeded_lead() -> None:
-    """The lost-record case of issue 10: the Id generator handed out the seeded Lead's Id."""
+    """The lost-record case: the Id generator handed out the seeded Lead's Id."""
     seeded = {"Id": SEEDED_ID, "LastName": "Seeded", "Company": "Acme",
               "Email": "seeded@example.com"}
     with Sandbox(minimal_seed([seeded])) as sb:

@@ -16,6 +16,7 @@ import time
 
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase
+from singer_sdk.pagination import BaseAPIPaginator
 
 # Mint a new token before Didomi's one hour is up, so that a long run does not pay a 401.
 TOKEN_REUSE_SECONDS = 50 * 60
@@ -69,6 +70,33 @@ def retry_after_seconds(response: requests.Response | None, default: float) -> f
             return default
         seconds = (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+class CursorPaginator(BaseAPIPaginator[str | None]):
+    """Didomi's ``{"data": [...], "cursor": <next or null>}`` paging: the listing ends only when
+    ``cursor`` is null. A page may be empty and still have a next one (the SDK's
+    JSONPathPaginator stops at the first empty page, which would lose every later user)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    @staticmethod
+    def _cursor(response: requests.Response) -> str | None:
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        cursor = body.get("cursor") if isinstance(body, dict) else None
+        return cursor if isinstance(cursor, str) and cursor else None
+
+    def get_next(self, response: requests.Response) -> str | None:
+        return self._cursor(response)
+
+    def has_more(self, response: requests.Response) -> bool:
+        return self._cursor(response) is not None
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        return self.has_more(response)
 
 
 class DidomiSession(APIAuthenticatorBase):

@@ -100,6 +100,38 @@ class ExportFile:
 
     path: str
     name: str  # the file name inside that folder: what the state remembers
+    # When the storage last wrote it (seconds since the epoch, the storage's own clock); None
+    # when the storage does not say.
+    modified: float | None = None
+
+
+@dataclass(frozen=True)
+class DatedFile:
+    """A data file found anywhere in an export, with the partition date and folder it is in."""
+
+    date: str
+    folder: str
+    file: ExportFile
+
+
+def modified_time(entry: dict[str, Any]) -> float | None:
+    """The modification time in a listing entry (local ``mtime``, S3 ``LastModified``, GCS
+    ``updated``, Azure ``last_modified``) as seconds since the epoch; None if it has none."""
+    for key in ("mtime", "LastModified", "updated", "last_modified"):
+        value = entry.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, dt.datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+            return aware.timestamp()
+    return None
 
 
 def _basename(path: str) -> str:
@@ -136,6 +168,7 @@ class ExportStore:
             raise self._storage_error("connect to", url, exc) from exc
         self.fs: fsspec.AbstractFileSystem = fs
         self._reported: set[str] = set()
+        self._all_files: dict[str, list[DatedFile]] = {}
         self.root: str = root.rstrip("/") or root
 
     # -- names -------------------------------------------------------------------------------
@@ -261,12 +294,38 @@ class ExportStore:
             path = str(entry["name"]).rstrip("/")
             name = _basename(path)
             if entry.get("type") == "file" and name.endswith(RECORD_SUFFIXES):
-                files.append(ExportFile(path, name))
+                files.append(ExportFile(path, name, modified_time(entry)))
             elif entry.get("type") == "file" and int(entry.get("size") or 0) == 0:
                 continue  # empty marker files (e.g. _SUCCESS) hold no records
             else:
                 logger.warning("Ignoring %s: not a .json or .json.gz file", self.display(path))
         return sorted(files, key=lambda f: f.name)
+
+    def all_files(self, export: Export) -> list[DatedFile]:
+        """Every data file of every partition of the export, in one recursive listing (a few
+        calls on object storage, however many partitions): kept for the run, as both streams
+        ask."""
+        cached = self._all_files.get(export.path)
+        if cached is not None:
+            return cached
+        try:
+            found = self.fs.find(export.path, detail=True)
+        except FileNotFoundError:
+            found = {}
+        except Exception as exc:
+            raise self._storage_error("list", self.display(export.path), exc) from exc
+        files = []
+        prefix = export.path.rstrip("/") + "/"
+        for path, entry in found.items():
+            parts = str(path)[len(prefix):].split("/") if str(path).startswith(prefix) else []
+            if (len(parts) != 3 or not parts[0].startswith(DATE_PREFIX)
+                    or not parts[2].endswith(RECORD_SUFFIXES)):
+                continue
+            files.append(DatedFile(parts[0][len(DATE_PREFIX):], parts[1],
+                                   ExportFile(str(path), parts[2], modified_time(entry))))
+        files.sort(key=lambda f: (f.date, f.folder, f.file.name))
+        self._all_files[export.path] = files
+        return files
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ the SDK's type conformance is off so that nothing is dropped or rewritten).
 Bookmarks are written by the streams themselves, never from a record's position in the
 output, so that a STATE message never covers data that was not completely read:
 
-* exports: per ``export-id``, the newest ``date=`` partition read to its end and the files
-  read in it. A run reads the files of the bookmarked partition that were not read yet (the
-  partition may still have been written to), then every newer partition.
+* exports: per ``export-id``, the files read in each partition of a look-back window ending
+  at the newest partition read (see ``export_state``). A run reads, in date order, the files
+  of the window's partitions not read yet (a late upload, a back-filled day), then every newer
+  partition; a partition is bookmarked once read to its end.
 * API: per regulation, the newest ``updated_at`` emitted, stored only once the whole listing
   has been read (users come in no particular order).
 """
@@ -16,15 +17,20 @@ output, so that a STATE message never covers data that was not completely read:
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import re
-from collections.abc import Iterable, Iterator
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import backoff
 import requests
 from singer_sdk import Stream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.pagination import BaseAPIPaginator, JSONPathPaginator
+from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams import RESTStream
 
 try:  # the public home of TypeConformanceLevel in recent singer-sdk releases
@@ -33,18 +39,31 @@ except ImportError:  # pragma: no cover
     from singer_sdk.helpers._typing import TypeConformanceLevel
 
 from tap_didomi.client import (
+    CursorPaginator,
     DidomiAPIError,
     DidomiSession,
     describe_error,
     http_date,
     retry_after_seconds,
 )
-from tap_didomi.exports import ExportDataError, ExportStore
+from tap_didomi.export_state import DEFAULT_LOOKBACK_DAYS, ExportBookmark, PartitionStatus
+from tap_didomi.exports import (
+    DatedFile,
+    ExportDataError,
+    ExportError,
+    ExportFile,
+    ExportStore,
+    redact,
+)
+from tap_didomi.receiver.spool import SpoolError, SpoolReader
 from tap_didomi.schemas import EVENT_SCHEMA, USER_SCHEMA
 
 if TYPE_CHECKING:
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
+
+# Webhooks read from the spool at once; a STATE follows each read.
+READ_LIMIT = 5000
 
 _ISO = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$"
@@ -76,8 +95,70 @@ def format_timestamp(value: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+# Seconds between two progress lines; tests set 0 (a line for every record).
+PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
+# Errors the console entry point reports in one line of its own.
+HANDLED_ERRORS = (ExportError, DidomiAPIError, FatalAPIError, RetriableAPIError)
+
+
+def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
+    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
+    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
+                       PROGRESS_INTERVAL_VARIABLE, raw)
+        return 10.0
+    return seconds
+
+
+class ProgressLog:
+    """A line at most every `interval` seconds: records read per stream and the rate."""
+
+    def __init__(self, logger: logging.Logger, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.read: Counter[str] = Counter()
+        self.started = clock()
+        self.next_line = self.started + interval
+
+    def record_read(self, stream: str) -> None:
+        self.read[stream] += 1
+        now = self.clock()
+        if now >= self.next_line:
+            self.next_line = now + self.interval
+            self.logger.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        total = sum(self.read.values())
+        rate = total / (now - self.started) if now > self.started else 0.0
+        streams = " ".join(f"{name}={count}" for name, count in sorted(self.read.items()))
+        return f"Progress: {total} record(s) read ({streams}), {rate:.1f} records/s"
+
+
 class _SelfBookmarkedStream(Stream):
     """A stream that writes its bookmarks itself (see the module docstring)."""
+
+    def _write_record_message(self, record: Record) -> None:
+        super()._write_record_message(record)
+        progress = getattr(self._tap, "progress", None)
+        if isinstance(progress, ProgressLog):
+            progress.record_read(self.name)
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        # The SDK logs "An unhandled error occurred" for any error of a sync; the errors the
+        # console entry point reports itself, in one line, need no such line before theirs.
+        if message.startswith("An unhandled error") and isinstance(sys.exc_info()[1],
+                                                                    HANDLED_ERRORS):
+            return
+        super().log(message, *args, level=level, **kwargs)
 
     # Didomi's objects go out as they came in: no key dropped, no value rewritten.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
@@ -116,20 +197,35 @@ class ExportStream(_SelfBookmarkedStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         start_date: str | None = self.config.get("start_date")
+        lookback_days = int(self.config.get("export_lookback_days") or DEFAULT_LOOKBACK_DAYS)
         bookmarks: dict[str, Any] = self.stream_state.setdefault("exports", {})
         for export in self._store.exports():
-            saved = bookmarks.get(export.export_id) or {}
-            saved_date: str | None = saved.get("date")
+            bookmark = ExportBookmark.from_state(
+                bookmarks.get(export.export_id),
+                f"bookmarks.{self.name}.exports[{json.dumps(export.export_id)}]",
+            )
+            bookmark.close_old(lookback_days)
+            mine = [f for f in self._store.all_files(export) if f.folder == self.folder]
+            self._report_landed_late(export.export_id, mine, bookmark, start_date)
+            seen_before = bookmark.seen_until
+            bookmark.seen_until = _newest(seen_before, (f.file for f in mine))
             for partition in self._store.partitions(export):
                 if start_date and partition.date < start_date:
                     continue
-                if saved_date and partition.date < saved_date:
+                status = bookmark.status(partition.date, lookback_days)
+                if status is PartitionStatus.CLOSED:
                     continue
-                already_read: set[str] = set()
-                if partition.date == saved_date:
-                    already_read = set(saved.get("files") or [])
                 files = self._store.files(partition, self.folder)
-                to_read = [f for f in files if f.name not in already_read]
+                if status is PartitionStatus.TOO_OLD:
+                    self._report_too_old(export.export_id, partition.date, files, bookmark,
+                                         lookback_days)
+                    continue
+                names = [f.name for f in files]
+                bookmark.seen_until = _newest(bookmark.seen_until, files)
+                unread = set(bookmark.unread(partition.date, names))
+                to_read = [f for f in files if f.name in unread]
+                if status is PartitionStatus.IN_WINDOW and not to_read:
+                    continue  # nothing new in this partition: state unchanged
                 count = 0
                 for file in to_read:
                     for line_no, record in self._store.read(file):
@@ -140,19 +236,57 @@ class ExportStream(_SelfBookmarkedStream):
                             )
                         count += 1
                         yield record
-                if partition.date == saved_date and not to_read:
-                    continue  # nothing new in the bookmarked partition: state unchanged
                 self.logger.info(
-                    "%s: %s%s/date=%s: %d file(s), %d record(s)%s", self.name,
-                    "export-id=", export.export_id, partition.date, len(to_read), count,
-                    " (new files of the bookmarked partition)" if already_read else "",
+                    "%s: export-id=%s/date=%s: %d file(s), %d record(s)%s", self.name,
+                    export.export_id, partition.date, len(to_read), count,
+                    " (files that arrived since the last run)"
+                    if status is PartitionStatus.IN_WINDOW else "",
                 )
-                saved = {"date": partition.date,
-                         "files": sorted(already_read | {f.name for f in files})}
-                saved_date = partition.date
-                bookmarks[export.export_id] = saved
+                bookmark.record(partition.date, names, lookback_days)
+                bookmarks[export.export_id] = bookmark.to_state()
                 # Every record of this partition has been written: say so before going on.
                 self._emit_state()
+            if bookmark.seen_until != seen_before and bookmark.newest is not None:
+                bookmarks[export.export_id] = bookmark.to_state()
+                self._emit_state()  # only the files seen moved on: late files warned once
+
+    def _report_landed_late(self, export_id: str, files: list[DatedFile],
+                            bookmark: ExportBookmark, start_date: str | None) -> None:
+        """Files written after the last run into partitions that had left the window: their
+        partition is not listed file by file any more, so they are named, not read."""
+        if bookmark.seen_until is None:
+            return
+        late = [f for f in files if bookmark.is_closed(f.date)
+                and not (start_date and f.date < start_date)
+                and f.file.modified is not None and f.file.modified > bookmark.seen_until]
+        if not late:
+            return
+        shown = ", ".join(self._store.display(f.file.path) for f in late[:20])
+        more = f" and {len(late) - 20} more" if len(late) > 20 else ""
+        self.logger.warning(
+            "%s: export-id=%s: NOT reading %s%s: written after the last run into days older "
+            "than the look-back window, which are not read again. Raise export_lookback_days "
+            "if files land this late; to read these once, run with a fresh state and "
+            "start_date=%s (the target skips what it already holds)", self.name, export_id,
+            shown, more, late[0].date,
+        )
+
+    def _report_too_old(self, export_id: str, date: str, files: list[ExportFile],
+                        bookmark: ExportBookmark, lookback_days: int) -> None:
+        """A partition older than the look-back window that was never read: named, not read
+        (its files may duplicate data read long ago, or be a late back-fill)."""
+        if not files:
+            return
+        newest = bookmark.newest or date
+        needed = (dt.date.fromisoformat(newest) - dt.date.fromisoformat(date)).days + 1
+        shown = ", ".join(self._store.display(f.path) for f in files[:20])
+        more = f" and {len(files) - 20} more" if len(files) > 20 else ""
+        self.logger.warning(
+            "%s: export-id=%s/date=%s is older than the look-back window (%d days up to %s) "
+            "and was not read before: NOT reading %s%s. To read them, run with "
+            "export_lookback_days of at least %d", self.name, export_id, date, lookback_days,
+            newest, shown, more, needed,
+        )
 
 
 class ExportUsersStream(ExportStream):
@@ -217,7 +351,7 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
         return 120
 
     def get_new_paginator(self) -> BaseAPIPaginator[Any]:
-        return JSONPathPaginator("$.cursor")
+        return CursorPaginator()
 
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -287,8 +421,10 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
                 response = getattr(exc, "response", None)
                 if response is not None and response.status_code == 401:
                     wait = 0.0
-                elif response is not None and response.status_code == 429:
-                    wait = retry_after_seconds(response, default=15.0)
+                elif response is not None and response.status_code in (429, 503):
+                    # Both say when to come back (throttled, or briefly unavailable).
+                    default = 15.0 if response.status_code == 429 else min(2.0**attempt, 60.0)
+                    wait = retry_after_seconds(response, default=default)
                 else:
                     wait = min(2.0**attempt, 60.0)
                 exc = yield wait
@@ -308,6 +444,20 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
                 else f"failed ({type(exc).__name__})")
         self.logger.warning("GET %s %s; retrying in %.1f s (try %d of %d)", self.path, what,
                             details.get("wait") or 0.0, details.get("tries", 0), self.MAX_TRIES)
+
+    def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        try:
+            yield from super().request_records(context)
+        except requests.RequestException as exc:
+            # The retries are spent (a cut or refused connection, a timeout): one line naming
+            # the URL. The request's headers hold the token, so the exception is not chained.
+            request = getattr(exc, "request", None)
+            url = getattr(request, "url", None) or f"{self.url_base}{self.path}"
+            raise DidomiAPIError(
+                f"GET {redact(str(url))} failed {self.MAX_TRIES} times "
+                f"({type(exc).__name__}: the connection was cut, refused or timed out); check "
+                "api_url and the network, then run again"
+            ) from None
 
     # -- records and bookmark ----------------------------------------------------------------
 
@@ -366,8 +516,88 @@ class ApiUsersStream(_SelfBookmarkedStream, RESTStream[Any]):
         return bookmark, False
 
 
+def _newest(mark: float | None, files: Iterable[ExportFile]) -> float | None:
+    """The later of ``mark`` and the files' modification times."""
+    times = [f.modified for f in files if f.modified is not None]
+    if mark is not None:
+        times.append(mark)
+    return max(times) if times else None
+
+
 def _server_time(response: requests.Response) -> dt.datetime | None:
     """The server's clock from the Date header, one second early (its resolution)."""
     header = response.headers.get("Date")
     when = http_date(header) if header else None
     return when - dt.timedelta(seconds=1) if when is not None else None
+
+
+# --------------------------------------------------------------------------- webhook spool
+
+WEBHOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string", "description": "The webhook's id in the spool."},
+        "received_at": {"type": "string", "format": "date-time",
+                        "description": "When the receiver took the webhook (UTC)."},
+        "type": {"type": "string", "description": "event.created, user.updated, ..."},
+        "regulation": {"type": ["string", "null"]},
+        "parameters": {"type": ["object", "null"], "additionalProperties": True},
+    },
+    "required": ["id", "received_at", "type"],
+}
+
+
+class WebhooksStream(_SelfBookmarkedStream):
+    """Webhooks the receiver stored in the spool, in spool order, each one once.
+
+    The bookmark is the position in the spool (``spool_position``), written after each read,
+    so a re-run emits nothing twice. With ``follow`` the stream keeps reading every
+    ``poll_interval_seconds`` and never ends on its own.
+    """
+
+    name = "webhooks"
+    primary_keys: ClassVar[list[str]] = ["id"]
+
+    def __init__(self, tap: Tap, reader: SpoolReader) -> None:
+        self._reader = reader
+        super().__init__(tap, schema=WEBHOOK_SCHEMA, name=self.name)
+        self.forced_replication_method = "INCREMENTAL"
+
+    @property
+    def partitions(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        follow = bool(self.config.get("follow"))
+        interval = float(self.config.get("poll_interval_seconds") or 1.0)
+        state = self.stream_state
+        position: dict[str, Any] = dict(state.get("spool_position") or {})
+        if position and state.get("spool") not in (None, self._reader.location):
+            self.logger.warning(
+                "webhooks: the bookmark belongs to the spool %s, not %s: reading this spool "
+                "from its start", state.get("spool"), self._reader.location)
+            position = {}
+        emitted = 0
+        while True:
+            try:
+                batch, new_position = self._reader.read(position, READ_LIMIT)
+            except SpoolError as exc:
+                raise ExportError(f"{exc}. No STATE was emitted past the webhooks read "
+                                  "before this error: the next run starts from there.") from exc
+            for webhook in batch:
+                emitted += 1
+                yield {**webhook.body, "id": webhook.spool_id,
+                       "received_at": webhook.received_at}
+            if new_position != position:
+                position = new_position
+                state["spool"] = self._reader.location
+                state["spool_position"] = position
+                # Every webhook read so far has been written out: say so before reading more.
+                self._emit_state()
+            if len(batch) >= READ_LIMIT:
+                continue  # more is waiting
+            if not follow:
+                break
+            time.sleep(interval)
+        self.logger.info("webhooks: %d webhook(s) read from %s", emitted, self._reader.location)

@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import ipaddress
 import json
 import logging
+import numbers
+import os
 import sys
+import textwrap
 from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.about import AboutInfo
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 
 from tap_didomi.client import DidomiAPIError
+from tap_didomi.export_state import DEFAULT_LOOKBACK_DAYS, StateError, check_state
 from tap_didomi.exports import ExportDataError, ExportError, ExportPathError, ExportStore
-from tap_didomi.streams import ApiUsersStream, ExportEventsStream, ExportUsersStream
+from tap_didomi.receiver.spool import SpoolError, open_reader
+from tap_didomi.streams import (
+    ApiUsersStream,
+    ExportEventsStream,
+    ExportUsersStream,
+    ProgressLog,
+    WebhooksStream,
+    progress_interval,
+)
 
 DEFAULT_API_URL = "https://api.didomi.io/v1"
 API_SETTINGS = ("api_key", "api_secret", "organization_id")
 # Settings that only the Consents API reads: set with export_path, they do nothing.
 API_ONLY_SETTINGS = ("regulations", "include_full_tree", "api_url")
+# And the one that only exports read.
+EXPORT_ONLY_SETTINGS = ("export_lookback_days",)
 
 logger = logging.getLogger("tap-didomi")
 
@@ -54,6 +72,7 @@ SETTING_TYPES: dict[str, tuple[type, str]] = {
     "include_full_tree": (bool, "true or false, without quotes"),
     "regulations": (list, 'a list of regulation ids, e.g. ["gdpr"] or ["gdpr", "ccpa"]'),
     "start_date": (str, 'a date in quotes, "YYYY-MM-DD", e.g. "2025-03-19"'),
+    "export_lookback_days": (int, f"a whole number of days, e.g. {DEFAULT_LOOKBACK_DAYS}"),
 }
 SECRET_SETTINGS = ("api_secret",)
 
@@ -67,14 +86,30 @@ def check_setting_types(config: dict[str, Any] | Any) -> None:
         # bool is an int in Python, and JSON true is no string: check the exact kind.
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             continue
-        shown = "" if name in SECRET_SETTINGS else " " + json.dumps(value)
+        # default=str: the SDK reads JSON numbers with a fraction as Decimal.
+        shown = "" if name in SECRET_SETTINGS else " " + json.dumps(value, default=str)
         raise ConfigError(f"{name} must be {what} (it is {_json_type(value)}{shown})")
+
+
+def check_known_settings(config: dict[str, Any] | Any, known: set[str]) -> None:
+    """ConfigError naming the first setting the tap does not know, and the nearest known name:
+    a misspelt setting would otherwise be silently ignored."""
+    for name in sorted(str(key) for key in config):
+        if name in known:
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = (f"did you mean {nearest[0]}?" if nearest
+                else "tap-didomi --about lists the settings.")
+        raise ConfigError(
+            f"unknown setting {name}: {hint} A setting the tap does not know would be "
+            "ignored; rename or remove it"
+        )
 
 
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Number):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -104,6 +139,12 @@ def resolve_source(config: dict[str, Any] | Any) -> ExportSource | ApiSource:
             raise ConfigError(
                 f"start_date {start_date!r} is not a date: write it as YYYY-MM-DD"
             ) from None
+    lookback_days = config.get("export_lookback_days")
+    if lookback_days is not None and lookback_days < 1:
+        raise ConfigError(
+            f"export_lookback_days is {lookback_days}: write a number of days of 1 or more "
+            f"(default {DEFAULT_LOOKBACK_DAYS})"
+        )
     if export_path:
         if not isinstance(export_path, str) or not export_path.strip():
             raise ConfigError("export_path must be a folder path or a URL")
@@ -222,6 +263,33 @@ class TapDidomi(Tap):
             ),
         ),
         th.Property(
+            "webhook_spool",
+            th.StringType,
+            title="Webhook spool",
+            description=(
+                "Didomi webhooks stored by didomi-webhook-receiver: the folder or bucket URL "
+                "given to its --spool. Emits stream `webhooks`. Set this, or export_path, or "
+                "the API settings."
+            ),
+        ),
+        th.Property(
+            "follow",
+            th.BooleanType,
+            default=False,
+            title="Follow",
+            description=(
+                "webhook_spool: keep reading new webhooks every poll_interval_seconds, "
+                "emitting STATE after each read, instead of ending when the spool is read."
+            ),
+        ),
+        th.Property(
+            "poll_interval_seconds",
+            th.NumberType,
+            default=1,
+            title="Poll interval (seconds)",
+            description="webhook_spool with follow: seconds between two reads of the spool.",
+        ),
+        th.Property(
             "start_date",
             th.DateType,
             title="Start date",
@@ -230,11 +298,28 @@ class TapDidomi(Tap):
                 "updated on or after it, on the first run."
             ),
         ),
+        th.Property(
+            "export_lookback_days",
+            th.IntegerType,
+            default=DEFAULT_LOOKBACK_DAYS,
+            title="Export look-back days",
+            description=(
+                "Exports: how many days of partitions, up to the newest one read, the state "
+                "remembers file by file, so that a file landing late in one of them (or a "
+                "back-filled day) is read once. Files landing in older partitions are named "
+                "in a warning, not read."
+            ),
+        ),
     ).to_dict()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # Before the SDK's check: its own messages end in "Config validation failed" and exit 1,
         # where a wrong setting is a configuration error (exit 2) saying what to write.
+        # The known settings are the tap's and the SDK's built-in ones (stream maps,
+        # flattening): what --about lists.
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        check_known_settings(self._config, set(schema.get("properties", {})))
         check_setting_types(self._config)
         # Only the settings the user wrote: validation fills in the schema's defaults.
         self._settings_given = {k for k, v in self._config.items() if v is not None}
@@ -244,18 +329,53 @@ class TapDidomi(Tap):
             raise ConfigError("; ".join(exc.errors) or str(exc)) from exc
 
     @functools.cached_property
-    def source(self) -> ExportSource | ApiSource:
+    def source(self) -> ExportSource | ApiSource | WebhookSource:
+        if self.config.get("webhook_spool") not in (None, ""):
+            return resolve_webhook_source(self.config)
         source = resolve_source(self.config)
         given = getattr(self, "_settings_given", set(self.config))
-        ignored = [name for name in API_ONLY_SETTINGS if name in given]
+        # A value equal to the default is no choice of the user's: Meltano passes a plugin
+        # definition's defaults as if they had been set.
+        defaults = {name: schema.get("default")
+                    for name, schema in self.config_jsonschema["properties"].items()}
+        ignored = [name for name in API_ONLY_SETTINGS
+                   if name in given and self.config.get(name) != defaults.get(name)]
         if isinstance(source, ExportSource) and ignored:
             logger.warning("%s %s to the Consents API only: ignored when reading exports "
                            "(export_path)", " and ".join(ignored),
                            "applies" if len(ignored) == 1 else "apply")
+        # Not a default a Meltano definition passes along: a value the user chose.
+        ignored = [name for name in EXPORT_ONLY_SETTINGS if name in given
+                   and self.config.get(name) != DEFAULT_LOOKBACK_DAYS]
+        if isinstance(source, ApiSource) and ignored:
+            logger.warning("%s applies to exports only: ignored when reading the Consents API",
+                           " and ".join(ignored))
         return source
+
+    @functools.cached_property
+    def progress(self) -> ProgressLog:
+        return ProgressLog(logger, progress_interval(os.environ, logger))
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        # A hand-edited export bookmark stops the tap here, before any output, with the entry
+        # named and what to write instead (not a traceback from the middle of a stream).
+        check_state(state)
+        super().load_state(state)
 
     def discover_streams(self) -> list[Stream]:
         source = self.source
+        if isinstance(source, WebhookSource):
+            try:
+                return [WebhooksStream(self, open_reader(source.webhook_spool))]
+            except SpoolError as exc:
+                raise ConfigError(str(exc)) from None
         if isinstance(source, ApiSource):
             # The API has no organisation-wide event listing (GET /consents/events needs a
             # user), so events come only from exports.
@@ -267,6 +387,34 @@ class TapDidomi(Tap):
         return streams
 
 
+@dataclass(frozen=True)
+class WebhookSource:
+    webhook_spool: str
+
+
+def resolve_webhook_source(config: dict[str, Any] | Any) -> WebhookSource:
+    """The webhook spool source, or ConfigError: it excludes the other sources."""
+    spool = config.get("webhook_spool")
+    if not isinstance(spool, str) or not spool.strip():
+        raise ConfigError('webhook_spool must be a folder path or a bucket URL in quotes, e.g. '
+                          '"./didomi-webhooks" or "s3://bucket/didomi-webhooks"')
+    others = [name for name in ("export_path", *API_SETTINGS) if config.get(name)]
+    if others:
+        raise ConfigError(
+            "webhook_spool and " + ", ".join(others) + " are both set: a configuration reads "
+            "one source. Unset " + ", ".join(others) + " to read the webhook spool (a Meltano "
+            "plugin inheriting from tap-didomi sets them to an empty string)")
+    follow = config.get("follow")
+    if follow is not None and not isinstance(follow, bool):
+        raise ConfigError("follow must be true or false, without quotes")
+    interval = config.get("poll_interval_seconds")
+    if interval is not None and (isinstance(interval, bool)
+                                 or not isinstance(interval, (int, float, Decimal))
+                                 or interval <= 0):
+        raise ConfigError("poll_interval_seconds must be a number of seconds above 0, e.g. 1")
+    return WebhookSource(spool.strip())
+
+
 def _has_events(store: ExportStore) -> bool:
     """Whether any partition of any export holds an ``events/`` folder (newest first)."""
     for export in store.exports():
@@ -276,32 +424,88 @@ def _has_events(store: ExportStore) -> bool:
     return False
 
 
+HELP = (
+    "Read Didomi consent (users and events) from batch exports in a folder, S3, GCS or Azure, or "
+    "from the Consents API, and write it as Singer messages on stdout. `tap-didomi --about` "
+    "lists every setting with its description; see tap-didomi's README.md."
+)
+RESUME_NOTE = ("No STATE was emitted past the last partition (exports) or listing (API) read "
+               "completely: the next run starts from there.")
+
+
 def cli() -> None:
-    """Console entry point: a clean message and a non-zero exit for what a user must fix."""
+    """Console entry point: a clean message and a non-zero exit for what a user must fix.
+
+    The message is one line logged at error level, so that Meltano shows it at
+    `--log-level=warning` too.
+    """
+    command = TapDidomi.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:])
+    if problem is not None:
+        _fail(f"configuration error: {problem}", 2)
     try:
-        TapDidomi.cli()
-    except ConfigError as exc:
-        sys.stderr.write(f"tap-didomi: configuration error: {exc}\n")
-        sys.exit(2)
+        command()
+    except (ConfigError, ExportPathError) as exc:
+        # ExportPathError: nothing exists at export_path, so nothing was read or is to resume.
+        _fail(f"configuration error: {exc}", 2)
+    except StateError as exc:
+        _fail(f"state error: {exc}", 2)
     except ConfigValidationError as exc:
         details = "; ".join(str(e) for e in exc.errors) or str(exc)
-        sys.stderr.write(f"tap-didomi: configuration error: {details}\n")
-        sys.exit(2)
-    except ExportPathError as exc:
-        # Nothing exists at export_path: nothing was read, so nothing to resume.
-        sys.stderr.write(f"tap-didomi: configuration error: {exc}\n")
-        sys.exit(2)
+        _fail(f"configuration error: {details}", 2)
     except (ExportDataError, DidomiAPIError, FatalAPIError, RetriableAPIError) as exc:
-        sys.stderr.write(
-            f"tap-didomi: error: {exc}\nNo STATE was emitted past the last partition (exports) "
-            "or listing (API) read completely: the next run starts from there.\n"
-        )
-        sys.exit(1)
+        _fail(f"error: {exc}. {RESUME_NOTE}", 1)
     except ExportError as exc:
         # Listing and storage problems: the note about resuming would only mislead when the
         # tap could not even list the export.
-        sys.stderr.write(f"tap-didomi: error: {exc}\n")
-        sys.exit(1)
+        _fail(f"error: {exc}", 1)
+
+
+def _fail(message: str, status: int) -> None:
+    logger.error("tap-didomi: %s", message)
+    sys.exit(status)
+
+
+def config_file_problem(argv: list[str]) -> str | None:
+    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if path == "ENV":
+            continue
+        try:
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return (f"the config file {path} does not exist: give the path of a JSON file of "
+                    "settings (`--about` lists them)")
+        except json.JSONDecodeError as exc:
+            return (f"the config file {path} is not valid JSON ({exc.msg} at line "
+                    f"{exc.lineno}, column {exc.colno}): fix it")
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"the config file {path} cannot be read ({exc})"
+        if not isinstance(settings, dict):
+            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
+                    'be an object of settings, e.g. {"export_path": "s3://bucket/prefix"}')
+    return None
+
+
+def about_text(info: AboutInfo) -> str:
+    """`--about` as text: every setting with its description, default and variable."""
+    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
+    for name, schema in info.settings.get("properties", {}).items():
+        facts = []
+        if schema.get("default") is not None:
+            facts.append(f"default {json.dumps(schema['default'])}")
+        if schema.get("secret"):
+            facts.append("secret")
+        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
+        lines.append(f"  {name} ({', '.join(facts)})")
+        lines += textwrap.wrap(schema.get("description") or "", 96,
+                               initial_indent="      ", subsequent_indent="      ",
+                               break_on_hyphens=False)
+    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,20 @@ def test_reads_every_partition_and_file_unchanged(tmp_path: Path, run_tap: TapRu
     consents = schemas["users"]["schema"]["properties"]["consents"]
     assert "object" in consents["type"]
 
+    both = ["part-00000.json.gz", "part-00001.json"]
+    for stream in ("users", "events"):
+        # The newest modification time of a file seen (checked in test_tap_trust_exports).
+        assert isinstance(run.state["bookmarks"][stream]["exports"]["exp-1"].pop("seen_until"),
+                          str)
     assert run.state["bookmarks"]["users"]["exports"] == {
-        "exp-1": {"date": "2025-03-03", "files": ["part-00000.json.gz", "part-00001.json"]}
+        "exp-1": {"date": "2025-03-03", "files": {"2025-03-01": both, "2025-03-02": both,
+                                                  "2025-03-03": both}}
     }
+    # 2025-03-02 has no events/ folder: read, with no file.
     assert run.state["bookmarks"]["events"]["exports"] == {
-        "exp-1": {"date": "2025-03-03", "files": ["events-0.json.gz"]}
+        "exp-1": {"date": "2025-03-03", "files": {"2025-03-01": ["events-0.json.gz"],
+                                                  "2025-03-02": [],
+                                                  "2025-03-03": ["events-0.json.gz"]}}
     }
 
 
@@ -70,9 +79,10 @@ def test_second_run_reads_only_what_is_new(tmp_path: Path, run_tap: TapRunner) -
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.records("users") == late + newer
     assert third.records("events") == []
-    assert third.state["bookmarks"]["users"]["exports"]["exp-1"] == {
-        "date": "2025-03-04", "files": ["part-00000.json.gz"]
-    }
+    files = third.state["bookmarks"]["users"]["exports"]["exp-1"]["files"]
+    assert third.state["bookmarks"]["users"]["exports"]["exp-1"]["date"] == "2025-03-04"
+    assert files["2025-03-03"] == ["part-00000.json.gz", "part-00001.json", "part-00002.json.gz"]
+    assert files["2025-03-04"] == ["part-00000.json.gz"]
     # The events bookmark moves on too: 2025-03-04 has no events folder, nothing to read.
     assert third.state["bookmarks"]["events"]["exports"]["exp-1"]["date"] == "2025-03-04"
 

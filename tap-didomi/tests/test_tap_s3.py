@@ -63,9 +63,17 @@ def test_reads_an_s3_export_incrementally(
         Key="incremental/data/export-id=exp-1/date=2025-03-04/users/part-0.json.gz",
         Body=gzip.compress((json.dumps(user(77, "2025-03-04T00:00:00Z")) + "\n").encode()),
     )
+    # A retried upload lands in a day already read: read too, once.
+    boto3.client("s3").put_object(
+        Bucket=BUCKET,
+        Key="incremental/data/export-id=exp-1/date=2025-03-02/users/part-9.json.gz",
+        Body=gzip.compress((json.dumps(user(78, "2025-03-02T23:00:00Z")) + "\n").encode()),
+    )
     second = run_tap(config, first.state, env=s3_env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert [r["id"] for r in second.records()] == ["user-0077"]
+    assert [r["id"] for r in second.records()] == ["user-0078", "user-0077"]
+    third = run_tap(config, second.state, env=s3_env)
+    assert third.returncode == 0 and third.records() == []
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in first.output + second.output
 
 

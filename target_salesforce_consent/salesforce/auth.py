@@ -109,6 +109,28 @@ class Token:
     access_token: str = field(repr=False)
     instance_url: str
     issued_at: str
+    #: The user the token acts as (the app's Run As user), from the identity URL in the token
+    #: response's ``id``; None when the response carries none.
+    user_id: str | None = None
+
+
+_ID_SEGMENT = re.compile(r"^[A-Za-z0-9]{15,18}$")
+
+
+def identity_user_id(identity_url: Any) -> str | None:
+    """The user id of an identity URL ``https://login.salesforce.com/id/{orgId}/{userId}``.
+
+    None when the value is not such a URL (no ``/id/`` followed by two Salesforce ids).
+    """
+    if not isinstance(identity_url, str):
+        return None
+    parts = urlsplit(identity_url.strip()).path.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != "id":
+        return None
+    org_id, user_id = parts[-2], parts[-1]
+    if not (_ID_SEGMENT.match(org_id) and _ID_SEGMENT.match(user_id)):
+        return None
+    return user_id
 
 
 def _auth_error(status: int, body: dict[str, Any]) -> AuthenticationError:
@@ -220,6 +242,7 @@ def fetch_token(
             access_token=str(body["access_token"]),
             instance_url=normalise_instance_url(returned_url),
             issued_at=str(body.get("issued_at") or ""),
+            user_id=identity_user_id(body.get("id")),
         )
     if isinstance(body, dict) and "error" in body and status < 500:
         raise _auth_error(status, body)

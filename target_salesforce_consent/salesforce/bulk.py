@@ -116,7 +116,7 @@ RESULT_FILES = ("successfulResults", "failedResults", "unprocessedrecords")
 
 
 def _result_files(info: Mapping[str, Any], uploaded: int) -> tuple[str, ...]:
-    """The result files worth reading (each GET is an API call; SPEC 9 counts them).
+    """The result files worth reading (each GET is an API call, and the benchmark counts them).
 
     A completed job whose counters say every row was processed and none failed has empty
     failed and unprocessed files; anything else (a Failed job, missing or odd counters) reads

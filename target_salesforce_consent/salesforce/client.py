@@ -172,6 +172,11 @@ class SalesforceClient:
         return self._current_token().instance_url
 
     @property
+    def user_id(self) -> str | None:
+        """The id of the user the client acts as (the token response's ``id``), if it says."""
+        return self._current_token().user_id
+
+    @property
     def authenticated(self) -> bool:
         """Whether a token was issued (the credentials and instance_url work)."""
         return self._token is not None

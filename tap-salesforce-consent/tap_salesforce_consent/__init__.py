@@ -1,0 +1,1 @@
+"""tap-salesforce-consent: consent changes people made in Salesforce, from field history."""

@@ -1,0 +1,1 @@
+"""target-didomi: consent changes made in Salesforce, written to Didomi as consent events."""

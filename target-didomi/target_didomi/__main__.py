@@ -1,0 +1,3 @@
+from target_didomi.target import cli
+
+cli()

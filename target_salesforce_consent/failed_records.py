@@ -1,0 +1,460 @@
+"""Failed records are kept durably and retried at the start of the next runs.
+
+A record that ends ``failed`` (a picklist value missing from ``value_map``, a record the target
+cannot read, a row Salesforce refused) is written, as the tap sent it and with the reason, to a
+folder: one file per batch as it ends (before the SDK emits the STATE that moves the tap on),
+so nothing is lost when a run stops half-way. The next run reads the folder before any new
+input and sends those records again, each report line marked ``"retry": n``. At the end of a
+run that completes, the folder is rewritten as one ``pending.jsonl``: records that failed again
+stay (until they have been retried ``max_record_retries`` times, then they move to
+``exhausted.jsonl``, kept for replay by hand but no longer retried); records that succeeded,
+or that a newer record of the same person superseded, are removed.
+
+Only whole-file writes, reads, listing and deletes are used, so the folder may be a bucket
+(``s3://``, ``gs://``, ``az://``, through fsspec) as well as a local path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import msgspec
+
+from target_salesforce_consent.didomi import UnreadableRecord, parse_timestamp
+from target_salesforce_consent.plan import to_micros
+from target_salesforce_consent.store import NO_TIMESTAMP
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_RETRIES",
+    "FailedEntry",
+    "FailedRecordStore",
+    "default_failed_records_root",
+    "open_folder",
+]
+
+DEFAULT_MAX_RECORD_RETRIES = 5
+PENDING = "pending.jsonl"
+EXHAUSTED = "exhausted.jsonl"
+_BATCH_FILE = re.compile(r"^run-[0-9TZ]+-[0-9a-f]+-\d+\.jsonl$")
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+#: Outcomes of a newer record that settle an older failed record of the same person: its values
+#: reached Salesforce, or Salesforce holds a newer consent.
+SETTLING_OUTCOMES = frozenset({"updated", "inserted", "skipped_unchanged", "skipped_stale"})
+
+
+class FailedEntry(msgspec.Struct, kw_only=True):
+    """One failed record, as kept in the folder (one JSON object per line)."""
+
+    key: str  # sha256 of the stream and the record as sent: the same record is kept once
+    stream: str
+    record: Any  # as the tap sent it; null for a line the JSON reader could not decode
+    organization_user_id: str | None
+    timestamp: str | None
+    error: str | None
+    failures: int  # runs in which it failed: 1 on the first, then one more per failed retry
+    first_failed_at: str
+    last_failed_at: str
+
+    @property
+    def retries(self) -> int:
+        return self.failures - 1
+
+
+_decode_entry = msgspec.json.Decoder(FailedEntry).decode
+
+
+def entry_key(stream: str, encoded_record: bytes) -> str:
+    digest = hashlib.sha256(stream.encode("utf-8", "backslashreplace"))
+    digest.update(b"\0")
+    digest.update(encoded_record)
+    return digest.hexdigest()
+
+
+def encode_record(raw: Any) -> bytes:
+    """The record as the tap sent it, as JSON bytes (kept with each buffered record)."""
+    if isinstance(raw, UnreadableRecord):
+        return b"null"
+    try:
+        return _encode(raw)
+    except (TypeError, UnicodeEncodeError, msgspec.EncodeError):  # a lone surrogate, ...
+        return json.dumps(raw, default=str).encode("utf-8", "backslashreplace")
+
+
+# -- where the folder is ------------------------------------------------------------------
+
+
+def default_failed_records_root(environ: Mapping[str, str]) -> str:
+    """Where failed records are kept when ``failed_records_path`` is not set: beside Meltano's
+    own run state under Meltano, else in the user's state folder (XDG)."""
+    project = environ.get("MELTANO_PROJECT_ROOT")
+    if project:
+        run = Path(project) / ".meltano" / "run"
+        return str(run / "target-salesforce-consent" / "failed-records")
+    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "target-salesforce-consent" / "failed-records")
+
+
+def store_name(instance_url: str, salesforce_object: str) -> str:
+    """The sub-folder of one org and object: two configurations never retry each other's."""
+    parts = urlsplit(instance_url)
+    host = (parts.hostname or "org") + (f"_{parts.port}" if parts.port else "")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{host}-{salesforce_object}")
+
+
+class Folder(Protocol):
+    location: str
+
+    def names(self) -> list[str]: ...
+    def check(self) -> None: ...
+    def read(self, name: str) -> bytes: ...
+    def write(self, name: str, data: bytes) -> None: ...
+    def delete(self, name: str) -> None: ...
+
+
+class LocalFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def check(self) -> None:
+        """The folder, or the nearest folder above it that exists, must be writable."""
+        existing = self.path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(existing))
+
+    def names(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_file())
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def write(self, name: str, data: bytes) -> None:
+        """Whole file or nothing: written aside, flushed to disk, then renamed into place."""
+        self.create()
+        partial = self.path / f".{name}.partial"
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path / name)
+
+    def delete(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+
+class BucketFolder:
+    """A folder in object storage through fsspec (an object is written whole or not at all)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import fsspec
+        except ImportError:
+            raise ValueError(
+                f"failed_records_path {url!r} is a URL, which needs fsspec and the store's own "
+                "package: pip install 'target-salesforce-consent[s3]' (or fsspec with gcsfs, "
+                "adlfs)"
+            ) from None
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"failed_records_path {url!r} cannot be opened: {exc}") from None
+        self.root = root.rstrip("/")
+        self.location = url.rstrip("/")
+
+    def create(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def check(self) -> None:
+        """The bucket must exist and be readable (listing it raises otherwise)."""
+        self.fs.ls(self.root.split("/", 1)[0], detail=False)
+
+    def names(self) -> list[str]:
+        self.fs.invalidate_cache(self.root)  # another run may have changed the folder
+        try:
+            listing = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            for info in listing
+            if info.get("type") == "file"
+        )
+
+    def read(self, name: str) -> bytes:
+        data: bytes = self.fs.cat_file(f"{self.root}/{name}")
+        return data
+
+    def write(self, name: str, data: bytes) -> None:
+        self.fs.pipe_file(f"{self.root}/{name}", data)
+
+    def delete(self, name: str) -> None:
+        if self.fs.exists(f"{self.root}/{name}"):
+            self.fs.rm_file(f"{self.root}/{name}")
+
+
+def open_folder(path: str, instance_url: str, salesforce_object: str) -> LocalFolder | BucketFolder:
+    """The store's folder for one org and object, under ``path`` (a local path or a URL)."""
+    name = store_name(instance_url, salesforce_object)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) and not path.startswith("file://"):
+        return BucketFolder(f"{path.rstrip('/')}/{name}")
+    local = path[len("file://") :] if path.startswith("file://") else path
+    return LocalFolder(Path(local).expanduser() / name)
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _person(ouid: str) -> bytes:
+    """The store's key of a person: any text, a lone surrogate included, as bytes."""
+    return ouid.lower().encode("utf-8", "surrogatepass")
+
+
+def _lines(entries: Iterable[FailedEntry]) -> bytes:
+    return b"".join(_line(e) + b"\n" for e in entries)
+
+
+def _line(entry: FailedEntry) -> bytes:
+    try:
+        return _encode(entry)
+    except UnicodeEncodeError:  # a lone surrogate: written as a JSON escape, as json does
+        record = entry.record
+        body = bytes(record) if isinstance(record, msgspec.Raw) else json.dumps(record).encode()
+        head = {f: getattr(entry, f) for f in entry.__struct_fields__ if f != "record"}
+        return json.dumps(head).encode()[:-1] + b', "record": ' + body + b"}"
+
+
+def _read_line(line: bytes) -> FailedEntry:
+    try:
+        return _decode_entry(line)
+    except msgspec.DecodeError:  # msgspec refuses a lone surrogate escape; json reads it
+        try:
+            return msgspec.convert(json.loads(line), FailedEntry)
+        except (ValueError, msgspec.ValidationError):
+            raise msgspec.DecodeError("not a failed record") from None
+
+
+@dataclass
+class _Retry:
+    entry: FailedEntry
+    failed_again: bool | None = None  # None: not settled in this run
+    error: str | None = None
+
+
+class FailedRecordStore:
+    """The failed records of one org and object, and what this run does with them."""
+
+    def __init__(
+        self,
+        folder: LocalFolder | BucketFolder,
+        max_retries: int,
+        *,
+        dry_run: bool,
+        logger: logging.Logger,
+    ) -> None:
+        self.folder = folder
+        self.max_retries = max_retries
+        self.dry_run = dry_run
+        self.logger = logger
+        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(
+            4
+        ).hex()
+        self._read_files: list[str] = []
+        self._written_files: list[str] = []
+        self._retries: dict[str, _Retry] = {}
+        self._exhausted: dict[str, FailedEntry] = {}
+        self._new: dict[str, FailedEntry] = {}
+        # Per person (lower-cased organization_user_id), the newest timestamp of a record of
+        # this run that settled it: on disk, since it grows with the stream (as store.py).
+        # Batches settle on the batch worker, the last ones on the thread that ends the run.
+        self._settled = sqlite3.connect("", check_same_thread=False)
+        self._settled.execute(
+            "CREATE TABLE settled (person BLOB PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        self._batches = 0
+
+    def close(self) -> None:
+        self._settled.close()
+
+    def check(self) -> None:
+        """Fail now (a configuration error) if the folder cannot be used. Nothing is created:
+        a run with no failed records leaves no trace."""
+        self.folder.check()
+        self.folder.names()
+
+    # -- start of the run ------------------------------------------------------------------
+
+    def load(self) -> list[FailedEntry]:
+        """The records to send again, oldest failure first (read before any new input)."""
+        kept: dict[str, FailedEntry] = {}
+        for name in self.folder.names():
+            if name == EXHAUSTED:
+                for entry in self._entries(name):
+                    self._exhausted[entry.key] = entry
+                continue
+            if name != PENDING and not _BATCH_FILE.match(name):
+                continue
+            self._read_files.append(name)
+            for entry in self._entries(name):
+                held = kept.get(entry.key)
+                if held is None or entry.failures > held.failures:
+                    kept[entry.key] = entry
+        for entry in kept.values():
+            self._retries[entry.key] = _Retry(entry)
+        if kept:
+            self.logger.info(
+                "Sending again %d record(s) that failed in earlier runs (kept in %s)",
+                len(kept),
+                self.folder.location,
+            )
+        return sorted(kept.values(), key=lambda e: (e.first_failed_at, e.key))
+
+    def _entries(self, name: str) -> Iterator[FailedEntry]:
+        for number, line in enumerate(self.folder.read(name).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                yield _read_line(line)
+            except msgspec.DecodeError as exc:
+                self.logger.warning(
+                    "Skipped line %d of %s/%s, which is not a failed record (%s)",
+                    number, self.folder.location, name, exc,
+                )  # fmt: skip
+
+    # -- each batch ------------------------------------------------------------------------
+
+    def batch_done(self, outcomes: Iterable[tuple[Any, str, bool, str | None]], kept: bool) -> None:
+        """One batch's records, settled: (item, outcome, failed, error) each.
+
+        ``kept``: the batch completed (its STATE may follow). A batch that stops the run keeps
+        nothing new: no STATE covers it, so the tap sends its records again.
+        """
+        new: list[FailedEntry] = []
+        settled: list[tuple[bytes, int]] = []
+        now = _now()
+        for item, outcome, failed, error in outcomes:
+            if item.ouid and outcome in SETTLING_OUTCOMES:
+                ts = NO_TIMESTAMP if item.ts is None else item.ts
+                settled.append((_person(item.ouid), ts))
+            retry = self._retries.get(item.failed_key) if item.failed_key else None
+            if retry is not None:
+                if kept:
+                    retry.failed_again, retry.error = failed, error
+                continue
+            if not failed:
+                continue
+            if not kept or item.raw is None:
+                continue
+            key = entry_key(item.stream, item.raw)
+            if key in self._new or key in self._retries:
+                continue
+            entry = FailedEntry(
+                key=key,
+                stream=item.stream,
+                record=msgspec.Raw(item.raw),
+                organization_user_id=item.ouid,
+                timestamp=item.timestamp,
+                error=error,
+                failures=1,
+                first_failed_at=now,
+                last_failed_at=now,
+            )
+            self._new[key] = entry
+            new.append(entry)
+        with self._settled:
+            self._settled.executemany(
+                "INSERT INTO settled VALUES (?, ?) ON CONFLICT (person) "
+                "DO UPDATE SET ts = max(ts, excluded.ts)",
+                settled,
+            )
+        if new and not self.dry_run:
+            self._batches += 1
+            name = f"run-{self.run_id}-{self._batches}.jsonl"
+            self.folder.write(name, _lines(new))
+            self._written_files.append(name)
+
+    # -- end of a completed run ------------------------------------------------------------
+
+    def _superseded(self, entry: FailedEntry) -> bool:
+        """Whether a newer record of the same person settled in this run."""
+        row = self._settled.execute(
+            "SELECT ts FROM settled WHERE person = ?", (_person(entry.organization_user_id or ""),)
+        ).fetchone()
+        if row is None:
+            return False
+        newer: int = row[0]
+        try:
+            failed_at = parse_timestamp(entry.timestamp) if entry.timestamp else None
+        except (ValueError, OverflowError):
+            failed_at = None
+        return failed_at is None or newer > to_micros(failed_at)
+
+    def finish(self) -> None:
+        """Rewrite the folder: what is still to retry in ``pending.jsonl``, what no longer
+        will be in ``exhausted.jsonl``; the batch files it folds in are removed."""
+        if self.dry_run or not (self._read_files or self._new or self._retries):
+            return
+        now = _now()
+        pending: list[FailedEntry] = []
+        exhausted: dict[str, FailedEntry] = dict(self._exhausted)
+        written, dropped, superseded = 0, 0, 0
+        for retry in self._retries.values():
+            entry = retry.entry
+            if retry.failed_again is None:
+                pending.append(entry)  # not settled in this run (a batch that stopped it)
+            elif not retry.failed_again:
+                written += 1
+            elif self._superseded(entry):
+                superseded += 1
+            else:
+                entry.failures += 1
+                entry.last_failed_at = now
+                entry.error = retry.error or entry.error
+                if entry.retries >= self.max_retries:
+                    exhausted[entry.key] = entry
+                    dropped += 1
+                else:
+                    pending.append(entry)
+        for entry in self._new.values():
+            if self._superseded(entry):
+                superseded += 1
+            else:
+                pending.append(entry)
+        self.folder.write(PENDING, _lines(pending))
+        if dropped or (exhausted and len(exhausted) != len(self._exhausted)):
+            self.folder.write(EXHAUSTED, _lines(exhausted.values()))
+        for name in {*self._read_files, *self._written_files} - {PENDING}:
+            self.folder.delete(name)
+        if written or superseded or dropped or pending:
+            self.logger.info(
+                "Failed records: %d from earlier runs now settled, %d superseded by a newer "
+                "record of the same person, %d given up after %d retries (kept in %s), %d kept "
+                "to retry next run in %s",
+                written, superseded, dropped, self.max_retries, EXHAUSTED, len(pending),
+                f"{self.folder.location}/{PENDING}",
+            )  # fmt: skip
