@@ -11,7 +11,7 @@ the records a batch is about to change and applies it to their plans.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -129,14 +129,15 @@ class SalesforceChanges:
         self,
         groups: Mapping[str, PlannedGroup],
         matches: Mapping[str, Sequence[Mapping[str, Any]]],
+        fetch_all: Callable[[Sequence[str]], Iterable[Iterable[Mapping[str, Any]]]] | None = None,
     ) -> None:
         """Replace each group's plan by one that leaves alone what a person changed since.
         Reads the history only of records about to change, in queries chunked like the match
-        queries."""
+        queries (run by ``fetch_all``, a few at a time, when given)."""
         ids = [row["Id"] for g in groups.values() if g.plan for row in g.plan.update_rows]
         if not ids:
             return
-        newest = newest_changes(self.reader.changes_of(ids))
+        newest = newest_changes(self.reader.changes_of(ids, fetch_all))
         ts_field = self.rs.consent_timestamp_field
         for key, group in groups.items():
             if group.plan is not None:

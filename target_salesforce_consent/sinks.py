@@ -390,6 +390,7 @@ class BatchProcessor:
             }
             now = {k: g for k, g in batch.groups.items() if k not in batch.late}
             self._plan(now, matches)
+            del matches  # planned: not held while the earlier batch is awaited
             self._start_part(batch, now)
         except Exception as exc:
             self._stage_failed(batch, exc)
@@ -445,7 +446,7 @@ class BatchProcessor:
         for key, group in groups.items():
             group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
         if self.salesforce_changes is not None:  # a field a person changed since is kept
-            self.salesforce_changes.apply(groups, matches)
+            self.salesforce_changes.apply(groups, matches, self.match_pool.fetch_all)
         if self.planned is not None:  # a dry run's later batches plan on top of this plan
             self.planned.remember(groups, self.store, bool(self.rs.consent_timestamp_field))
         for group in groups.values():

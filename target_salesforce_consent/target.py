@@ -667,7 +667,11 @@ class TargetSalesforceConsent(Target):
             self._start_run()
             assert self._processor is not None
         item = self._processor.read(stream, raw)
-        if self._failed is not None and not self._failed.dry_run:
+        if (
+            self._failed is not None
+            and not self._failed.dry_run
+            and item.outcome in (None, Outcome.FAILED)  # filtered ones never fail
+        ):
             item.raw = encode_record(raw)  # kept should the record fail
         return item
 

@@ -8,7 +8,7 @@ here (pure) and run by :class:`HistoryReader` (I/O).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -198,10 +198,20 @@ class HistoryReader:
             )
         return None
 
-    def changes_of(self, record_ids: Iterable[str]) -> Iterator[FieldChange]:
-        """Changes of the records ``record_ids``, in no particular order."""
-        for soql in self.queries.queries(record_ids):
-            for row in self.client.query_all(soql):
+    def changes_of(
+        self,
+        record_ids: Iterable[str],
+        fetch_all: Callable[[Sequence[str]], Iterable[Iterable[Mapping[str, Any]]]] | None = None,
+    ) -> Iterator[FieldChange]:
+        """Changes of the records ``record_ids``, in no particular order. ``fetch_all`` runs
+        the queries (the rows of each); by default one after another."""
+        queries = self.queries.queries(record_ids)
+        answers = (
+            fetch_all(queries) if fetch_all is not None
+            else (self.client.query_all(soql) for soql in queries)
+        )
+        for rows in answers:
+            for row in rows:
                 change = parse_change(row, self.parent, self.names)
                 if change is not None and change.changed_by_id not in self.exclude_user_ids:
                     yield change
