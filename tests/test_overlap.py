@@ -18,14 +18,14 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from salesforce_sandbox import Sandbox
 
-from target_salesforce_consent.pipeline import MATCH_CONCURRENCY, conflicting_keys
+from target_salesforce_consent.pipeline import MATCH_CONCURRENCY, MatchPool, conflicting_keys
 from target_salesforce_consent.salesforce.bulk import time_to_done
 from tests.conftest import SEED, FastTarget, base_config, newsletter, run_target, singer_lines, user
 
@@ -357,3 +357,27 @@ def test_people_matched_again_keep_what_a_person_changed_in_salesforce(tmp_path:
     assert lines[1]["salesforce_kept"] == {jane: ["HasOptedOutOfEmail"]}
     assert lead["HasOptedOutOfEmail"] is True and lead["Didomi_Newsletter__c"] is True
     assert result.states == [{"s": 1}]
+
+
+def test_history_queries_run_on_the_match_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The history of a batch's records to change takes several queries (the URI limit): they
+    # are handed to the pool together, as the match queries are, not sent one after another.
+    handed: list[list[str]] = []
+    fetch_all = MatchPool.fetch_all
+
+    def spy(pool: MatchPool, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
+        handed.append(list(queries))
+        return fetch_all(pool, queries)
+
+    monkeypatch.setattr(MatchPool, "fetch_all", spy)
+    with Sandbox(seed=copy.deepcopy(SEED)) as sb:
+        sb.add_records("Lead", [{"LastName": f"P{n}", "Company": "Acme",
+                                 "Email": f"p{n}@example.com"} for n in range(1500)])  # fmt: skip
+        result = run_target(base_config(sb, tmp_path / "report.jsonl", batch_size_rows=2000),
+                            singer_lines(people("p", 1500, 1, True)))  # fmt: skip
+    assert result.error is None, result.stderr
+    assert set(result.outcomes.values()) == {"updated"}
+    history = [[q for q in queries if "FROM LeadHistory" in q] for queries in handed]
+    assert max(len(queries) for queries in history) >= 2
