@@ -10,7 +10,7 @@ overlapping safe:
 * a person of the next batch whose Salesforce records the batch in flight is writing is matched
   again once that write is confirmed: planning never looks at what Salesforce held before it.
 
-Nothing here touches the run store or the report: those stay on the thread that reads input.
+Nothing here touches the run store or the report: the batch worker does, one batch at a time.
 """
 
 from __future__ import annotations
