@@ -253,3 +253,85 @@ def test_an_outage_while_checking_the_history_stops_the_run(
     assert "Salesforce is unavailable" in str(result.error)
     assert "Falling back" not in result.stderr
     assert org.ingest_jobs() == []
+
+
+# A Didomi user record has one updated_at for all purposes: a newer choice on the phone purpose
+# makes the unchanged newsletter choice look newer than a rep's later change of its field.
+JOHN = "john@example.com"  # seeded opted out of email
+TWO_PURPOSES = [
+    {"id": "HasOptedOutOfEmail", "value": "purposes.newsletter.enabled", "invert": True},
+    {"id": "DoNotCall", "value": "purposes.phone.enabled", "invert": True},
+]
+
+
+def two_purposes(newsletter: bool, phone: bool, at: str, **extra: Any) -> dict[str, Any]:
+    purposes = [{"id": "newsletter", "enabled": newsletter}, {"id": "phone", "enabled": phone}]
+    return user(JOHN, purposes=purposes, updated_at=at, **extra)
+
+
+def test_an_unchanged_choice_on_a_newer_user_record_keeps_the_reps_later_opt_out(
+    org: Sandbox, report_path: Path
+) -> None:
+    config = base_config(org, report_path, mappings=TWO_PURPOSES)
+    john_id = lead_id(org, JOHN)
+    # The pipeline writes John's newsletter opt-in (a history row naming its own user)...
+    first = run_target(config, singer_lines([two_purposes(True, True, "2025-03-01T00:00:00Z")]))
+    assert first.line_for(JOHN)["outcome"] == "updated"
+    assert lead(org, JOHN)["HasOptedOutOfEmail"] is False
+    # ...a rep opts him out of emails after that...
+    org.update_as(rep(org), "Lead", john_id, {"HasOptedOutOfEmail": True}, at="2025-03-10T09:00:00Z")
+    # ...and his Didomi record is newer only because he turned phone calls off since: the
+    # newsletter value is the one the pipeline last wrote, not a new choice.
+    second = run_target(config, singer_lines([two_purposes(True, False, "2025-03-11T00:00:00Z")]))
+    assert second.error is None, second.stderr
+    line = second.line_for(JOHN)
+    assert line["outcome"] == "updated"
+    assert line["salesforce_kept"] == {john_id: ["HasOptedOutOfEmail"]}
+    assert line["fields"] == {"HasOptedOutOfEmail": True, "DoNotCall": True}
+    assert lead(org, JOHN)["HasOptedOutOfEmail"] is True  # not re-subscribed
+    assert lead(org, JOHN)["DoNotCall"] is True  # the new phone choice is written
+
+
+@pytest.fixture
+def org_with_note() -> Iterator[Sandbox]:
+    with Sandbox(seed=seed(history_tracked_fields=[*TRACKED, "Consent_Note__c"])) as sb:
+        yield sb
+
+
+def test_a_repeated_value_keeps_the_reps_change_and_a_new_value_after_it_is_written(
+    org_with_note: Sandbox, report_path: Path
+) -> None:
+    org = org_with_note
+    mappings = [
+        {"id": "Consent_Note__c", "value": "metadata.newsletter_status"},
+        {"id": "DoNotCall", "value": "purposes.phone.enabled", "invert": True},
+    ]
+    config = base_config(org, report_path, mappings=mappings)
+    john_id = lead_id(org, JOHN)
+
+    def john(status: str, phone: bool, at: str) -> list[str]:
+        return singer_lines(
+            [two_purposes(True, phone, at, metadata={"newsletter_status": status})]
+        )
+
+    run_target(config, john("subscribed", True, "2025-03-01T00:00:00Z"))
+    assert lead(org, JOHN)["Consent_Note__c"] == "subscribed"
+    org.update_as(
+        rep(org), "Lead", john_id, {"Consent_Note__c": "unsubscribed"}, at="2025-03-10T09:00:00Z"
+    )
+    # A newer record repeating the value the pipeline last wrote: nothing left to write.
+    repeated = run_target(config, john("subscribed", True, "2025-03-11T00:00:00Z"))
+    assert repeated.error is None, repeated.stderr
+    assert repeated.line_for(JOHN)["outcome"] == "skipped_salesforce_newer"
+    assert repeated.line_for(JOHN)["salesforce_kept"] == {john_id: ["Consent_Note__c"]}
+    assert lead(org, JOHN)["Consent_Note__c"] == "unsubscribed"
+    # A value the pipeline never wrote, chosen after the rep's change, is a new choice: written.
+    new = run_target(config, john("paused", True, "2025-03-12T00:00:00Z"))
+    assert new.error is None, new.stderr
+    assert new.line_for(JOHN)["outcome"] == "updated"
+    assert new.line_for(JOHN)["salesforce_kept"] == {}
+    assert lead(org, JOHN)["Consent_Note__c"] == "paused"
+    # The same new value older than the rep's change is not.
+    org.update_as(rep(org), "Lead", john_id, {"Consent_Note__c": "unsubscribed"})
+    older = run_target(config, john("stopped", True, "2025-03-12T00:00:00Z"))
+    assert older.line_for(JOHN)["outcome"] == "skipped_salesforce_newer"
