@@ -236,8 +236,13 @@ class SalesforceChanges:
         for key, group in groups.items():
             if group.plan is not None:
                 group.plan = respect_changes(
-                    group.plan, group.state, matches.get(key, ()), newest, ts_field,
-                    written, types,
+                    group.plan,
+                    group.state,
+                    matches.get(key, ()),
+                    newest,
+                    ts_field,
+                    written,
+                    types,
                 )
 
 

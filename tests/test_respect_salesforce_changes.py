@@ -279,7 +279,9 @@ def test_an_unchanged_choice_on_a_newer_user_record_keeps_the_reps_later_opt_out
     assert first.line_for(JOHN)["outcome"] == "updated"
     assert lead(org, JOHN)["HasOptedOutOfEmail"] is False
     # ...a rep opts him out of emails after that...
-    org.update_as(rep(org), "Lead", john_id, {"HasOptedOutOfEmail": True}, at="2025-03-10T09:00:00Z")
+    org.update_as(
+        rep(org), "Lead", john_id, {"HasOptedOutOfEmail": True}, at="2025-03-10T09:00:00Z"
+    )
     # ...and his Didomi record is newer only because he turned phone calls off since: the
     # newsletter value is the one the pipeline last wrote, not a new choice.
     second = run_target(config, singer_lines([two_purposes(True, False, "2025-03-11T00:00:00Z")]))
@@ -309,10 +311,8 @@ def test_a_repeated_value_keeps_the_reps_change_and_a_new_value_after_it_is_writ
     config = base_config(org, report_path, mappings=mappings)
     john_id = lead_id(org, JOHN)
 
-    def john(status: str, phone: bool, at: str) -> list[str]:
-        return singer_lines(
-            [two_purposes(True, phone, at, metadata={"newsletter_status": status})]
-        )
+    def john(status: str, phone: bool, at: str) -> str:
+        return singer_lines([two_purposes(True, phone, at, metadata={"newsletter_status": status})])
 
     run_target(config, john("subscribed", True, "2025-03-01T00:00:00Z"))
     assert lead(org, JOHN)["Consent_Note__c"] == "subscribed"
