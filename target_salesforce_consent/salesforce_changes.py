@@ -225,12 +225,18 @@ class SalesforceChanges:
         ids = [row["Id"] for g in groups.values() if g.plan for row in g.plan.update_rows]
         if not ids:
             return
-        # One read of everybody's changes: people's say what they set and when, the
-        # pipeline's own say what it last wrote (same queries, no more calls than people's).
-        changes = list(self.reader.every_change_of(ids))
-        own = self.reader.exclude_user_ids
-        newest = newest_changes(c for c in changes if c.changed_by_id not in own)
-        written = last_writes(c for c in changes if c.changed_by_id in own)
+        newest = newest_changes(self.reader.changes_of(ids))
+        # The pipeline's own rows matter only where a person changed a field about to be
+        # written: read for those records alone (usually none, so no extra call), rather than
+        # with people's rows, which would page through every write the pipeline ever made.
+        contested = [
+            row["Id"]
+            for g in groups.values()
+            if g.plan
+            for row in g.plan.update_rows
+            if any(name in newest.get(row["Id"], {}) for name in row)
+        ]
+        written = last_writes(self.reader.own_changes_of(contested)) if contested else {}
         ts_field = self.rs.consent_timestamp_field
         types = self.rs.field_types
         for key, group in groups.items():
