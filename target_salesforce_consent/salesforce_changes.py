@@ -6,22 +6,15 @@ again. The field history (``LeadHistory`` / ``ContactHistory``) says who changed
 when; changes by the user this target authenticates as are its own writes, not a person's.
 :func:`respect_changes` is the decision (pure); :class:`SalesforceChanges` reads the history of
 the records a batch is about to change and applies it to their plans.
-
-A Didomi user record has one ``updated_at`` for all its purposes: a newer choice on one purpose
-makes the unchanged, older choice on another look newer than a person's later change of that
-field. So a value the pipeline itself last wrote to a field is not a new choice, and never
-overrides what a person set since, whatever the record's time; only a value that differs from
-the pipeline's last write is judged by time.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
-from target_salesforce_consent.mapping import FieldType, same_value
 from target_salesforce_consent.plan import GroupPlan, to_micros
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.client import SalesforceClient
@@ -42,66 +35,6 @@ def newest_changes(changes: Iterable[FieldChange]) -> dict[str, dict[str, int]]:
         if at > per_record.get(change.field, -1):
             per_record[change.field] = at
     return newest
-
-
-@dataclass(frozen=True, slots=True)
-class LastWrite:
-    """The pipeline's own newest history row of a field: when (micros) and the value set."""
-
-    at: int
-    history_id: str
-    value: Any
-
-
-#: Salesforce Id -> field -> the pipeline's own last write of it
-LastWrites = Mapping[str, Mapping[str, LastWrite]]
-
-
-def last_writes(changes: Iterable[FieldChange]) -> dict[str, dict[str, LastWrite]]:
-    """The newest of ``changes`` (the pipeline's own) per record and field; ties by history Id
-    (Salesforce numbers rows in the order they are made)."""
-    last: dict[str, dict[str, LastWrite]] = {}
-    for change in changes:
-        write = LastWrite(to_micros(change.changed_at), change.history_id, change.new_value)
-        per_record = last.setdefault(change.record_id, {})
-        held = per_record.get(change.field)
-        if held is None or (write.at, write.history_id) > (held.at, held.history_id):
-            per_record[change.field] = write
-    return last
-
-
-def is_pipelines_last_value(
-    cell: str, last: LastWrite | None, ftype: FieldType, *, as_set: bool = False
-) -> bool:
-    """Whether ``cell`` (as the batch would send it) is the value the pipeline last wrote to
-    the field, compared as Salesforce values (a checkbox's history value is a JSON boolean or
-    ``"true"``/``"false"``, a cell CSV text). Never for a multi-select field or a list: field
-    history records no values for them."""
-    if last is None or cell == "" or as_set or ftype.type.lower() == "multipicklist":
-        return False
-    return same_value(cell, last.value, ftype)
-
-
-def person_change_stands(
-    cell: str,
-    choice_ts: int | None,
-    changed_at: int,
-    last: LastWrite | None,
-    ftype: FieldType,
-    *,
-    as_set: bool = False,
-) -> bool:
-    """Whether a person's change of a field (the newest at ``changed_at``) is kept rather than
-    overwritten by ``cell``, the Didomi choice made at ``choice_ts``.
-
-    The field is about to change, so Salesforce holds something else than ``cell``: when
-    ``cell`` is what the pipeline last wrote, somebody changed the field since, and the Didomi
-    record merely repeats an old choice (its time may be newer only because another purpose
-    changed). Otherwise the choice is new and wins only when made after the person's change.
-    """
-    if is_pipelines_last_value(cell, last, ftype, as_set=as_set):
-        return True
-    return not choice_is_newer(choice_ts, changed_at)
 
 
 def choice_is_newer(choice_ts: int | None, changed_at: int) -> bool:
@@ -127,12 +60,8 @@ def respect_changes(
     records: Sequence[Mapping[str, Any]],
     newest: NewestChanges,
     timestamp_field: str | None,
-    last: LastWrites | None = None,
-    field_types: Mapping[str, FieldType] | None = None,
 ) -> GroupPlan:
-    """``plan`` without the cells of fields a person changed in Salesforce after the choice,
-    or after the pipeline last wrote the value the choice repeats (see
-    :func:`person_change_stands`; ``last`` and ``field_types`` are needed for that).
+    """``plan`` without the cells of fields a person changed in Salesforce after the choice.
 
     A row left with no mapped field is not written (nor its consent timestamp); a plan left
     with no row is ``skipped_salesforce_newer``. ``kept`` lists, per record, the fields left as
@@ -144,13 +73,12 @@ def respect_changes(
     kept: dict[str, list[str]] = {}
     for row in plan.update_rows:
         changed = newest.get(row["Id"], {})
-        written_last = (last or {}).get(row["Id"], {})
         keep = sorted(
             name
             for name in row
             if name in changed
             and name in person.choices
-            and _stands(row[name], person, name, changed[name], written_last, field_types)
+            and not choice_is_newer(person.choices[name].ts, changed[name])
         )
         if not keep:
             rows.append(row)
@@ -183,23 +111,6 @@ def respect_changes(
     )
 
 
-def _stands(
-    cell: str,
-    person: PersonState,
-    name: str,
-    changed_at: int,
-    written_last: Mapping[str, LastWrite],
-    field_types: Mapping[str, FieldType] | None,
-) -> bool:
-    choice = person.choices[name]
-    ftype = (field_types or {}).get(name)
-    if ftype is None:  # no type known: judged by time only
-        return not choice_is_newer(choice.ts, changed_at)
-    return person_change_stands(
-        cell, choice.ts, changed_at, written_last.get(name), ftype, as_set=choice.is_list
-    )
-
-
 class PlannedGroup(Protocol):
     """A person's merged state and plan, as the batch holds them."""
 
@@ -226,29 +137,11 @@ class SalesforceChanges:
         if not ids:
             return
         newest = newest_changes(self.reader.changes_of(ids))
-        # The pipeline's own rows matter only where a person changed a field about to be
-        # written: read for those records alone (usually none, so no extra call), rather than
-        # with people's rows, which would page through every write the pipeline ever made.
-        contested = [
-            row["Id"]
-            for g in groups.values()
-            if g.plan
-            for row in g.plan.update_rows
-            if any(name in newest.get(row["Id"], {}) for name in row)
-        ]
-        written = last_writes(self.reader.own_changes_of(contested)) if contested else {}
         ts_field = self.rs.consent_timestamp_field
-        types = self.rs.field_types
         for key, group in groups.items():
             if group.plan is not None:
                 group.plan = respect_changes(
-                    group.plan,
-                    group.state,
-                    matches.get(key, ()),
-                    newest,
-                    ts_field,
-                    written,
-                    types,
+                    group.plan, group.state, matches.get(key, ()), newest, ts_field
                 )
 
 

@@ -9,7 +9,6 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from target_salesforce_consent.mapping import FieldType
 from target_salesforce_consent.plan import plan_group, to_micros
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.auth import identity_user_id
@@ -21,15 +20,8 @@ from target_salesforce_consent.salesforce.history import (
     parse_change,
 )
 from target_salesforce_consent.salesforce.soql import MAX_URL_BYTES, URL_SAFETY_MARGIN
-from target_salesforce_consent.salesforce_changes import (
-    LastWrite,
-    is_pipelines_last_value,
-    last_writes,
-    newest_changes,
-    person_change_stands,
-    respect_changes,
-)
-from tests.test_plan import TYPES, consent, lead, resolved
+from target_salesforce_consent.salesforce_changes import newest_changes, respect_changes
+from tests.test_plan import consent, lead, resolved
 
 LEAD_ID = "00Q000000000001AAA"
 REP = "005000000000002AAA"
@@ -209,94 +201,3 @@ def test_changes_of_other_records_or_fields_change_nothing() -> None:
         ]
     )
     assert respect_changes(plan, person, records, newest, None) == plan
-
-
-PIPELINE = "005000000000001AAA"
-CHECKBOX = FieldType("HasOptedOutOfEmail", "boolean")
-TEXT = FieldType("Consent_Note__c", "string", 255)
-JAN_2 = to_micros(datetime(2025, 1, 2, tzinfo=timezone.utc))
-
-
-def own(field: str, at: str, value: Any, history_id: str = "017A") -> FieldChange:
-    when = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    return FieldChange(history_id, LEAD_ID, field, None, value, when, PIPELINE)
-
-
-def test_the_pipelines_last_write_per_record_and_field_is_the_newest_ties_by_history_id() -> None:
-    last = last_writes(
-        [
-            own("HasOptedOutOfEmail", "2025-01-01T00:00:00Z", True, "017B"),
-            own("HasOptedOutOfEmail", "2025-01-01T00:00:00Z", False, "017A"),
-            own("HasOptedOutOfEmail", "2024-12-01T00:00:00Z", "true", "017C"),
-        ]
-    )
-    assert last[LEAD_ID]["HasOptedOutOfEmail"].value is True
-    assert last[LEAD_ID]["HasOptedOutOfEmail"].history_id == "017B"
-
-
-@pytest.mark.parametrize(
-    ("cell", "history_value", "ftype", "same"),
-    [
-        # checkbox history values come as JSON booleans or as text
-        ("false", False, CHECKBOX, True),
-        ("false", "false", CHECKBOX, True),
-        ("true", "true", CHECKBOX, True),
-        ("true", False, CHECKBOX, False),
-        ("true", None, CHECKBOX, False),
-        ("subscribed", "subscribed", TEXT, True),
-        ("paused", "subscribed", TEXT, False),
-        ("", "subscribed", TEXT, False),  # no choice is never "the same"
-    ],
-)
-def test_a_cell_is_compared_with_the_pipelines_last_value_as_salesforce_values(
-    cell: str, history_value: Any, ftype: FieldType, same: bool
-) -> None:
-    last = LastWrite(JAN_2, "017A", history_value)
-    assert is_pipelines_last_value(cell, last, ftype) is same
-
-
-def test_multi_select_values_are_never_taken_for_the_pipelines_last_write() -> None:
-    # field history records no values for multi-select picklists (None on both sides)
-    last = LastWrite(JAN_2, "017A", None)
-    assert not is_pipelines_last_value("#N/A", last, FieldType("Topics__c", "multipicklist"))
-    assert not is_pipelines_last_value("A", LastWrite(JAN_2, "017A", "A"), TEXT, as_set=True)
-    assert not is_pipelines_last_value("false", None, CHECKBOX)
-
-
-@pytest.mark.parametrize(
-    ("cell", "last_value", "choice_at", "stands"),
-    [
-        # the value the pipeline last wrote: the person's later change stands, whatever the time
-        ("false", False, "2025-06-01T00:00:00Z", True),
-        ("false", "false", "2025-06-01T00:00:00Z", True),
-        # a new value: judged by time as before
-        ("true", False, "2025-06-01T00:00:00Z", False),
-        ("true", False, "2025-01-01T00:00:00Z", True),
-        # the pipeline never wrote the field: judged by time as before
-        ("false", None, "2025-06-01T00:00:00Z", False),
-        ("false", None, "2025-01-01T00:00:00Z", True),
-    ],
-)
-def test_a_persons_change_stands_against_a_repeated_value_and_an_older_new_one(
-    cell: str, last_value: Any, choice_at: str, stands: bool
-) -> None:
-    choice_ts = to_micros(datetime.fromisoformat(choice_at.replace("Z", "+00:00")))
-    last = LastWrite(JAN_2 - 10**9, "017A", last_value) if last_value is not None else None
-    assert person_change_stands(cell, choice_ts, JAN_2, last, CHECKBOX) is stands
-
-
-def test_a_newer_record_repeating_the_pipelines_last_write_keeps_the_field() -> None:
-    # The pipeline wrote the opt-in, a rep opted out on Jan 2, the record is newer (another
-    # purpose changed) but holds the same opt-in.
-    person, plan, records = _plan("2025-03-01T00:00:00Z")
-    newest = newest_changes([change("HasOptedOutOfEmail", "2025-01-02T00:00:00Z")])
-    written = last_writes([own("HasOptedOutOfEmail", "2024-12-01T00:00:00Z", False)])
-    respected = respect_changes(plan, person, records, newest, None, written, TYPES)
-    assert respected.kept == {LEAD_ID: ["HasOptedOutOfEmail"]}
-    assert respected.update_rows == [{"Id": LEAD_ID, "Topics__c": "A"}]
-    # without the pipeline's rows (or their types) the time decides, as before
-    assert respect_changes(plan, person, records, newest, None).kept == {}
-    assert respect_changes(plan, person, records, newest, None, written).kept == {}
-    # a last write of the other value makes the record's value a new choice: written
-    other = last_writes([own("HasOptedOutOfEmail", "2024-12-01T00:00:00Z", True)])
-    assert respect_changes(plan, person, records, newest, None, other, TYPES) == plan

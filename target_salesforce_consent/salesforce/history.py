@@ -98,25 +98,19 @@ def parse_change(
     )
 
 
-def _conditions(
-    fields: Sequence[str], exclude_user_ids: Iterable[str], only_user_ids: Iterable[str] = ()
-) -> list[str]:
+def _conditions(fields: Sequence[str], exclude_user_ids: Iterable[str]) -> list[str]:
     for name in fields:
         check_name(name, "field name")
     conditions = [f"Field IN ({', '.join(quote(f) for f in fields)})"]
     excluded = sorted({u for u in exclude_user_ids if u})
     if excluded:
         conditions.append(f"CreatedById NOT IN ({', '.join(quote(u) for u in excluded)})")
-    only = sorted({u for u in only_user_ids if u})
-    if only:
-        conditions.append(f"CreatedById IN ({', '.join(quote(u) for u in only)})")
     return conditions
 
 
 class HistoryQueryBuilder:
-    """History of given records, by people other than ``exclude_user_ids`` (or, with
-    ``only_user_ids``, by those users only): queries chunked by record Id under the URI limit,
-    as the match queries are."""
+    """History of given records, by people other than ``exclude_user_ids``: queries chunked
+    by record Id under the URI limit, as the match queries are."""
 
     def __init__(
         self,
@@ -125,7 +119,6 @@ class HistoryQueryBuilder:
         exclude_user_ids: Iterable[str],
         *,
         url_prefix: str = "",
-        only_user_ids: Iterable[str] = (),
     ) -> None:
         if not fields:
             raise ValueError("no field to read the history of")
@@ -134,7 +127,7 @@ class HistoryQueryBuilder:
             history,
             history_columns(sobject),
             parent,
-            extra_conditions=_conditions(fields, exclude_user_ids, only_user_ids),
+            extra_conditions=_conditions(fields, exclude_user_ids),
             url_prefix=url_prefix,
         )
 
@@ -186,13 +179,6 @@ class HistoryReader:
         self.queries = HistoryQueryBuilder(
             sobject, self.fields, self.exclude_user_ids, url_prefix=client.data_path("query")
         )
-        self.own_queries = HistoryQueryBuilder(
-            sobject,
-            self.fields,
-            (),
-            url_prefix=client.data_path("query"),
-            only_user_ids=self.exclude_user_ids,
-        )
 
     def problem(self) -> str | None:
         """Why the history cannot be read (a sentence), or None when it can.
@@ -218,15 +204,6 @@ class HistoryReader:
             for row in self.client.query_all(soql):
                 change = parse_change(row, self.parent, self.names)
                 if change is not None and change.changed_by_id not in self.exclude_user_ids:
-                    yield change
-
-    def own_changes_of(self, record_ids: Iterable[str]) -> Iterator[FieldChange]:
-        """The changes of the records ``record_ids`` made by ``exclude_user_ids`` (the
-        pipeline's own writes), in no particular order."""
-        for soql in self.own_queries.queries(record_ids):
-            for row in self.client.query_all(soql):
-                change = parse_change(row, self.parent, self.names)
-                if change is not None and change.changed_by_id in self.exclude_user_ids:
                     yield change
 
     def changes_since(self, since: datetime | None) -> Iterator[FieldChange]:
