@@ -227,7 +227,12 @@ def read_settings(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]
             secrets[secret] = str(value).strip()
 
     sobject = texts["salesforce_object"]
-    if sobject not in SALESFORCE_OBJECTS and "salesforce_object" not in misread:
+    if sobject is None and "salesforce_object" not in misread:
+        problems.append(
+            "salesforce_object is missing: set 'Lead' or 'Contact' (use a second configuration "
+            "to sync the other object)"
+        )
+    elif sobject not in SALESFORCE_OBJECTS and "salesforce_object" not in misread:
         problems.append(
             f"salesforce_object is {sobject!r}: it must be 'Lead' or 'Contact' "
             "(use a second configuration to sync the other object)"

@@ -504,3 +504,12 @@ def test_read_settings_refuses_a_value_map_to_the_null_marker() -> None:
 )
 def test_is_outage(error: SalesforceError, authenticated: bool, outage: bool) -> None:
     assert is_outage(error, authenticated=authenticated) is outage
+
+
+def test_a_missing_salesforce_object_is_named_as_missing() -> None:
+    config = {k: v for k, v in OFFLINE_CONFIG.items() if k != "salesforce_object"}
+    _, problems = read_settings(config)
+    assert problems == [
+        "salesforce_object is missing: set 'Lead' or 'Contact' (use a second configuration to "
+        "sync the other object)"
+    ]

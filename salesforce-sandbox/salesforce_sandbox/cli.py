@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # an unreadable or invalid seed: say why, no traceback
         print(f"salesforce-sandbox: cannot start: {exc}", file=sys.stderr)
         return 2
-    sandbox.start(args.host, args.port)
+    try:
+        sandbox.start(args.host, args.port)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"salesforce-sandbox: cannot listen on {args.host}:{args.port} "
+              f"({exc.strerror or exc}): choose another --port (0: any free port)",
+              file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

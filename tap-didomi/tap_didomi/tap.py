@@ -153,7 +153,7 @@ def resolve_source(config: dict[str, Any] | Any) -> ExportSource | ApiSource:
         raise ConfigError(
             "no source configured: set export_path (a folder or s3://, gs://, az:// URL holding "
             "Didomi batch exports), or api_key, api_secret and organization_id for the "
-            "Consents API"
+            "Consents API, or webhook_spool (the spool of didomi-webhook-receiver)"
         )
     missing = [name for name in API_SETTINGS if not config.get(name)]
     if missing:

@@ -16,6 +16,7 @@ def test_no_source_is_a_configuration_error(run_tap: TapRunner) -> None:
     run = run_tap({})
     assert run.returncode == 2 and run.stdout == ""
     assert "no source configured: set export_path" in run.stderr
+    assert "or webhook_spool (the spool of didomi-webhook-receiver)" in run.stderr
     assert "api_key, api_secret and organization_id" in run.stderr
 
 
