@@ -129,16 +129,29 @@ def test_nearest_name_suggests_only_a_close_name() -> None:
     assert nearest_name("colour", known) is None
 
 
-def test_fail_logs_or_writes_one_line_and_exits(
-    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
-) -> None:
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname} {record.getMessage()}")
+
+
+def test_fail_logs_or_writes_one_line_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    # A logger of its own: handlers other tests leave on the root logger never see the line.
     logger = logging.getLogger("test-common-fail")
-    with caplog.at_level(logging.ERROR, logger="test-common-fail"), \
-            pytest.raises(SystemExit) as stopped:
-        fail("tap-example", "configuration error: token is missing", 2, logger)
+    logger.propagate = False
+    keep = _Keep()
+    logger.addHandler(keep)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            fail("tap-example", "configuration error: token is missing", 2, logger)
+    finally:
+        logger.removeHandler(keep)
     assert stopped.value.code == 2
-    assert [r.getMessage() for r in caplog.records] == [
-        "tap-example: configuration error: token is missing"]
+    assert keep.messages == ["ERROR tap-example: configuration error: token is missing"]
+    assert capsys.readouterr().err == ""
     with pytest.raises(SystemExit) as stopped:
         fail("target-example", "error: the API refused", 1)
     assert stopped.value.code == 1
