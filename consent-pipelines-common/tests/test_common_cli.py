@@ -147,9 +147,9 @@ def test_fail_logs_or_writes_one_line_and_exits(capsys: pytest.CaptureFixture[st
     try:
         with pytest.raises(SystemExit) as stopped:
             fail("tap-example", "configuration error: token is missing", 2, logger)
+        assert stopped.value.code == 2
     finally:
         logger.removeHandler(keep)
-    assert stopped.value.code == 2
     assert keep.messages == ["ERROR tap-example: configuration error: token is missing"]
     assert capsys.readouterr().err == ""
     with pytest.raises(SystemExit) as stopped:
