@@ -33,3 +33,16 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return found
+
+
+def about_text_gaps(about_json: str, about_text: str) -> list[str]:
+    """The settings of `--about --format=json` that the text `--about` leaves out, or whose
+    description it leaves out (whitespace aside); empty when the text shows them all."""
+    about = json.loads(about_json)
+    text = " ".join(about_text.split())
+    gaps = []
+    for name, schema in about["settings"]["properties"].items():
+        description = " ".join((schema.get("description") or "").split())
+        if f"{name} (" not in text or description not in text:
+            gaps.append(name)
+    return gaps

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from consent_pipelines_common.testing import json_lines, structured_logging
+from consent_pipelines_common.testing import about_text_gaps, json_lines, structured_logging
 
 
 def test_structured_logging_makes_a_plugin_log_json_lines(tmp_path: Path) -> None:
@@ -23,3 +23,15 @@ def test_structured_logging_makes_a_plugin_log_json_lines(tmp_path: Path) -> Non
     (line,) = json_lines(proc.stderr)
     assert line["level"] == "info" and line["message"] == "read 3 records"
     assert "not json" in proc.stderr
+
+
+def test_about_text_gaps_names_each_setting_the_text_leaves_out() -> None:
+    about = json.dumps({"settings": {"properties": {
+        "token": {"description": "The API   token."},
+        "page_size": {"description": "Records per page."},
+        "region": {},
+    }}})
+    text = ("tap 1.0\nSettings:\n  token (secret)\n      The API\n      token.\n"
+            "  region (optional)\n")
+    assert about_text_gaps(about, text) == ["page_size"]
+    assert about_text_gaps(about, text + "  page_size (optional)\n      Records per page.\n") == []
