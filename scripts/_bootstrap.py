@@ -1,8 +1,9 @@
 """Shared set-up for `scripts/demo.py` and `scripts/test.py` (standard library only).
 
 `ensure_venv()` creates or reuses `.venv` in the repository root, installs the package with
-its `test` and `meltano` extras, the tap in `tap-didomi/` with its `test` and `s3` extras and the
-Salesforce sandbox in `salesforce-sandbox/` (all editable) when a `pyproject.toml` changed since
+its `test` and `meltano` extras, the plugins' shared code in `consent-pipelines-common/`, the tap
+in `tap-didomi/` with its `test` and `s3` extras and the Salesforce sandbox in
+`salesforce-sandbox/` (all editable) when a `pyproject.toml` changed since
 the last install, and then re-executes the calling script under `.venv`'s Python.
 `ensure_meltano_plugins()` runs
 `meltano install` when `meltano.yml` or either `pyproject.toml` changed since the last one.
@@ -30,6 +31,7 @@ SANDBOX_EXTRAS = "test"
 TAP_SF_DIR = ROOT / "tap-salesforce-consent"
 TAP_SF_EXTRAS = "test"
 TARGET_DIDOMI_DIR = ROOT / "target-didomi"
+COMMON_DIR = ROOT / "consent-pipelines-common"
 _MARKER = VENV / ".target-salesforce-consent-install"
 _MELTANO_MARKER = ROOT / ".meltano" / ".target-salesforce-consent-install"
 _REEXEC_FLAG = "TARGET_SALESFORCE_CONSENT_BOOTSTRAPPED"
@@ -83,7 +85,7 @@ def ensure_venv(script: str, argv: list[str]) -> None:
 
     want = _digest(ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
                    SANDBOX_DIR / "pyproject.toml", TAP_SF_DIR / "pyproject.toml",
-                   TARGET_DIDOMI_DIR / "pyproject.toml",
+                   TARGET_DIDOMI_DIR / "pyproject.toml", COMMON_DIR / "pyproject.toml",
                    extra=f"{EXTRAS};{TAP_EXTRAS};{SANDBOX_EXTRAS};{TAP_SF_EXTRAS}")
     py = venv_python()
     if not py.exists():
@@ -97,8 +99,10 @@ def ensure_venv(script: str, argv: list[str]) -> None:
             )
     have = _MARKER.read_text().strip() if _MARKER.exists() else ""
     if have != want:
-        # The sandbox first: pip 23 resolves the loader's test extra to it only in this order.
-        editables = [f"./salesforce-sandbox[{SANDBOX_EXTRAS}]", f".[{EXTRAS}]",
+        # The shared code first: every plugin depends on it and it is on no registry. Then the
+        # sandbox: pip 23 resolves the loader's test extra to it only in this order.
+        editables = ["./consent-pipelines-common", f"./salesforce-sandbox[{SANDBOX_EXTRAS}]",
+                     f".[{EXTRAS}]",
                      f"./tap-salesforce-consent[{TAP_SF_EXTRAS}]", f"./tap-didomi[{TAP_EXTRAS}]",
                      "./target-didomi"]
         say(f"[setup] pip install -e {' -e '.join(editables)} into .venv "
@@ -174,7 +178,8 @@ def _ensure_meltano_plugins(meltano: Path, quiet: bool) -> float:
     import time
 
     want = _digest(ROOT / "meltano.yml", ROOT / "pyproject.toml", TAP_DIR / "pyproject.toml",
-                   TAP_SF_DIR / "pyproject.toml", TARGET_DIDOMI_DIR / "pyproject.toml")
+                   TAP_SF_DIR / "pyproject.toml", TARGET_DIDOMI_DIR / "pyproject.toml",
+                   COMMON_DIR / "pyproject.toml")
     have = _MELTANO_MARKER.read_text().strip() if _MELTANO_MARKER.exists() else ""
     if have == want and all(v.exists() for v in _MELTANO_VENVS):
         return 0.0

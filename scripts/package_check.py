@@ -4,7 +4,8 @@
     python3 scripts/package_check.py [--keep]
 
 For this repository's distributions (`target-salesforce-consent` at the root, `salesforce-sandbox`
-in `salesforce-sandbox/` and `tap-didomi` in `tap-didomi/`):
+in `salesforce-sandbox/`, `tap-didomi` in `tap-didomi/`, the way-back plugins, and the plugins'
+shared code `consent-pipelines-common` in `consent-pipelines-common/`):
 
 1. build the sdist, and the wheel from that sdist, with `python -m build` (so a file missing from
    the sdist breaks the wheel too);
@@ -14,7 +15,9 @@ in `salesforce-sandbox/` and `tap-didomi` in `tap-didomi/`):
    `py.typed` type marker), the console scripts;
 4. install each wheel on its own into a fresh virtualenv (pip, dependencies from the registry)
    and run from there: `--about --format=json`, `--version`, `python -m <package> --about`, the
-   sandbox's `--help`, and read the sample data and `py.typed` from the installed package.
+   sandbox's `--help`, `import consent_pipelines_common` for the shared library, and read the
+   sample data and `py.typed` from the installed package. The wheels of the repository's
+   distributions it depends on (directly or through another) are installed beside it.
 
 Exit status 0 when everything holds; otherwise every problem is listed and the status is 1.
 `scripts/test.py` runs this as its "package check" step. `--keep` keeps the work folder.
@@ -67,6 +70,8 @@ class Distribution:
     required: list[str]
     # A Singer plugin answers `python -m <package> --about`; other tools `--help`.
     singer: bool = True
+    # A library has no command: `python -c "import <package>"` must work.
+    library: bool = False
     # Distributions of this repository it depends on: their wheels are installed beside it.
     needs: tuple[str, ...] = ()
     name: str = ""
@@ -93,8 +98,20 @@ class Distribution:
         return out
 
 
+# The plugins' shared code: every plugin depends on it.
+COMMON = "consent-pipelines-common"
+
+
 def distributions() -> list[Distribution]:
     dists = [
+        Distribution(
+            project=ROOT / "consent-pipelines-common",
+            package="consent_pipelines_common",
+            commands={},
+            required=["py.typed", "cli.py"],
+            singer=False,
+            library=True,
+        ),
         Distribution(
             project=ROOT,
             package="target_salesforce_consent",
@@ -102,6 +119,7 @@ def distributions() -> list[Distribution]:
                 "target-salesforce-consent": ["--about", "--format=json"],
             },
             required=["py.typed", "sample_data/didomi_users.jsonl"],
+            needs=(COMMON,),
         ),
         Distribution(
             project=ROOT / "salesforce-sandbox",
@@ -120,6 +138,7 @@ def distributions() -> list[Distribution]:
                 commands={"tap-didomi": ["--about", "--format=json"]},
                 # The bundled sample export (gzipped NDJSON) the demo and the tests read.
                 required=["py.typed", "*.json.gz"],
+                needs=(COMMON,),
             )
         )
     tap_sf = ROOT / "tap-salesforce-consent"
@@ -130,7 +149,7 @@ def distributions() -> list[Distribution]:
                 package="tap_salesforce_consent",
                 commands={"tap-salesforce-consent": ["--about", "--format=json"]},
                 required=["py.typed"],
-                needs=("target-salesforce-consent",),
+                needs=(COMMON, "target-salesforce-consent"),
             )
         )
     target_didomi = ROOT / "target-didomi"
@@ -141,10 +160,25 @@ def distributions() -> list[Distribution]:
                 package="target_didomi",
                 commands={"target-didomi": ["--about", "--format=json"]},
                 required=["py.typed"],
-                needs=("target-salesforce-consent", "tap-didomi"),
+                needs=(COMMON, "target-salesforce-consent", "tap-didomi"),
             )
         )
     return dists
+
+
+def needed_closure(dist: Distribution, dists: list[Distribution]) -> list[str]:
+    """The repository distributions `dist` needs, directly or through another, each once."""
+    by_name = {d.name: d for d in dists}
+    out: list[str] = []
+    todo = list(dist.needs)
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        out.append(name)
+        if name in by_name:
+            todo += by_name[name].needs
+    return out
 
 
 class Check:
@@ -212,7 +246,9 @@ def inspect_wheel(dist: Distribution, wheel: Path, check: Check) -> None:
         names = set(zf.namelist())
         info = f"{dist.name.replace('-', '_')}-{dist.version}.dist-info"
         metadata = HeaderParser().parsestr(zf.read(f"{info}/METADATA").decode())
-        entry_points = zf.read(f"{info}/entry_points.txt").decode()
+        # A library without console scripts has no entry_points.txt.
+        entry_points = (zf.read(f"{info}/entry_points.txt").decode()
+                        if f"{info}/entry_points.txt" in names else "")
     check.that(metadata["Name"] == dist.name, f"{wheel.name}: Name is {metadata['Name']}")
     check.that(metadata["Version"] == dist.version,
                f"{wheel.name}: Version {metadata['Version']} != pyproject's {dist.version}")
@@ -303,7 +339,10 @@ def install_and_run(dist: Distribution, wheel: Path, work: Path, check: Check,
             check.that(proc.stdout.lstrip().startswith("usage:"),
                        f"`{script} {' '.join(args)}` printed no usage: {_tail(proc, 500)}")
 
-    if dist.singer:
+    if dist.library:
+        proc = run([str(py), "-c", f"import {dist.package}"], env=env, cwd=work)
+        check.that(proc.returncode == 0, f"`import {dist.package}` failed:\n{_tail(proc)}")
+    elif dist.singer:
         proc = run([str(py), "-m", dist.package, "--about", "--format=json"], env=env, cwd=work)
         check.that(
             proc.returncode == 0 and json.loads(proc.stdout or "{}").get("name") == dist.name,
@@ -353,7 +392,7 @@ def main(argv: list[str]) -> int:
             twine_check(dist, built, check)
             inspect_sdist(dist, built[0], check)
             inspect_wheel(dist, built[1], check)
-            beside = tuple(wheels[n] for n in dist.needs if n in wheels)
+            beside = tuple(wheels[n] for n in needed_closure(dist, dists) if n in wheels)
             install_and_run(dist, built[1], work, check, beside)
     finally:
         if args.keep:

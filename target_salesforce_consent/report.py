@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+from consent_pipelines_common import cli
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
@@ -84,6 +87,21 @@ def format_counts(counts: Counter[Outcome]) -> str:
     """`updated=3 skipped_unmatched=1 ...`, in a stable order, outcomes with zero left out."""
     parts = [f"{o.value}={counts[o]}" for o in OUTCOME_ORDER if counts[o]]
     return " ".join(parts) if parts else "no records"
+
+
+class ProgressLog(cli.ProgressLog):
+    """The shared progress line, with the outcomes so far: records read, outcomes, the rate."""
+
+    def __init__(self, logger: logging.Logger, outcomes: Callable[[], Counter[Outcome]],
+                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(logger, interval, clock)
+        self.outcomes = outcomes
+
+    def details(self) -> str:
+        outcomes = self.outcomes()
+        done = sum(outcomes.values())
+        counts = f" ({format_counts(outcomes)})" if done else ""
+        return f", {done} with an outcome{counts}"
 
 
 class RunReport:

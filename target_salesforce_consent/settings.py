@@ -10,11 +10,12 @@ run tells the user everything to fix:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from consent_pipelines_common.cli import nearest_name
 
 from target_salesforce_consent.mapping import (
     CLEAR,
@@ -79,9 +80,9 @@ def unknown_setting_problems(config: Mapping[str, Any], known: Iterable[str]) ->
     for name in config:
         if name in names:
             continue
-        nearest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+        nearest = nearest_name(str(name), names)
         hint = (
-            f"did you mean {nearest[0]}?"
+            f"did you mean {nearest}?"
             if nearest
             else "remove it (the README's settings table lists every setting)"
         )

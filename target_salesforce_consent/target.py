@@ -8,21 +8,24 @@ import os
 import queue
 import re
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any, ClassVar, cast
+from typing import IO, Any, ClassVar, NoReturn, cast
 
 import msgspec
+from consent_pipelines_common.cli import (
+    about_text,
+    config_file_problem,
+    fail,
+    progress_interval,
+)
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
-from singer_sdk.about import AboutInfo
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.contrib.msgspec import decoder as msgspec_decoder
 from singer_sdk.exceptions import (
@@ -41,7 +44,13 @@ from target_salesforce_consent.failed_records import (
     encode_record,
     open_folder,
 )
-from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
+from target_salesforce_consent.report import (
+    Outcome,
+    OutcomeLine,
+    ProgressLog,
+    RunReport,
+    format_counts,
+)
 from target_salesforce_consent.salesforce.bulk import BulkIngest
 from target_salesforce_consent.salesforce.client import RetryPolicy, SalesforceClient
 from target_salesforce_consent.salesforce.describe import describe_object
@@ -836,8 +845,7 @@ HELP = (
     "through Bulk API 2.0. `target-salesforce-consent --about` lists every setting with its "
     "description; the documentation is in the repository's README.md and docs/."
 )
-# Seconds between two progress lines; tests set 0 (a line for every record).
-PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
+CONFIG_EXAMPLE = '{"instance_url": "https://..."}'
 
 
 def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -> None:
@@ -849,7 +857,7 @@ def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -
     """
     command = target_class.cli  # sets up logging (Meltano's structured format included)
     command.help = HELP
-    problem = config_file_problem(sys.argv[1:])
+    problem = config_file_problem(sys.argv[1:], CONFIG_EXAMPLE)
     if problem is not None:
         _fail(f"{problem}. Nothing was read.", 2)
     try:
@@ -862,11 +870,9 @@ def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -
         _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
 
 
-def _fail(message: str, status: int) -> None:
-    logging.getLogger(TargetSalesforceConsent.name).error(
-        "target-salesforce-consent: error: %s", message
-    )
-    sys.exit(status)
+def _fail(message: str, status: int) -> NoReturn:
+    fail(TargetSalesforceConsent.name, f"error: {message}", status,
+         logging.getLogger(TargetSalesforceConsent.name))
 
 
 def _invalid_input(problem: str) -> None:
@@ -875,97 +881,6 @@ def _invalid_input(problem: str) -> None:
         "emitted for the records not yet written, so they are sent again next run.",
         1,
     )
-
-
-def config_file_problem(argv: list[str]) -> str | None:
-    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
-    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    for path in paths:
-        if path == "ENV":
-            continue
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return (f"the config file {path} does not exist: give the path of a JSON file of "
-                    "settings (`--about` lists them)")
-        except (OSError, UnicodeDecodeError) as exc:
-            return f"the config file {path} cannot be read ({exc})"
-        try:
-            settings = json.loads(text)
-        except ValueError as exc:
-            where = (f" at line {exc.lineno}, column {exc.colno}"
-                     if isinstance(exc, json.JSONDecodeError) else "")
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            return f"the config file {path} is not valid JSON ({reason}{where}): fix it"
-        if not isinstance(settings, dict):
-            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
-                    'be an object of settings, e.g. {"instance_url": "https://..."}')
-    return None
-
-
-def about_text(info: AboutInfo) -> str:
-    """`--about` as text: every setting with its description, default and variable."""
-    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
-    required = set(info.settings.get("required", []))
-    for name, schema in info.settings.get("properties", {}).items():
-        facts = ["required" if name in required else "optional"]
-        if schema.get("default") is not None:
-            facts.append(f"default {json.dumps(schema['default'])}")
-        if schema.get("secret"):
-            facts.append("secret")
-        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
-        lines.append(f"  {name} ({', '.join(facts)})")
-        description = schema.get("description") or ""
-        lines += textwrap.wrap(description, 96, initial_indent="      ",
-                               subsequent_indent="      ", break_on_hyphens=False)
-    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
-    return "\n".join(lines)
-
-
-def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
-    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
-    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
-    if not raw:
-        return 10.0
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
-                       PROGRESS_INTERVAL_VARIABLE, raw)
-        return 10.0
-    return seconds
-
-
-class ProgressLog:
-    """A line at most every `interval` seconds: records read, outcomes so far, the rate."""
-
-    def __init__(self, logger: logging.Logger, outcomes: Callable[[], Counter[Outcome]],
-                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger = logger
-        self.outcomes = outcomes
-        self.interval = interval
-        self.clock = clock
-        self.read = 0
-        self.started = clock()
-        self.next_line = self.started + interval
-
-    def record_read(self) -> None:
-        self.read += 1
-        now = self.clock()
-        if now >= self.next_line:
-            self.next_line = now + self.interval
-            self.logger.info("%s", self.line(now))
-
-    def line(self, now: float) -> str:
-        outcomes = self.outcomes()
-        done = sum(outcomes.values())
-        rate = self.read / (now - self.started) if now > self.started else 0.0
-        counts = f" ({format_counts(outcomes)})" if done else ""
-        return (f"Progress: {self.read} record(s) read, {done} with an outcome{counts}, "
-                f"{rate:.1f} records/s")
 
 
 if __name__ == "__main__":

@@ -14,40 +14,19 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import bootstrap_module
+from tests.meltano_helpers import meltano_sandbox, project_meltano  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "target_salesforce_consent" / "sample_data"
 SAMPLE_EXPORT = ROOT / "tap-didomi" / "tap_didomi" / "sample_export"
 
 pytestmark = pytest.mark.meltano
-
-
-@pytest.fixture(scope="module")
-def meltano() -> Path:
-    boot = bootstrap_module()
-    exe = boot.meltano_executable()
-    if exe is None:
-        pytest.skip("meltano is not installed next to this Python: run `python3 scripts/test.py`")
-    boot.ensure_meltano_plugins(exe, quiet=True)
-    return Path(exe)
-
-
-@pytest.fixture()
-def sandbox() -> Iterator[Any]:
-    from salesforce_sandbox import DEMO_SEED, Sandbox
-
-    sb = Sandbox(seed=str(DEMO_SEED)).start(host="127.0.0.1", port=0)
-    try:
-        yield sb
-    finally:
-        sb.stop()
 
 
 def _by_email(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

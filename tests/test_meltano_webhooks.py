@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,33 +18,13 @@ import pytest
 import requests
 
 from tests.conftest import bootstrap_module
+from tests.meltano_helpers import meltano_sandbox, project_meltano  # noqa: F401 (fixtures)
 from tests.test_docs_commands import start_documented_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 NEWSLETTER = "newsletter-Lq3Vx8Rw"
 
 pytestmark = pytest.mark.meltano
-
-
-@pytest.fixture(scope="module")
-def meltano() -> Path:
-    boot = bootstrap_module()
-    exe = boot.meltano_executable()
-    if exe is None:
-        pytest.skip("meltano is not installed next to this Python: run `python3 scripts/test.py`")
-    boot.ensure_meltano_plugins(exe, quiet=True)
-    return Path(exe)
-
-
-@pytest.fixture()
-def sandbox() -> Iterator[Any]:
-    from salesforce_sandbox import DEMO_SEED, Sandbox
-
-    sb = Sandbox(seed=str(DEMO_SEED)).start(host="127.0.0.1", port=0)
-    try:
-        yield sb
-    finally:
-        sb.stop()
 
 
 def user_updated(email: str, newsletter: bool, updated_at: str) -> dict[str, Any]:

@@ -22,12 +22,12 @@ import logging
 import re
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import backoff
 import requests
+from consent_pipelines_common.cli import ProgressLog
 from singer_sdk import Stream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
@@ -95,52 +95,8 @@ def format_timestamp(value: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-# Seconds between two progress lines; tests set 0 (a line for every record).
-PROGRESS_INTERVAL_VARIABLE = "CONSENT_PROGRESS_INTERVAL"
 # Errors the console entry point reports in one line of its own.
 HANDLED_ERRORS = (ExportError, DidomiAPIError, FatalAPIError, RetriableAPIError)
-
-
-def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:
-    """Seconds between progress lines: CONSENT_PROGRESS_INTERVAL, else 10."""
-    raw = env.get(PROGRESS_INTERVAL_VARIABLE, "").strip()
-    if not raw:
-        return 10.0
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        logger.warning("%s=%r is not a number of seconds; progress is logged every 10 s",
-                       PROGRESS_INTERVAL_VARIABLE, raw)
-        return 10.0
-    return seconds
-
-
-class ProgressLog:
-    """A line at most every `interval` seconds: records read per stream and the rate."""
-
-    def __init__(self, logger: logging.Logger, interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.clock = clock
-        self.read: Counter[str] = Counter()
-        self.started = clock()
-        self.next_line = self.started + interval
-
-    def record_read(self, stream: str) -> None:
-        self.read[stream] += 1
-        now = self.clock()
-        if now >= self.next_line:
-            self.next_line = now + self.interval
-            self.logger.info("%s", self.line(now))
-
-    def line(self, now: float) -> str:
-        total = sum(self.read.values())
-        rate = total / (now - self.started) if now > self.started else 0.0
-        streams = " ".join(f"{name}={count}" for name, count in sorted(self.read.items()))
-        return f"Progress: {total} record(s) read ({streams}), {rate:.1f} records/s"
 
 
 class _SelfBookmarkedStream(Stream):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import functools
 import ipaddress
 import json
@@ -11,16 +10,21 @@ import logging
 import numbers
 import os
 import sys
-import textwrap
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlparse
 
+from consent_pipelines_common.cli import (
+    ProgressLog,
+    about_text,
+    config_file_problem,
+    fail,
+    nearest_name,
+    progress_interval,
+)
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.about import AboutInfo
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 
@@ -32,9 +36,7 @@ from tap_didomi.streams import (
     ApiUsersStream,
     ExportEventsStream,
     ExportUsersStream,
-    ProgressLog,
     WebhooksStream,
-    progress_interval,
 )
 
 DEFAULT_API_URL = "https://api.didomi.io/v1"
@@ -97,8 +99,8 @@ def check_known_settings(config: dict[str, Any] | Any, known: set[str]) -> None:
     for name in sorted(str(key) for key in config):
         if name in known:
             continue
-        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = (f"did you mean {nearest[0]}?" if nearest
+        nearest = nearest_name(name, known)
+        hint = (f"did you mean {nearest}?" if nearest
                 else "tap-didomi --about lists the settings.")
         raise ConfigError(
             f"unknown setting {name}: {hint} A setting the tap does not know would be "
@@ -361,7 +363,7 @@ class TapDidomi(Tap):
         if output_format not in (None, "text"):
             super().print_about(output_format)
             return
-        print(about_text(cls._get_about_info()))
+        print(about_text(cls._get_about_info(), show_required=False))
 
     def load_state(self, state: dict[str, Any]) -> None:
         # A hand-edited export bookmark stops the tap here, before any output, with the entry
@@ -429,6 +431,7 @@ HELP = (
     "from the Consents API, and write it as Singer messages on stdout. `tap-didomi --about` "
     "lists every setting with its description; see tap-didomi's README.md."
 )
+CONFIG_EXAMPLE = '{"export_path": "s3://bucket/prefix"}'
 RESUME_NOTE = ("No STATE was emitted past the last partition (exports) or listing (API) read "
                "completely: the next run starts from there.")
 
@@ -441,7 +444,7 @@ def cli() -> None:
     """
     command = TapDidomi.cli  # sets up logging (Meltano's structured format included)
     command.help = HELP
-    problem = config_file_problem(sys.argv[1:])
+    problem = config_file_problem(sys.argv[1:], CONFIG_EXAMPLE)
     if problem is not None:
         _fail(f"configuration error: {problem}", 2)
     try:
@@ -462,50 +465,8 @@ def cli() -> None:
         _fail(f"error: {exc}", 1)
 
 
-def _fail(message: str, status: int) -> None:
-    logger.error("tap-didomi: %s", message)
-    sys.exit(status)
-
-
-def config_file_problem(argv: list[str]) -> str | None:
-    """What is wrong with a `--config` file of the command line, before the SDK reads it."""
-    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    for path in paths:
-        if path == "ENV":
-            continue
-        try:
-            settings = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return (f"the config file {path} does not exist: give the path of a JSON file of "
-                    "settings (`--about` lists them)")
-        except json.JSONDecodeError as exc:
-            return (f"the config file {path} is not valid JSON ({exc.msg} at line "
-                    f"{exc.lineno}, column {exc.colno}): fix it")
-        except (OSError, UnicodeDecodeError) as exc:
-            return f"the config file {path} cannot be read ({exc})"
-        if not isinstance(settings, dict):
-            return (f"the config file {path} holds a JSON {type(settings).__name__}: it must "
-                    'be an object of settings, e.g. {"export_path": "s3://bucket/prefix"}')
-    return None
-
-
-def about_text(info: AboutInfo) -> str:
-    """`--about` as text: every setting with its description, default and variable."""
-    lines = [f"{info.name} {info.version}: {info.description}", "", "Settings:"]
-    for name, schema in info.settings.get("properties", {}).items():
-        facts = []
-        if schema.get("default") is not None:
-            facts.append(f"default {json.dumps(schema['default'])}")
-        if schema.get("secret"):
-            facts.append("secret")
-        facts.append(info.env_var_prefix + name.upper().replace("-", "_"))
-        lines.append(f"  {name} ({', '.join(facts)})")
-        lines += textwrap.wrap(schema.get("description") or "", 96,
-                               initial_indent="      ", subsequent_indent="      ",
-                               break_on_hyphens=False)
-    lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
-    return "\n".join(lines)
+def _fail(message: str, status: int) -> NoReturn:
+    fail("tap-didomi", message, status, logger)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from consent_pipelines_common.testing import about_text_gaps, json_lines, structured_logging
 from didomi_tap_helpers import TapRunner, build_export, partition_dir, user, write_file
 
 
@@ -21,31 +21,6 @@ def run_module(args: list[str], env: dict[str, str] | None = None,
     return subprocess.run([sys.executable, "-m", "tap_didomi", *args], capture_output=True,
                           text=True, env=run_env, stdin=subprocess.DEVNULL, timeout=300,
                           cwd=cwd)
-
-
-def structured_logging(tmp_path: Path, level: str = "WARNING") -> dict[str, str]:
-    """The logging Meltano gives a plugin declaring `structured-logging`, as a file."""
-    config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"structured": {"()": "singer_sdk.logging.StructuredFormatter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured",
-                                 "stream": "ext://sys.stderr"}},
-        "root": {"level": level, "handlers": ["console"]},
-    }
-    path = tmp_path / "logging.json"
-    path.write_text(json.dumps(config))
-    return {"SINGER_SDK_LOG_CONFIG": str(path)}
-
-
-def json_lines(stderr: str) -> list[dict[str, Any]]:
-    found = []
-    for line in stderr.splitlines():
-        try:
-            found.append(json.loads(line))
-        except ValueError:
-            continue
-    return found
 
 
 def test_missing_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -80,12 +55,8 @@ def test_help_describes_the_tap_and_points_at_about() -> None:
 
 
 def test_about_text_shows_each_setting_description() -> None:
-    about = json.loads(run_module(["--about", "--format=json"]).stdout)
-    text = " ".join(run_module(["--about"]).stdout.split())
-    for name, schema in about["settings"]["properties"].items():
-        assert f"{name} (" in text, name
-        if schema.get("description"):
-            assert " ".join(schema["description"].split()) in text, name
+    about = run_module(["--about", "--format=json"]).stdout
+    assert about_text_gaps(about, run_module(["--about"]).stdout) == []
 
 
 def test_failure_is_logged_at_error_level_without_an_unhandled_error_line(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from consent_pipelines_common.cli import fail
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -283,14 +283,10 @@ def cli() -> None:
     try:
         TapSalesforceConsent.cli()
     except (ConfigError, ConfigValidationError) as exc:
-        sys.stderr.write(f"tap-salesforce-consent: configuration error:\n{exc}\n")
-        sys.exit(2)
+        fail(TapSalesforceConsent.name, f"configuration error:\n{exc}", 2)
     except SalesforceError as exc:
-        sys.stderr.write(
-            f"tap-salesforce-consent: error: {exc}\nNo STATE was emitted past the last change "
-            "read: the next run starts from there.\n"
-        )
-        sys.exit(1)
+        fail(TapSalesforceConsent.name, f"error: {exc}\nNo STATE was emitted past the last "
+             "change read: the next run starts from there.", 1)
 
 
 if __name__ == "__main__":

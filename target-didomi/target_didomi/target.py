@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
+from consent_pipelines_common.cli import fail
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
 from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
@@ -175,23 +175,19 @@ def cli(target_class: type[TargetDidomi] = TargetDidomi) -> None:
     try:
         target_class.cli()
     except ConfigurationError as exc:
-        sys.stderr.write(f"{NAME}: error: {exc}\n")
-        sys.exit(2)
+        fail(NAME, f"error: {exc}", 2)
     except (RunError, DidomiAPIError) as exc:
-        sys.stderr.write(f"{NAME}: error: {exc}\nNo STATE was emitted for the changes not yet "
-                         "confirmed: the tap sends them again next run, and their event ids "
-                         "make a resend harmless.\n")
-        sys.exit(1)
+        fail(NAME, f"error: {exc}\nNo STATE was emitted for the changes not yet confirmed: the "
+             "tap sends them again next run, and their event ids make a resend harmless.", 1)
     except RecordsWithoutSchemaException as exc:
         _invalid_input(f"{exc} Each stream needs a SCHEMA message before its records.")
     except MissingKeyPropertiesError as exc:
         _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
 
 
-def _invalid_input(problem: str) -> None:
-    sys.stderr.write(f"{NAME}: error: the Singer input is not valid: {problem} Fix the tap or "
-                     "the input; no STATE was emitted for the changes not yet written.\n")
-    sys.exit(1)
+def _invalid_input(problem: str) -> NoReturn:
+    fail(NAME, f"error: the Singer input is not valid: {problem} Fix the tap or the input; no "
+         "STATE was emitted for the changes not yet written.", 1)
 
 
 if __name__ == "__main__":
