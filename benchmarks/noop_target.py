@@ -1,4 +1,4 @@
-"""A no-op singer-sdk target: the baseline of the performance benchmark (SPEC section 9).
+"""A no-op singer-sdk target: the baseline of the performance benchmark.
 
 It reads the same Singer input as the real target through the same singer-sdk machinery
 (message parsing, sink routing, batching by ``batch_size_rows``, STATE handling) and discards

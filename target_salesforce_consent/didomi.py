@@ -1,7 +1,7 @@
 """Didomi consent records: recognise their shape, normalise them and merge them per user.
 
-Pure logic, no I/O. The shapes are those of ``reference/didomi-consent-data.md`` (sections 1, 2
-and 8):
+Pure logic, no I/O. The shapes are those Didomi's Consents API, batch exports and webhooks
+produce:
 
 * **user-shaped** (``/consents/users``, batch exports): top-level ``organization_user_id``;
   ``consents`` is the user's full current state.

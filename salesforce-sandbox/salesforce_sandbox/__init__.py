@@ -1,7 +1,9 @@
 """A local HTTP emulator of Salesforce for tests and demos.
 
-It follows ``reference/salesforce-api.md``: section 10 is its blueprint, sections 1-8 the
-behaviour, bodies and error strings. The model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
+It follows Salesforce's documented wire contract (OAuth client credentials, REST and SOQL,
+describe, Bulk API 2.0 ingest and query, limits), with Salesforce's own status codes, bodies and
+error strings; what the documentation leaves open is marked ``[I]`` (inferred) in the code. The
+model (:mod:`.org`, :mod:`.schema`, :mod:`.soql`,
 :mod:`.ingest`, :mod:`.query_jobs`, :mod:`.sobjects`) is kept apart from the HTTP layer
 (:mod:`.http`).
 

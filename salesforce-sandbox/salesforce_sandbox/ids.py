@@ -1,4 +1,4 @@
-"""Salesforce record and job ids (reference section 1.4).
+"""Salesforce record and job ids: 15 characters, or 18 with the case-safe checksum.
 
 Ids are 15 case-sensitive characters, or 18 characters: the 15 plus a 3-character checksum
 that makes them case-insensitive. The APIs always answer with the 18-character form.
