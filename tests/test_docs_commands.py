@@ -21,7 +21,8 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
 What a harness must change to run a block on a shared machine is the same everywhere:
 `salesforce-sandbox --port 8765` runs on a free port instead, and `127.0.0.1:8765` (in the block
 and in the copy of `sample_config.json`) becomes that port; `/srv/consent-project` (the cron
-line's project) becomes the test's project folder. The receiver's block likewise listens on a
+line's project) becomes the test's project folder; the Didomi emulator's `--port 8766` (and
+`127.0.0.1:8766`) becomes a free port. The receiver's block likewise listens on a
 free port of loopback (`--host 0.0.0.0 --port 8080` becomes `--host 127.0.0.1 --port 0`, the
 port read back from its "listening on" line) and spools into the test's folder instead of
 `/var/lib/didomi-webhooks`; the test, playing Didomi, reads the client secret the block generated
@@ -40,6 +41,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +62,7 @@ FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}
 DOC_PORT = "127.0.0.1:8765"
+DIDOMI_DOC_PORT = "127.0.0.1:8766"
 SANDBOX_LINE = re.compile(
     r"^instance_url=(http://127\.0\.0\.1:\d+) client_id=(\S+) client_secret=(\S+)$", re.M
 )
@@ -113,7 +116,8 @@ def meltano_project_script() -> str:
     cron lines run their command part; a CI job runs its `run:` steps.
     """
     order = [ROOT / "README.md", ROOT / "docs" / "configuration.md",
-             ROOT / "docs" / "running-every-day.md"]
+             ROOT / "docs" / "running-every-day.md", ROOT / "docs" / "two-way.md",
+             ROOT / "docs" / "near-real-time.md"]
     parts: list[str] = []
     for document in order:
         for block in document_blocks(document):
@@ -141,7 +145,14 @@ def for_this_machine(script: str, sandbox_url: str) -> str:
     """The harness's substitutions (see the module docstring)."""
     kept = [line for line in script.splitlines()
             if not line.startswith("salesforce-sandbox --port 8765")]
-    return "\n".join(kept).replace("http://" + DOC_PORT, sandbox_url) + "\n"
+    script = "\n".join(kept).replace("http://" + DOC_PORT, sandbox_url) + "\n"
+    if DIDOMI_DOC_PORT in script:
+        with socket.socket() as probe:  # a free port of loopback for the Didomi emulator
+            probe.bind(("127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+        script = script.replace(DIDOMI_DOC_PORT, "127.0.0.1:" + port)
+        script = script.replace("--port 8766", "--port " + port)
+    return script
 
 
 @dataclass
