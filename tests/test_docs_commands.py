@@ -15,6 +15,8 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
 - `receiver`: the webhook receiver's start, run word for word with bash by
   `start_documented_receiver` (its own test checks `/healthz`, a token and a stored webhook;
   `tests/test_meltano_webhooks.py` fills the spool of its `meltano run` through it);
+- `receiver-check`: run with bash while that receiver runs, with its client id and secret in
+  the environment (`127.0.0.1:8080` becomes its address, the spool the test's folder);
 - `failed-records`: the listing and replay of kept failed records, run in order on a real
   store of failed records by `tests/test_trust_failed_records.py`.
 
@@ -36,6 +38,7 @@ shown as a ```json block, which is data, not a command).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -57,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"repo", "fresh-venv", "sandbox", ".ci/run", "meltano-project",
          "meltano-project cron", "meltano-project ci", "failed-records", "meltano-run",
-         "receiver"}
+         "receiver", "receiver-check"}
 FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}
@@ -413,6 +416,29 @@ def test_receiver_block_serves_health_tokens_and_stores_webhooks(tmp_path: Path)
         status = receiver.stop()
     assert status == 0, receiver.output[-3000:]
     assert receiver.client_secret not in receiver.output
+
+
+def test_receiver_check_block_stores_a_webhook_that_the_tap_reads(tmp_path: Path) -> None:
+    (block,) = blocks_of("receiver-check")
+    spool = tmp_path / "didomi-webhooks"
+    receiver = start_documented_receiver(spool)
+    try:
+        script = block.body.replace("http://127.0.0.1:8080", receiver.url)
+        script = script.replace("/var/lib/didomi-webhooks", shlex.quote(str(spool)))
+        env = {k: v for k, v in _env_with(Path(sys.executable).parent).items()
+               if not k.startswith("DIDOMI_WEBHOOK_")}
+        env.update(DIDOMI_WEBHOOK_CLIENT_ID=receiver.client_id,
+                   DIDOMI_WEBHOOK_CLIENT_SECRET=receiver.client_secret)
+        proc = run_bash(script, tmp_path, env, timeout=300)
+    finally:
+        status = receiver.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '"status": "stored"' in proc.stdout.replace('":"', '": "'), proc.stdout[:3000]
+    records = [json.loads(line) for line in proc.stdout.splitlines()
+               if line.startswith('{"type":"RECORD"') or line.startswith('{"type": "RECORD"')]
+    assert [(r["stream"], r["record"]["parameters"]["new_entity"]["organization_user_id"])
+            for r in records] == [("webhooks", "jane.doe@example.com")], proc.stdout[-3000:]
+    assert status == 0 and receiver.client_secret not in proc.stdout + proc.stderr
 
 
 # -- running them ------------------------------------------------------------------------------
