@@ -184,7 +184,8 @@ def _ensure_meltano_plugins(meltano: Path, quiet: bool) -> float:
     if have == want and all(v.exists() for v in _MELTANO_VENVS):
         return 0.0
     if not quiet:
-        say("[setup] meltano install (tap-didomi, target-salesforce-consent) ...")
+        say("[setup] meltano install (tap-didomi, target-salesforce-consent, "
+            "tap-salesforce-consent, target-didomi) ...")
     start = time.monotonic()
     proc = subprocess.run(
         [str(meltano), "--log-level=warning", "install"],

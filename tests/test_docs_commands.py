@@ -15,13 +15,16 @@ on the line before it, `<!-- docs-test: KIND -->`, that says which test runs it:
 - `receiver`: the webhook receiver's start, run word for word with bash by
   `start_documented_receiver` (its own test checks `/healthz`, a token and a stored webhook;
   `tests/test_meltano_webhooks.py` fills the spool of its `meltano run` through it);
+- `receiver-check`: run with bash while that receiver runs, with its client id and secret in
+  the environment (`127.0.0.1:8080` becomes its address, the spool the test's folder);
 - `failed-records`: the listing and replay of kept failed records, run in order on a real
   store of failed records by `tests/test_trust_failed_records.py`.
 
 What a harness must change to run a block on a shared machine is the same everywhere:
 `salesforce-sandbox --port 8765` runs on a free port instead, and `127.0.0.1:8765` (in the block
 and in the copy of `sample_config.json`) becomes that port; `/srv/consent-project` (the cron
-line's project) becomes the test's project folder. The receiver's block likewise listens on a
+line's project) becomes the test's project folder; the Didomi emulator's `--port 8766` (and
+`127.0.0.1:8766`) becomes a free port. The receiver's block likewise listens on a
 free port of loopback (`--host 0.0.0.0 --port 8080` becomes `--host 127.0.0.1 --port 0`, the
 port read back from its "listening on" line) and spools into the test's folder instead of
 `/var/lib/didomi-webhooks`; the test, playing Didomi, reads the client secret the block generated
@@ -35,11 +38,13 @@ shown as a ```json block, which is data, not a command).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,11 +60,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"repo", "fresh-venv", "sandbox", ".ci/run", "meltano-project",
          "meltano-project cron", "meltano-project ci", "failed-records", "meltano-run",
-         "receiver"}
+         "receiver", "receiver-check"}
 FENCE = re.compile(r"^```(\w*)[ \t]*$", re.M)
 MARKER = re.compile(r"<!-- docs-test: ([^>]*?) -->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "cron"}
 DOC_PORT = "127.0.0.1:8765"
+DIDOMI_DOC_PORT = "127.0.0.1:8766"
 SANDBOX_LINE = re.compile(
     r"^instance_url=(http://127\.0\.0\.1:\d+) client_id=(\S+) client_secret=(\S+)$", re.M
 )
@@ -113,7 +119,8 @@ def meltano_project_script() -> str:
     cron lines run their command part; a CI job runs its `run:` steps.
     """
     order = [ROOT / "README.md", ROOT / "docs" / "configuration.md",
-             ROOT / "docs" / "running-every-day.md"]
+             ROOT / "docs" / "running-every-day.md", ROOT / "docs" / "two-way.md",
+             ROOT / "docs" / "near-real-time.md"]
     parts: list[str] = []
     for document in order:
         for block in document_blocks(document):
@@ -141,7 +148,14 @@ def for_this_machine(script: str, sandbox_url: str) -> str:
     """The harness's substitutions (see the module docstring)."""
     kept = [line for line in script.splitlines()
             if not line.startswith("salesforce-sandbox --port 8765")]
-    return "\n".join(kept).replace("http://" + DOC_PORT, sandbox_url) + "\n"
+    script = "\n".join(kept).replace("http://" + DOC_PORT, sandbox_url) + "\n"
+    if DIDOMI_DOC_PORT in script:
+        with socket.socket() as probe:  # a free port of loopback for the Didomi emulator
+            probe.bind(("127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+        script = script.replace(DIDOMI_DOC_PORT, "127.0.0.1:" + port)
+        script = script.replace("--port 8766", "--port " + port)
+    return script
 
 
 @dataclass
@@ -402,6 +416,29 @@ def test_receiver_block_serves_health_tokens_and_stores_webhooks(tmp_path: Path)
         status = receiver.stop()
     assert status == 0, receiver.output[-3000:]
     assert receiver.client_secret not in receiver.output
+
+
+def test_receiver_check_block_stores_a_webhook_that_the_tap_reads(tmp_path: Path) -> None:
+    (block,) = blocks_of("receiver-check")
+    spool = tmp_path / "didomi-webhooks"
+    receiver = start_documented_receiver(spool)
+    try:
+        script = block.body.replace("http://127.0.0.1:8080", receiver.url)
+        script = script.replace("/var/lib/didomi-webhooks", shlex.quote(str(spool)))
+        env = {k: v for k, v in _env_with(Path(sys.executable).parent).items()
+               if not k.startswith("DIDOMI_WEBHOOK_")}
+        env.update(DIDOMI_WEBHOOK_CLIENT_ID=receiver.client_id,
+                   DIDOMI_WEBHOOK_CLIENT_SECRET=receiver.client_secret)
+        proc = run_bash(script, tmp_path, env, timeout=300)
+    finally:
+        status = receiver.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '"status": "stored"' in proc.stdout.replace('":"', '": "'), proc.stdout[:3000]
+    records = [json.loads(line) for line in proc.stdout.splitlines()
+               if line.startswith('{"type":"RECORD"') or line.startswith('{"type": "RECORD"')]
+    assert [(r["stream"], r["record"]["parameters"]["new_entity"]["organization_user_id"])
+            for r in records] == [("webhooks", "jane.doe@example.com")], proc.stdout[-3000:]
+    assert status == 0 and receiver.client_secret not in proc.stdout + proc.stderr
 
 
 # -- running them ------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
 TARGET_DEFINITION = PLUGINS / "loaders" / "target-salesforce-consent--consent-pipelines.yml"
 TAP_DEFINITION = PLUGINS / "extractors" / "tap-didomi--consent-pipelines.yml"
+TAP_SF_DEFINITION = PLUGINS / "extractors" / "tap-salesforce-consent--consent-pipelines.yml"
+TARGET_DIDOMI_DEFINITION = PLUGINS / "loaders" / "target-didomi--consent-pipelines.yml"
 TAP_PROJECT = ROOT / "tap-didomi"
 
 OUTCOMES = {
@@ -145,16 +147,25 @@ def reports(project: Path, prefix: str) -> list[list[dict[str, Any]]]:
 def test_added_definitions_are_the_hub_definitions(docs_run: DocsRun) -> None:
     """What `meltano add --from-ref` wrote is the definition, its PyPI pip_url included."""
     meltano_yml = yaml.safe_load((docs_run.project / "meltano.yml").read_text())
-    for kind, definition in (("loaders", TARGET_DEFINITION), ("extractors", TAP_DEFINITION)):
+    for kind, definition in (("loaders", TARGET_DEFINITION), ("extractors", TAP_DEFINITION),
+                             ("loaders", TARGET_DIDOMI_DEFINITION),
+                             ("extractors", TAP_SF_DEFINITION)):
         want = yaml.safe_load(definition.read_text())
-        got = meltano_yml["plugins"][kind][0]
+        (got,) = [p for p in meltano_yml["plugins"][kind] if p["name"] == want["name"]]
         for key in ("name", "variant", "namespace", "executable", "pip_url", "capabilities"):
             assert got[key] == want[key], key
         assert [s["name"] for s in got["settings"]] == [s["name"] for s in want["settings"]]
         sensitive = [s["name"] for s in want["settings"] if s.get("sensitive")]
         assert [s["name"] for s in got["settings"] if s.get("sensitive")] == sensitive
     loaders = [p["name"] for p in meltano_yml["plugins"]["loaders"]]
-    assert loaders == ["target-salesforce-consent", "target-salesforce-consent-contacts"]
+    assert loaders == ["target-salesforce-consent", "target-salesforce-consent-contacts",
+                       "target-didomi"]
+    extractors = {p["name"]: p for p in meltano_yml["plugins"]["extractors"]}
+    assert list(extractors) == ["tap-didomi", "tap-salesforce-consent", "tap-didomi-webhooks"]
+    webhooks = extractors["tap-didomi-webhooks"]
+    assert webhooks["inherit_from"] == "tap-didomi"
+    assert webhooks["config"]["export_path"] == ""
+    assert webhooks["config"]["follow"] is True
     assert "utilities" not in meltano_yml["plugins"], "a plugin was added as a utility"
 
 
@@ -192,6 +203,17 @@ def test_meltano_runs_in_a_fresh_project(docs_run: DocsRun) -> None:
     (contacts,) = reports(docs_run.project, "report-contacts-")
     assert len(contacts) == len(records)
     assert "no failed record" in docs_run.output
+
+
+def test_the_way_back_runs_in_a_fresh_project(docs_run: DocsRun) -> None:
+    """docs/two-way.md's own-project block: the sandbox's people changed nothing yet, so the
+    run reads no change, after both plugins checked their settings against the sandbox and the
+    Didomi emulator; the loader's own writes of the forward runs are not read back."""
+    (report,) = reports(docs_run.project, "didomi-report-")
+    assert report == []
+    assert "tap-salesforce-consent" in docs_run.output
+    assert "Writing changes of HasOptedOutOfEmail, Didomi_Newsletter__c to Didomi" \
+        in docs_run.output, docs_run.output[-5000:]
 
 
 def test_schedule_is_listed(docs_run: DocsRun) -> None:

@@ -138,6 +138,24 @@ def nearest_name(name: str, known: Iterable[str]) -> str | None:
     return nearest[0] if nearest else None
 
 
+def unknown_setting_problems(config: Iterable[str], known: Iterable[str],
+                             plugin: str) -> list[str]:
+    """A problem per setting of `config` that is not `known`, naming the nearest known one.
+
+    A setting a plugin does not know is never ignored: a misspelt `dry_run` would write for real.
+    """
+    names = set(known)
+    problems = []
+    for name in sorted(str(key) for key in config):
+        if name in names:
+            continue
+        nearest = nearest_name(name, names)
+        hint = f"did you mean {nearest}?" if nearest else f"{plugin} --about lists the settings."
+        problems.append(f"unknown setting {name}: {hint} A setting {plugin} does not know would "
+                        "be ignored; rename or remove it")
+    return problems
+
+
 def fail(name: str, message: str, status: int, logger: logging.Logger | None = None) -> NoReturn:
     """Exit with `status` after one line `<name>: <message>`.
 

@@ -149,3 +149,15 @@ def test_fail_logs_or_writes_one_line_and_exits(capsys: pytest.CaptureFixture[st
         cli.fail("target-example", "error: the API refused", 1)
     assert stopped.value.code == 1
     assert capsys.readouterr().err == "target-example: error: the API refused\n"
+
+
+def test_unknown_setting_problems_name_each_unknown_setting_and_its_nearest() -> None:
+    known = ["dry_run", "mappings", "report_path"]
+    config = {"dry_runn": True, "mappings": [], "zzz": 1}
+    assert cli.unknown_setting_problems(config, known, "target-x") == [
+        "unknown setting dry_runn: did you mean dry_run? A setting target-x does not know would "
+        "be ignored; rename or remove it",
+        "unknown setting zzz: target-x --about lists the settings. A setting target-x does not "
+        "know would be ignored; rename or remove it",
+    ]
+    assert cli.unknown_setting_problems({"dry_run": False}, known, "target-x") == []

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from consent_pipelines_common.cli import fail
+from consent_pipelines_common.cli import (
+    about_text,
+    config_file_problem,
+    fail,
+    unknown_setting_problems,
+)
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -258,6 +264,12 @@ class TapSalesforceConsent(Tap):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # The shared and own checks name what to write and exit 2; the SDK's would exit 1.
+        # The known settings are the tap's and the SDK's built-in ones: what --about lists.
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        unknown = unknown_setting_problems(self._config, schema.get("properties", {}), self.name)
+        if unknown:  # in discovery too (no check of values there): a misspelling is never right
+            raise ConfigError("\n".join(f"  - {p}" for p in unknown))
         problems = offline_problems(self._config)
         _, shared = read_settings({k: self._config.get(k) for k in SHARED_SETTINGS})
         problems += shared
@@ -277,16 +289,45 @@ class TapSalesforceConsent(Tap):
     def discover_streams(self) -> list[Stream]:
         return [ConsentChangesStream(self)]
 
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
+
+
+HELP = (
+    "Read the consent changes people made in Salesforce (the field history of the mapped Lead "
+    "or Contact fields, the pipeline's own writes left out) and write them as Singer messages "
+    "on stdout, for target-didomi. `tap-salesforce-consent --about` lists every setting with "
+    "its description; see tap-salesforce-consent's README.md."
+)
+CONFIG_EXAMPLE = '{"instance_url": "https://acme.my.salesforce.com"}'
+
 
 def cli() -> None:
-    """Console entry point: a clean message and a non-zero exit for what a user must fix."""
+    """Console entry point: a clean message and a non-zero exit for what a user must fix.
+
+    The message is logged at error level, so that Meltano shows it at `--log-level=warning`
+    too.
+    """
+    command = TapSalesforceConsent.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:], CONFIG_EXAMPLE)
+    if problem is not None:
+        _fail(f"configuration error: {problem}", 2)
     try:
-        TapSalesforceConsent.cli()
+        command()
     except (ConfigError, ConfigValidationError) as exc:
-        fail(TapSalesforceConsent.name, f"configuration error:\n{exc}", 2)
+        _fail(f"configuration error:\n{exc}", 2)
     except SalesforceError as exc:
-        fail(TapSalesforceConsent.name, f"error: {exc}\nNo STATE was emitted past the last "
-             "change read: the next run starts from there.", 1)
+        _fail(f"error: {exc}\nNo STATE was emitted past the last change read: the next run "
+              "starts from there.", 1)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    fail(TapSalesforceConsent.name, message, status, logger)
 
 
 if __name__ == "__main__":

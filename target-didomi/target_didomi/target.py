@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any, ClassVar, NoReturn
 
-from consent_pipelines_common.cli import fail
+from consent_pipelines_common.cli import (
+    about_text,
+    config_file_problem,
+    fail,
+    unknown_setting_problems,
+)
 from jsonschema import Draft7Validator
 from singer_sdk import typing as th
 from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
@@ -96,8 +103,12 @@ class TargetDidomi(Target):
         config_jsonschema["properties"].pop("load_method", None)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """Type problems the settings check does not name itself, reported with its own."""
-        problems = []
+        """Unknown settings and type problems the settings check does not name itself,
+        reported with its own."""
+        # The known settings are the target's and the SDK's built-in ones: what --about lists.
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        problems = unknown_setting_problems(self._config, schema["properties"], NAME)
         for error in Draft7Validator(self.config_jsonschema).iter_errors(dict(self._config)):
             path = list(error.absolute_path)
             if not path or path[0] in ("api_key", "api_secret", "organization_id", "api_url",
@@ -169,25 +180,53 @@ class TargetDidomi(Target):
             return
         super()._write_state_message(state)
 
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)
+            return
+        print(about_text(cls._get_about_info()))
+
+
+HELP = (
+    "Write consent changes made in Salesforce, read as Singer messages on stdin (from "
+    "tap-salesforce-consent), to Didomi as consent events. `target-didomi --about` lists every "
+    "setting with its description; see target-didomi's README.md."
+)
+CONFIG_EXAMPLE = '{"organization_id": "your-org-id"}'
+
 
 def cli(target_class: type[TargetDidomi] = TargetDidomi) -> None:
-    """Console entry point. Exit 2: fix the configuration. 1: run again later."""
+    """Console entry point. Exit 2: fix the configuration. 1: run again later.
+
+    The message is logged at error level, so that Meltano shows it at `--log-level=warning`
+    too.
+    """
+    command = target_class.cli  # sets up logging (Meltano's structured format included)
+    command.help = HELP
+    problem = config_file_problem(sys.argv[1:], CONFIG_EXAMPLE)
+    if problem is not None:
+        _fail(f"error: {problem}. Nothing was read.", 2)
     try:
-        target_class.cli()
+        command()
     except ConfigurationError as exc:
-        fail(NAME, f"error: {exc}", 2)
+        _fail(f"error: {exc}", 2)
     except (RunError, DidomiAPIError) as exc:
-        fail(NAME, f"error: {exc}\nNo STATE was emitted for the changes not yet confirmed: the "
-             "tap sends them again next run, and their event ids make a resend harmless.", 1)
+        _fail(f"error: {exc}\nNo STATE was emitted for the changes not yet confirmed: the "
+              "tap sends them again next run, and their event ids make a resend harmless.", 1)
     except RecordsWithoutSchemaException as exc:
         _invalid_input(f"{exc} Each stream needs a SCHEMA message before its records.")
     except MissingKeyPropertiesError as exc:
         _invalid_input(f"a record lacks a key property its SCHEMA message declares: {exc}")
 
 
+def _fail(message: str, status: int) -> NoReturn:
+    fail(NAME, message, status, logging.getLogger(NAME))
+
+
 def _invalid_input(problem: str) -> NoReturn:
-    fail(NAME, f"error: the Singer input is not valid: {problem} Fix the tap or the input; no "
-         "STATE was emitted for the changes not yet written.", 1)
+    _fail(f"error: the Singer input is not valid: {problem} Fix the tap or the input; no "
+          "STATE was emitted for the changes not yet written.", 1)
 
 
 if __name__ == "__main__":
