@@ -75,6 +75,37 @@ SECRET_SETTINGS = ("client_id", "client_secret")
 #: From this batch_size_rows on, the first two batches are smaller (see _batch_limit).
 RAMP_MIN_BATCH = 4000
 
+# The connection to the org: the same settings in every plugin that talks to Salesforce.
+CONNECTION_PROPERTIES = (
+    th.Property(
+        "instance_url",
+        th.StringType,
+        required=True,
+        title="Instance URL",
+        description=(
+            "The org's My Domain URL, e.g. `https://acme.my.salesforce.com`. Must be https, "
+            "except for loopback hosts (the sandbox)."
+        ),
+    ),
+    th.Property(
+        "client_id",
+        th.StringType,
+        required=True,
+        secret=True,
+        title="Client ID",
+        description="Consumer key of the connected app / external client app "
+        "(OAuth 2.0 client credentials flow).",
+    ),
+    th.Property(
+        "client_secret",
+        th.StringType,
+        required=True,
+        secret=True,
+        title="Client Secret",
+        description="Consumer secret of the connected app / external client app.",
+    ),
+)
+
 MAPPING_SCHEMA = th.ObjectType(
     th.Property("id", th.StringType, required=True, description="Salesforce field API name."),
     th.Property(
@@ -243,33 +274,7 @@ class TargetSalesforceConsent(Target):
     ]
 
     config_jsonschema = th.PropertiesList(
-        th.Property(
-            "instance_url",
-            th.StringType,
-            required=True,
-            title="Instance URL",
-            description=(
-                "The org's My Domain URL, e.g. `https://acme.my.salesforce.com`. Must be https, "
-                "except for loopback hosts (the sandbox)."
-            ),
-        ),
-        th.Property(
-            "client_id",
-            th.StringType,
-            required=True,
-            secret=True,
-            title="Client ID",
-            description="Consumer key of the connected app / external client app "
-            "(OAuth 2.0 client credentials flow).",
-        ),
-        th.Property(
-            "client_secret",
-            th.StringType,
-            required=True,
-            secret=True,
-            title="Client Secret",
-            description="Consumer secret of the connected app / external client app.",
-        ),
+        *CONNECTION_PROPERTIES,
         th.Property(
             "salesforce_object",
             th.StringType,

@@ -32,7 +32,7 @@ from target_salesforce_consent.salesforce.describe import describe_object
 from target_salesforce_consent.salesforce.errors import AuthenticationError, SalesforceError
 from target_salesforce_consent.salesforce.history import HistoryReader
 from target_salesforce_consent.settings import read_settings
-from target_salesforce_consent.target import MAPPING_SCHEMA
+from target_salesforce_consent.target import CONNECTION_PROPERTIES, MAPPING_SCHEMA
 
 logger = logging.getLogger("tap-salesforce-consent")
 
@@ -198,31 +198,7 @@ class TapSalesforceConsent(Tap):
     ]
 
     config_jsonschema = th.PropertiesList(
-        th.Property(
-            "instance_url",
-            th.StringType,
-            required=True,
-            title="Instance URL",
-            description="The org's My Domain URL, e.g. `https://acme.my.salesforce.com`. Must "
-            "be https, except for loopback hosts (the sandbox).",
-        ),
-        th.Property(
-            "client_id",
-            th.StringType,
-            required=True,
-            secret=True,
-            title="Client ID",
-            description="Consumer key of the connected app / external client app (OAuth 2.0 "
-            "client credentials flow).",
-        ),
-        th.Property(
-            "client_secret",
-            th.StringType,
-            required=True,
-            secret=True,
-            title="Client Secret",
-            description="Consumer secret of the connected app / external client app.",
-        ),
+        *CONNECTION_PROPERTIES,
         th.Property(
             "salesforce_object",
             th.StringType,
