@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,6 +92,57 @@ def encode_record(raw: Any) -> bytes:
         return _encode(raw)
     except (TypeError, UnicodeEncodeError, msgspec.EncodeError):  # a lone surrogate, ...
         return json.dumps(raw, default=str).encode("utf-8", "backslashreplace")
+
+
+class RecordSpool:
+    """The records of the batches not settled yet, as sent (JSON), keyed by arrival order.
+
+    On disk (SQLite's temporary file, a small page cache), not on each buffered record: only a
+    record that fails is read back, and a batch's rows are deleted once it settles, so the file
+    holds the few batches in flight and its pages are reused. Records are written by the
+    reading thread and read back where batches settle (the batch worker, then the thread that
+    ends the run).
+    """
+
+    _CHUNK = 1000  # rows per insert: one executemany instead of one call per record
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False)
+        self._db.execute("PRAGMA cache_size = -2048")  # KiB
+        self._db.execute("CREATE TABLE record (seq INTEGER PRIMARY KEY, json BLOB NOT NULL)")
+        self._pending: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+
+    def put(self, seq: int, encoded: bytes) -> None:
+        with self._lock:
+            self._pending.append((seq, encoded))
+            if len(self._pending) >= self._CHUNK:
+                self._write()
+
+    def _write(self) -> None:  # with the lock held
+        pending, self._pending = self._pending, []
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO record VALUES (?, ?)", pending)
+
+    def get(self, seq: int) -> bytes | None:
+        with self._lock:
+            if self._pending:
+                self._write()
+            row = self._db.execute("SELECT json FROM record WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def drop(self, seqs: list[int]) -> None:
+        """Forget the records of a settled batch."""
+        if not seqs:
+            return
+        with self._lock:
+            if self._pending:
+                self._write()
+            with self._db:
+                self._db.executemany("DELETE FROM record WHERE seq = ?", ((s,) for s in seqs))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 # -- where the folder is ------------------------------------------------------------------
@@ -297,9 +349,16 @@ class FailedRecordStore:
             "CREATE TABLE settled (person BLOB PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID"
         )
         self._batches = 0
+        self.spool = RecordSpool()
 
     def close(self) -> None:
         self._settled.close()
+        self.spool.close()
+
+    def keep_record(self, seq: int, raw: Any) -> None:
+        """Keep the record that arrived `seq`-th, as sent, until its batch settles (should it
+        fail)."""
+        self.spool.put(seq, encode_record(raw))
 
     def check(self) -> None:
         """Fail now (a configuration error) if the folder cannot be used. Nothing is created:
@@ -356,8 +415,11 @@ class FailedRecordStore:
         """
         new: list[FailedEntry] = []
         settled: list[tuple[bytes, int]] = []
+        spooled: list[int] = []
         now = _now()
         for item, outcome, failed, error in outcomes:
+            if item.spooled:
+                spooled.append(item.seq)
             if item.ouid and outcome in SETTLING_OUTCOMES:
                 ts = NO_TIMESTAMP if item.ts is None else item.ts
                 settled.append((_person(item.ouid), ts))
@@ -368,15 +430,18 @@ class FailedRecordStore:
                 continue
             if not failed:
                 continue
-            if not kept or item.raw is None:
+            if not kept or not item.spooled:
                 continue
-            key = entry_key(item.stream, item.raw)
+            raw = self.spool.get(item.seq)
+            if raw is None:  # cannot happen: kept on arrival, dropped once settled
+                raw = b"null"
+            key = entry_key(item.stream, raw)
             if key in self._new or key in self._retries:
                 continue
             entry = FailedEntry(
                 key=key,
                 stream=item.stream,
-                record=msgspec.Raw(item.raw),
+                record=msgspec.Raw(raw),
                 organization_user_id=item.ouid,
                 timestamp=item.timestamp,
                 error=error,
@@ -392,6 +457,7 @@ class FailedRecordStore:
                 "DO UPDATE SET ts = max(ts, excluded.ts)",
                 settled,
             )
+        self.spool.drop(spooled)
         if new and not self.dry_run:
             self._batches += 1
             name = f"run-{self.run_id}-{self._batches}.jsonl"

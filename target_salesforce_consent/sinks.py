@@ -134,7 +134,7 @@ class BufferedRecord:
     outcome: Outcome | None = None
     error: str | None = None
     fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
-    raw: bytes | None = None  # the record as sent (JSON), kept should it fail (failed_records)
+    spooled: bool = False  # the record as sent is kept on disk should it fail (failed_records)
     retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
     failed_key: str | None = None  # and its key in the failed-records store
 

@@ -41,7 +41,6 @@ from target_salesforce_consent.didomi import UnreadableRecord
 from target_salesforce_consent.failed_records import (
     FailedRecordStore,
     default_failed_records_root,
-    encode_record,
     open_folder,
 )
 from target_salesforce_consent.report import (
@@ -686,7 +685,8 @@ class TargetSalesforceConsent(Target):
             and not self._failed.dry_run
             and item.outcome in (None, Outcome.FAILED)  # filtered ones never fail
         ):
-            item.raw = encode_record(raw)  # kept should the record fail
+            self._failed.keep_record(item.seq, raw)  # on disk, should the record fail
+            item.spooled = True
         return item
 
     @property
