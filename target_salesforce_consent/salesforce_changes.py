@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from target_salesforce_consent.plan import GroupPlan, to_micros
@@ -118,6 +119,30 @@ class PlannedGroup(Protocol):
     plan: GroupPlan | None
 
 
+def oldest_choice_second(groups: Mapping[str, PlannedGroup]) -> datetime | None:
+    """The whole second of the oldest choice the batch is about to write, or None when a
+    choice to write has no timestamp (a person's change of any age then stands).
+
+    A person's change made before that second is older than every choice to write, so it
+    never keeps a field (:func:`choice_is_newer`): the history before it is not needed."""
+    oldest: int | None = None
+    for group in groups.values():
+        if group.plan is None:
+            continue
+        choices = group.state.choices
+        for row in group.plan.update_rows:
+            for name in row:
+                if name not in choices:
+                    continue
+                ts = choices[name].ts
+                if ts is None:
+                    return None
+                oldest = ts if oldest is None else min(oldest, ts)
+    if oldest is None:
+        return None
+    return datetime.fromtimestamp(oldest // _SECOND, tz=timezone.utc)
+
+
 class SalesforceChanges:
     """Reads the history of the records a batch is about to change and applies it."""
 
@@ -137,7 +162,8 @@ class SalesforceChanges:
         ids = [row["Id"] for g in groups.values() if g.plan for row in g.plan.update_rows]
         if not ids:
             return
-        newest = newest_changes(self.reader.changes_of(ids, fetch_all))
+        since = oldest_choice_second(groups)
+        newest = newest_changes(self.reader.changes_of(ids, fetch_all, since))
         ts_field = self.rs.consent_timestamp_field
         for key, group in groups.items():
             if group.plan is not None:

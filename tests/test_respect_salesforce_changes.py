@@ -179,23 +179,72 @@ def test_history_is_read_only_for_records_about_to_change(org: Sandbox, report_p
     )
     assert result.outcomes == {JANE: "skipped_unchanged", "nobody@example.com": "skipped_unmatched"}
     assert len(history_queries(org)) == 1  # the check at start
-    # A batch with many records to change reads their history in chunks of Ids.
-    ids = org.add_records(
-        "Lead",
-        [
-            {"LastName": f"P{n}", "Company": "Acme", "Email": f"p{n}@example.com"}
-            for n in range(1100)
-        ],
+
+
+def many_leads(sb: Sandbox, n: int) -> list[str]:
+    return list(
+        sb.add_records(
+            "Lead",
+            [
+                {"LastName": f"P{i}", "Company": "Acme", "Email": f"p{i}@example.com"}
+                for i in range(n)
+            ],
+        )
     )
-    assert len(ids) == 1100
-    many = run_target(
+
+
+def test_a_big_batch_reads_the_changes_since_its_oldest_choice_in_one_query(
+    org: Sandbox, report_path: Path
+) -> None:
+    # 1,100 records to change would take two queries by Id; one query of the changes since
+    # the oldest choice's second finds the same people's changes.
+    ids = many_leads(org, 1100)
+    person = rep(org)
+    org.update_as(person, "Lead", ids[5], {"HasOptedOutOfEmail": True},
+                  at="2025-03-01T00:00:00.400Z")  # within the choice's second: stands
+    org.update_as(person, "Lead", ids[6], {"HasOptedOutOfEmail": True},
+                  at="2025-02-28T23:59:59.900Z")  # before it: the choice is newer
+    before = len(history_queries(org))
+    result = run_target(
         base_config(org, report_path, batch_size_rows=2000),
         singer_lines([opted_in("2025-03-01T00:00:00Z", f"p{n}@example.com") for n in range(1100)]),
     )
-    assert many.error is None, many.stderr
-    assert set(many.outcomes.values()) == {"updated"}
-    assert 1 + 2 <= len(history_queries(org)) - 1 <= 1 + 4  # about 650 Ids a query
-    assert all(r.status == 200 for r in history_queries(org))
+    assert result.error is None, result.stderr
+    queries = history_queries(org)[before:]
+    assert len(queries) == 1 + 1  # the check at start, then one for the batch
+    assert "CreatedDate+%3E%3D+2025-03-01T00:00:00Z" in queries[1].query
+    assert org.record("Lead", ids[5])["HasOptedOutOfEmail"] is True
+    assert result.line_for("p5@example.com")["salesforce_kept"] == {ids[5]: ["HasOptedOutOfEmail"]}
+    assert org.record("Lead", ids[6])["HasOptedOutOfEmail"] is False
+    assert set(result.outcomes.values()) == {"updated"}
+
+
+def test_too_many_changes_since_the_oldest_choice_are_read_by_id(
+    org: Sandbox, report_path: Path
+) -> None:
+    # 5,500 people's changes since the choice take three pages of 2,000 rows: more calls than
+    # the two queries by Id, so the first page is dropped and the history is read by Id.
+    ids = many_leads(org, 1100)
+    person = rep(org)
+    for day in range(2, 7):  # ticked, unticked, ... ticked: the last change stands
+        for record_id in ids:
+            org.update_as(person, "Lead", record_id, {"HasOptedOutOfEmail": day % 2 == 0},
+                          at=f"2025-03-0{day}T00:00:00Z")
+    before = len(history_queries(org))
+    result = run_target(
+        base_config(org, report_path, batch_size_rows=2000),
+        singer_lines([opted_in("2025-03-01T00:00:00Z", f"p{n}@example.com") for n in range(1100)]),
+    )
+    assert result.error is None, result.stderr
+    queries = history_queries(org)[before:]
+    assert "CreatedDate" in queries[1].query and "LeadId+IN" not in queries[1].query
+    assert len(queries) >= 1 + 1 + 2
+    assert all("LeadId+IN" in q.query for q in queries[2:])
+    for n in (1, 2, 449):
+        assert org.record("Lead", ids[n])["HasOptedOutOfEmail"] is True
+        assert result.line_for(f"p{n}@example.com")["salesforce_kept"] == {
+            ids[n]: ["HasOptedOutOfEmail"]
+        }
 
 
 @pytest.mark.parametrize("setting", [True, None])

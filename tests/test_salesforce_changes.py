@@ -3,12 +3,13 @@ history queries, and the per-field decision."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from target_salesforce_consent.plan import plan_group, to_micros
+from target_salesforce_consent.plan import GroupPlan, plan_group, to_micros
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.auth import identity_user_id
 from target_salesforce_consent.salesforce.history import (
@@ -16,10 +17,17 @@ from target_salesforce_consent.salesforce.history import (
     HistoryQueryBuilder,
     changes_since_query,
     format_changed_at,
+    pages_needed,
     parse_change,
 )
 from target_salesforce_consent.salesforce.soql import MAX_URL_BYTES, URL_SAFETY_MARGIN, form_encode
-from target_salesforce_consent.salesforce_changes import newest_changes, respect_changes
+from target_salesforce_consent.salesforce_changes import (
+    choice_is_newer,
+    newest_changes,
+    oldest_choice_second,
+    respect_changes,
+)
+from target_salesforce_consent.store import PersonState
 from tests.test_plan import consent, lead, resolved
 
 LEAD_ID = "00Q000000000001AAA"
@@ -200,3 +208,37 @@ def test_changes_of_other_records_or_fields_change_nothing() -> None:
         ]
     )
     assert respect_changes(plan, person, records, newest, None) == plan
+
+
+@dataclass
+class Planned:
+    state: PersonState
+    plan: GroupPlan | None
+
+
+def test_the_history_a_batch_needs_starts_at_its_oldest_choices_second() -> None:
+    newer, plan_newer, _ = _plan("2025-01-03T00:00:00Z")
+    older, plan_older, _ = _plan("2025-01-02T08:30:15.750Z")
+    skipped, _, _ = _plan("2024-01-01T00:00:00Z")
+    groups = {"a": Planned(newer, plan_newer), "b": Planned(older, plan_older),
+              "c": Planned(skipped, None)}  # fmt: skip
+    since = oldest_choice_second(groups)
+    assert since == datetime(2025, 1, 2, 8, 30, 15, tzinfo=timezone.utc)
+    # A person's change before that second never keeps a field; one within it may.
+    assert since is not None
+    just_before = to_micros(since) - 1000
+    within = to_micros(since)  # recorded on the whole second
+    oldest_ts = to_micros(datetime(2025, 1, 2, 8, 30, 15, 750_000, tzinfo=timezone.utc))
+    assert choice_is_newer(oldest_ts, just_before)
+    assert not choice_is_newer(oldest_ts, within)
+    # A choice to write without a timestamp is never newer: all its history is needed.
+    older.choices["HasOptedOutOfEmail"].ts = None
+    assert oldest_choice_second(groups) is None
+
+
+@pytest.mark.parametrize(
+    ("total", "first_page", "pages"),
+    [(0, 0, 1), (1500, 1500, 1), (2001, 2000, 2), (4000, 2000, 2), (4001, 2000, 3)],
+)
+def test_pages_a_query_takes(total: int, first_page: int, pages: int) -> None:
+    assert pages_needed(total, first_page) == pages

@@ -377,14 +377,21 @@ class SalesforceClient:
         For SELECTs of plain fields, as the target's: a relationship field's nested record
         would keep its own ``attributes``.
         """
+        for records, _ in self.query_pages(soql):
+            yield from records
+
+    def query_pages(self, soql: str) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """The pages of a REST SOQL query, each with the query's ``totalSize``: one call per
+        page, the next one only when asked for (a caller may stop after the first)."""
         page: Any = self.get_json("query?q=" + form_encode(soql))
         while True:
             if not isinstance(page, dict):
                 raise SalesforceError("INVALID_RESPONSE", "query returned an unexpected body")
-            for record in page.get("records") or []:
-                if isinstance(record, dict):
-                    record.pop("attributes", None)  # fresh from the parser: edit in place
-                yield record
+            records = [r for r in page.get("records") or [] if isinstance(r, dict)]
+            for record in records:
+                record.pop("attributes", None)  # fresh from the parser: edit in place
+            total = page.get("totalSize")
+            yield records, total if isinstance(total, int) else len(records)
             next_url = page.get("nextRecordsUrl")
             if page.get("done", True) or not next_url:
                 return

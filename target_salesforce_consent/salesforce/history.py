@@ -159,6 +159,13 @@ def readable_query(sobject: str, fields: Sequence[str]) -> str:
     return f"SELECT Id FROM {history} WHERE {_conditions(fields, ())[0]} LIMIT 1"
 
 
+def pages_needed(total: int, first_page: int) -> int:
+    """The pages (calls) a query of ``total`` rows takes, its first holding ``first_page``."""
+    if total <= first_page or first_page <= 0:
+        return 1
+    return 1 + -(-(total - first_page) // first_page)
+
+
 class HistoryReader:
     """Reads the field history of mapped fields of one object (``fields``: canonical API
     names; history rows name them case-insensitively)."""
@@ -202,19 +209,44 @@ class HistoryReader:
         self,
         record_ids: Iterable[str],
         fetch_all: Callable[[Sequence[str]], Iterable[Iterable[Mapping[str, Any]]]] | None = None,
+        since: datetime | None = None,
     ) -> Iterator[FieldChange]:
-        """Changes of the records ``record_ids``, in no particular order. ``fetch_all`` runs
-        the queries (the rows of each); by default one after another."""
-        queries = self.queries.queries(record_ids)
-        answers = (
-            fetch_all(queries) if fetch_all is not None
-            else (self.client.query_all(soql) for soql in queries)
-        )
+        """Changes of the records ``record_ids``, in no particular order; with ``since``, at
+        least those made at or after it (the caller needs no older one). ``fetch_all`` runs
+        the queries by record Id (the rows of each); by default one after another.
+
+        With ``since``, when the records need more than one query by Id, one query of every
+        change since then is tried first: it is kept when its pages are no more calls than
+        the queries by Id (then one call was spent in vain)."""
+        ids = list(dict.fromkeys(record_ids))
+        queries = self.queries.queries(ids)
+        answers: Iterable[Iterable[Mapping[str, Any]]] | None = None
+        if since is not None and len(queries) > 1:
+            since_rows = self._rows_since(since, calls_allowed=len(queries))
+            if since_rows is not None:
+                wanted = set(ids)
+                answers = [[r for r in since_rows if r.get(self.parent) in wanted]]
+        if answers is None:
+            answers = (
+                fetch_all(queries) if fetch_all is not None
+                else (self.client.query_all(soql) for soql in queries)
+            )
         for rows in answers:
             for row in rows:
                 change = parse_change(row, self.parent, self.names)
                 if change is not None and change.changed_by_id not in self.exclude_user_ids:
                     yield change
+
+    def _rows_since(self, since: datetime, calls_allowed: int) -> list[dict[str, Any]] | None:
+        """Every history row of the fields since ``since``, or None (after one call) when
+        reading them all would take more than ``calls_allowed`` calls."""
+        soql = changes_since_query(self.sobject, self.fields, self.exclude_user_ids, since)
+        rows: list[dict[str, Any]] = []
+        for number, (records, total) in enumerate(self.client.query_pages(soql), start=1):
+            if number == 1 and pages_needed(total, len(records)) > calls_allowed:
+                return None
+            rows.extend(records)
+        return rows
 
     def changes_since(self, since: datetime | None) -> Iterator[FieldChange]:
         """Changes made at or after ``since``, oldest first, ties by history Id."""
