@@ -6,11 +6,13 @@ Meltano sees: stdout messages, stderr logs and the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,30 @@ def build_export(root: Path) -> dict[str, list[dict[str, Any]]]:
             write_file(partition_dir(root, day, "events") / "events-0.json.gz", batch)
             events += batch
     return {"users": users, "events": events}
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a loopback port with `bucket` created; the AWS variables that point
+    boto (and so the tap, the receiver and s3fs) at it are set in os.environ meanwhile."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    # The tap finds credentials and the endpoint the way boto does, from the environment.
+    env = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
