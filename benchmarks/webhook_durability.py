@@ -18,7 +18,6 @@ is done and at least ``--min-kills`` kills happened. Then:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import random
 import sqlite3
@@ -31,18 +30,15 @@ from collections import Counter
 from pathlib import Path
 
 from salesforce_sandbox import Sandbox
-from webhook_load import Client, ReceiverProcess, encode, free_port, webhook
-
-CUSTOM_FIELDS = [
-    {"name": "Didomi_Newsletter__c", "type": "boolean", "label": "Newsletter (Didomi)"},
-    {"name": "Didomi_Consent_Updated__c", "type": "datetime", "label": "Consent updated"},
-]
-EPOCH = dt.datetime(2025, 5, 1, tzinfo=dt.timezone.utc)
-
-
-def stamp(seq: int) -> str:
-    value = EPOCH + dt.timedelta(milliseconds=seq * 10)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+from webhook_load import (
+    CUSTOM_FIELDS,
+    Client,
+    ReceiverProcess,
+    encode,
+    free_port,
+    stamp,
+    webhook,
+)
 
 
 def main() -> int:

@@ -16,7 +16,6 @@ p50/p90/p99/max of (value visible in the Lead) - (2xx received by the sender).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -27,18 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from salesforce_sandbox import Sandbox
-from webhook_load import Client, ReceiverProcess, drain, encode, free_port, percentile, webhook
-
-CUSTOM_FIELDS = [
-    {"name": "Didomi_Newsletter__c", "type": "boolean", "label": "Newsletter (Didomi)"},
-    {"name": "Didomi_Consent_Updated__c", "type": "datetime", "label": "Consent updated"},
-]
-EPOCH = dt.datetime(2025, 5, 1, tzinfo=dt.timezone.utc)
-
-
-def stamp(seq: int) -> str:
-    value = EPOCH + dt.timedelta(milliseconds=seq * 10)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+from webhook_load import (
+    CUSTOM_FIELDS,
+    Client,
+    ReceiverProcess,
+    drain,
+    encode,
+    free_port,
+    percentile,
+    stamp,
+    webhook,
+)
 
 
 def main() -> None:

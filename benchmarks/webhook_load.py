@@ -7,6 +7,7 @@ machine shared with the receiver, a heavier client (requests in threads) would m
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import socket
@@ -24,6 +25,17 @@ import requests
 
 CLIENT_ID = "bench-didomi-integration"
 CLIENT_SECRET = "bench-webhook-secret-0123456789"
+# The consent fields the benchmarks' Leads carry, and the Didomi time of webhook number seq.
+CUSTOM_FIELDS = [
+    {"name": "Didomi_Newsletter__c", "type": "boolean", "label": "Newsletter (Didomi)"},
+    {"name": "Didomi_Consent_Updated__c", "type": "datetime", "label": "Consent updated"},
+]
+EPOCH = dt.datetime(2025, 5, 1, tzinfo=dt.timezone.utc)
+
+
+def stamp(seq: int) -> str:
+    value = EPOCH + dt.timedelta(milliseconds=seq * 10)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def free_port() -> int:
