@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -853,6 +854,20 @@ HELP = (
 CONFIG_EXAMPLE = '{"instance_url": "https://..."}'
 
 
+#: The garbage collector's thresholds for a run. A run allocates millions of short-lived
+#: objects and holds a few batches of long-lived ones; with the defaults (700, 10, 10) the
+#: collector walked those batches over and over (about a third of the CPU of a 100,000-record
+#: run). Batches are freed by reference counting as soon as they settle (they hold no
+#: reference cycles), so collecting rarely costs no memory.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def collect_garbage_rarely() -> None:
+    """Set :data:`GC_THRESHOLDS`, and leave what start-up loaded out of every collection."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -> None:
     """Console entry point: clean messages and a non-zero exit for what a user must fix.
 
@@ -860,6 +875,7 @@ def cli(target_class: type[TargetSalesforceConsent] = TargetSalesforceConsent) -
     something unresolved (Salesforce unavailable included) and can be retried. The message is
     logged at error level, so that Meltano shows it at `--log-level=warning` too.
     """
+    collect_garbage_rarely()
     command = target_class.cli  # sets up logging (Meltano's structured format included)
     command.help = HELP
     problem = config_file_problem(sys.argv[1:], CONFIG_EXAMPLE)
