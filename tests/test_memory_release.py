@@ -8,6 +8,7 @@ target therefore keeps its batches free of reference cycles, and collects garbag
 from __future__ import annotations
 
 import gc
+import platform
 import subprocess
 import sys
 import weakref
@@ -18,7 +19,7 @@ import pytest
 from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.pipeline import InFlight
-from target_salesforce_consent.target import GC_THRESHOLDS
+from target_salesforce_consent.target import GC_THRESHOLDS, tune_malloc
 from tests.conftest import base_config, newsletter, run_target, singer_lines, user
 
 
@@ -86,3 +87,8 @@ def test_the_command_collects_garbage_rarely() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.stderr.strip().splitlines()[-1] == f"{GC_THRESHOLDS} True", done.stderr
+
+
+def test_malloc_is_tuned_where_the_c_library_is_glibc() -> None:
+    # True: every option accepted (mallopt answers 0 to one it refuses); elsewhere untouched.
+    assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
