@@ -22,7 +22,7 @@ from typing import IO, Any, ClassVar, NoReturn, cast
 
 import msgspec
 from consent_pipelines_common.cli import (
-    about_text,
+    TextAbout,
     config_file_problem,
     fail,
     progress_interval,
@@ -257,7 +257,7 @@ def lines_with_idle_checks(source: Iterable[str], idle_check: Callable[[], float
         wait = idle_check()
 
 
-class TargetSalesforceConsent(Target):
+class TargetSalesforceConsent(TextAbout, Target):
     """Writes Didomi consent into Salesforce Leads or Contacts through Bulk API 2.0."""
 
     name = "target-salesforce-consent"
@@ -780,13 +780,6 @@ class TargetSalesforceConsent(Target):
 
     def _outcome_counts(self) -> Counter[Outcome]:
         return self._report.run_counts if self._report is not None else Counter()
-
-    @classmethod
-    def print_about(cls, output_format: str | None = None) -> None:
-        if output_format not in (None, "text"):
-            super().print_about(output_format)
-            return
-        print(about_text(cls._get_about_info()))
 
     def _log_summary(self) -> None:
         if self._summary_logged or self._report is None:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 if TYPE_CHECKING:
     from singer_sdk.about import AboutInfo
@@ -78,6 +78,24 @@ def about_text(info: AboutInfo, *, show_required: bool = True) -> str:
                                subsequent_indent="      ", break_on_hyphens=False)
     lines += ["", "Capabilities: " + ", ".join(str(c) for c in info.capabilities)]
     return "\n".join(lines)
+
+
+class TextAbout:
+    """`--about` as :func:`about_text`, the other formats as the Singer SDK prints them.
+
+    Mixed in before the SDK's Tap or Target class: ``class TapX(TextAbout, Tap)``.
+    """
+
+    #: Whether the text marks each setting required or optional (see :func:`about_text`).
+    about_shows_required: ClassVar[bool] = True
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        if output_format not in (None, "text"):
+            super().print_about(output_format)  # type: ignore[misc]
+            return
+        plugin: Any = cls  # a Singer SDK plugin class (see the class docstring)
+        print(about_text(plugin._get_about_info(), show_required=cls.about_shows_required))
 
 
 def progress_interval(env: Mapping[str, str], logger: logging.Logger) -> float:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from consent_pipelines_common.cli import (
     ProgressLog,
-    about_text,
+    TextAbout,
     config_file_problem,
     fail,
     nearest_name,
@@ -188,11 +188,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class TapDidomi(Tap):
+class TapDidomi(TextAbout, Tap):
     """Singer tap for Didomi consent: batch exports (local, S3, GCS, Azure) or the API."""
 
     name = "tap-didomi"
     package_name = "tap-didomi"
+    about_shows_required = False  # every setting is optional, or one of a choice of sources
     # No BATCH: the streams emit STATE right after a partition's last RECORD, which a BATCH
     # manifest (written later) would overtake.
     capabilities: ClassVar[list[CapabilitiesEnum]] = [
@@ -357,13 +358,6 @@ class TapDidomi(Tap):
     @functools.cached_property
     def progress(self) -> ProgressLog:
         return ProgressLog(logger, progress_interval(os.environ, logger))
-
-    @classmethod
-    def print_about(cls, output_format: str | None = None) -> None:
-        if output_format not in (None, "text"):
-            super().print_about(output_format)
-            return
-        print(about_text(cls._get_about_info(), show_required=False))
 
     def load_state(self, state: dict[str, Any]) -> None:
         # A hand-edited export bookmark stops the tap here, before any output, with the entry

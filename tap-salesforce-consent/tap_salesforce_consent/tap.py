@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, NoReturn
 
 from consent_pipelines_common.cli import (
-    about_text,
+    TextAbout,
     config_file_problem,
     fail,
     unknown_setting_problems,
@@ -180,7 +180,7 @@ def open_source(config: Mapping[str, Any], retry: RetryPolicy | None = None) -> 
     return source
 
 
-class TapSalesforceConsent(Tap):
+class TapSalesforceConsent(TextAbout, Tap):
     """Consent changes people made in Salesforce (Lead or Contact field history)."""
 
     name = "tap-salesforce-consent"
@@ -264,13 +264,6 @@ class TapSalesforceConsent(Tap):
 
     def discover_streams(self) -> list[Stream]:
         return [ConsentChangesStream(self)]
-
-    @classmethod
-    def print_about(cls, output_format: str | None = None) -> None:
-        if output_format not in (None, "text"):
-            super().print_about(output_format)
-            return
-        print(about_text(cls._get_about_info()))
 
 
 HELP = (

@@ -7,7 +7,7 @@ import sys
 from typing import Any, ClassVar, NoReturn
 
 from consent_pipelines_common.cli import (
-    about_text,
+    TextAbout,
     config_file_problem,
     fail,
     unknown_setting_problems,
@@ -47,7 +47,7 @@ class ChangeSink(BatchSink):
         target.writer.process([(self.stream_name, r) for r in context.get("records", [])])
 
 
-class TargetDidomi(Target):
+class TargetDidomi(TextAbout, Target):
     """Writes consent changes made in Salesforce to Didomi as consent events."""
 
     name = NAME
@@ -179,13 +179,6 @@ class TargetDidomi(Target):
         if self._writer is not None and self._writer.settings.dry_run:
             return
         super()._write_state_message(state)
-
-    @classmethod
-    def print_about(cls, output_format: str | None = None) -> None:
-        if output_format not in (None, "text"):
-            super().print_about(output_format)
-            return
-        print(about_text(cls._get_about_info()))
 
 
 HELP = (
