@@ -688,7 +688,7 @@ class BulkIngest:
         end = self.forecast.closed(job_id, rows, started if closed_at is None else closed_at)
         try:
             if end is not None:
-                delay = poll_delay(end - time.monotonic(), 0.0)
+                delay = min(poll_delay(end - time.monotonic(), 0.0), self.poll_timeout)
                 self._sleep(delay)
                 waited += delay
             while True:
@@ -722,6 +722,9 @@ class BulkIngest:
                     interval = min(interval * 1.5, self.max_poll_interval)
                     if end is not None:  # not started yet: wait for the rows foreseen ahead
                         delay = max(delay, poll_delay(end - time.monotonic(), 0.0))
+                # Never sleep past the timeout: one last poll then decides.
+                spent = max(waited, time.monotonic() - started)
+                delay = min(delay, max(self.poll_timeout - spent, 0.0))
                 self._sleep(delay)
                 waited += delay
         finally:
