@@ -13,6 +13,7 @@ from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.salesforce import BulkIngest, SalesforceClient
 from target_salesforce_consent.salesforce.bulk import (
+    EARLY_POLL_RATE_FACTOR,
     PROGRESS_POLL_CAP,
     IngestForecast,
     IngestOutcome,
@@ -97,6 +98,23 @@ def test_a_job_faster_than_the_rate_seen_is_not_waited_for_at_that_rate() -> Non
     # 500 rows in 1 s since it was closed: at least 500 rows/s, so 1 s left, not 50 s.
     assert forecast.running("A", 1000, 500, at=1.0, previous=None) == pytest.approx(2.0)
     assert forecast.rate == 10.0  # a lower bound for this job, not a measure of the org
+
+
+def test_a_first_poll_that_finds_the_job_running_lowers_the_rate() -> None:
+    forecast = IngestForecast(queue_cap=10.0)
+    forecast.rate = 100.0
+    assert forecast.closed("A", 100, at=0.0) == pytest.approx(1.0)
+    # Foreseen done at 1.0, still running at 1.1: the rate seen was too high.
+    end = forecast.running("A", 100, 90, at=1.1, previous=None)
+    assert forecast.rate == pytest.approx(100.0 * EARLY_POLL_RATE_FACTOR)
+    assert end == pytest.approx(1.1 + 10 / forecast.rate)
+    # A later poll of the same job measures the rate itself.
+    forecast.running("A", 100, 95, at=1.2, previous=(1.1, 90))
+    assert forecast.rate == pytest.approx(50.0)
+    # A job not yet foreseen done leaves the rate as it is.
+    forecast.closed("B", 100, at=2.0)
+    forecast.running("B", 100, 10, at=2.5, previous=None)
+    assert forecast.rate == pytest.approx(50.0)
 
 
 # -- against a distant org ----------------------------------------------------------------------
