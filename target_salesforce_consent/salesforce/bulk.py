@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,23 +159,115 @@ def is_transient_job_error(error_message: str) -> bool:
 PROGRESS_POLL_CAP = 30.0
 
 
+def progress_rate(processed: int, now: float, previous: tuple[float, int] | None) -> float | None:
+    """Rows per second between the previous poll (`previous`: its time and count) and now.
+
+    Only once both polls saw rows processed: before its first row a job may wait in the org's
+    queue for any time, so a rate measured across that wait says nothing.
+    """
+    if processed <= 0 or previous is None or previous[1] <= 0:
+        return None
+    if processed <= previous[1] or now <= previous[0]:
+        return None
+    return (processed - previous[1]) / (now - previous[0])
+
+
 def time_to_done(processed: int, rows: int, now: float, previous: tuple[float, int] | None
                  ) -> float | None:
     """Seconds until a job of `rows` rows that has processed `processed` is likely done.
 
-    The rate is the progress since the previous poll (`previous`: its time and count), and
-    only once both polls saw rows processed: before its first row a job may wait in the org's
-    queue for any time, so a rate measured across that wait says nothing. None when no rate
+    The rate is the progress since the previous poll (see `progress_rate`). None when no rate
     is known yet; the caller then polls again after its usual interval.
     """
     if rows <= 0 or processed <= 0:
         return None
     if processed >= rows:
         return 0.0
-    if previous is None or previous[1] <= 0 or processed <= previous[1] or now <= previous[0]:
-        return None
-    rate = (processed - previous[1]) / (now - previous[0])
-    return (rows - processed) / rate
+    rate = progress_rate(processed, now, previous)
+    return None if rate is None else (rows - processed) / rate
+
+
+#: How the rate a run has seen is lowered when a job's first poll, foreseen to find it done,
+#: finds it running: without this a rate measured a few percent high would cost every later
+#: job a second poll (the next measure comes only from two polls of one running job).
+EARLY_POLL_RATE_FACTOR = 0.95
+
+
+def poll_delay(due: float, floor: float) -> float:
+    """The sleep before polling a job likely done in `due` seconds: a little after, so that
+    one poll usually finds it complete, never past the cap."""
+    return min(max(due * 1.05 + 0.05, floor), PROGRESS_POLL_CAP)
+
+
+class IngestForecast:
+    """When the jobs a run closed are likely done, from the org's processing rate as seen.
+
+    The rate (rows per second) is measured between two polls of a running job and kept for
+    the run's next jobs. A job is taken to start when it is closed or, when the run's own
+    earlier jobs are still processing, when the last of them is likely done (an org that
+    works through one object's jobs one after another); but never more than `queue_cap`
+    seconds after it is closed, since an org may as well run them side by side. Pure
+    bookkeeping, no I/O: times are given by the caller; safe to share between threads.
+    """
+
+    def __init__(self, queue_cap: float) -> None:
+        self.queue_cap = queue_cap
+        self.rate: float | None = None
+        self._lock = threading.Lock()
+        self._closed: dict[str, float] = {}  # job id -> when it was closed, in closing order
+        self._ends: dict[str, float] = {}  # job id -> when it is likely done
+
+    def closed(self, job_id: str, rows: int, at: float) -> float | None:
+        """A job of `rows` rows was closed `at`: when it is likely done (None: no rate yet)."""
+        with self._lock:
+            self._closed[job_id] = at
+            return self._expect(job_id, rows, at)
+
+    def running(self, job_id: str, rows: int, processed: int, at: float,
+                previous: tuple[float, int] | None) -> float | None:
+        """A poll `at` found the job still running, `processed` rows done (`previous`: the
+        time and count of the poll before): when it is likely done (None: no rate yet)."""
+        with self._lock:
+            if processed <= 0:
+                return self._expect(job_id, rows, at)
+            rate = progress_rate(processed, at, previous)
+            if rate is not None:
+                self.rate = rate
+            elif self.rate is None:
+                return None
+            else:
+                foreseen = self._ends.get(job_id)
+                if previous is None and foreseen is not None and at >= foreseen:
+                    # Still running when its first poll was foreseen to find it done: the
+                    # rate seen (one measure, maybe a noisy one) is likely a little high.
+                    self.rate *= EARLY_POLL_RATE_FACTOR
+                # The job did `processed` rows since it was closed at the latest: at least
+                # that fast, whatever the rate seen before.
+                closed = self._closed.get(job_id, at)
+                rate = self.rate if at <= closed else max(self.rate, processed / (at - closed))
+            end = at + max(rows - processed, 0) / rate
+            self._ends[job_id] = end
+            return end
+
+    def ended(self, job_id: str) -> None:
+        """The job ended (or the run stopped waiting for it): later jobs no longer queue
+        behind it."""
+        with self._lock:
+            self._closed.pop(job_id, None)
+            self._ends.pop(job_id, None)
+
+    def _expect(self, job_id: str, rows: int, at: float) -> float | None:
+        """The end of a job that has not started by `at` (lock held)."""
+        if self.rate is None:
+            return None
+        start = at
+        for earlier in self._closed:
+            if earlier == job_id:
+                break
+            start = max(start, self._ends.get(earlier, at))
+        end = min(start, at + self.queue_cap) + max(rows, 0) / self.rate
+        self._ends[job_id] = end
+        return end
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -249,6 +342,9 @@ class BulkIngest:
         self.delete_jobs = delete_jobs
         self.max_upload_bytes = max_upload_bytes
         self._sleep = sleep
+        # Lives as long as this object (a whole run): what one job showed of the org's pace
+        # tells when the next ones are likely done.
+        self.forecast = IngestForecast(queue_cap=max_poll_interval)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -479,8 +575,9 @@ class BulkIngest:
     ) -> _JobRun:
         body = build_csv(columns, [r.data for r in rows], line_ending="LF")
         job_id = self._create_and_upload(sobject, operation, body, len(rows), outcome)
+        closing = time.monotonic()
         self._close(job_id)
-        info, timed_out = self._wait(job_id, len(rows))
+        info, timed_out = self._wait(job_id, len(rows), (closing + time.monotonic()) / 2)
         state = str(info.get("state") or "")
         error_message = str(info.get("errorMessage") or "")
         logger.info(
@@ -585,45 +682,64 @@ class BulkIngest:
             if state not in ("UploadComplete", "InProgress", "JobComplete", "Failed"):
                 raise
 
-    def _wait(self, job_id: str, rows: int = 0) -> tuple[dict[str, Any], bool]:
-        """Poll the job until it ends: when its progress shows, wake about when it is due."""
+    def _wait(
+        self, job_id: str, rows: int = 0, closed_at: float | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Poll the job until it ends, each time about when it is likely done.
+
+        Once the run knows the org's rate, the first poll goes when the job is likely done
+        (not right after closing, when it has hardly started); a poll that finds it still
+        running says when the rest is due. Until a rate is known, and while a job waits in
+        the org's queue longer than foreseen, polls back off from `poll_interval`.
+        """
         interval = self.poll_interval
         waited = 0.0
         started = time.monotonic()
         previous: tuple[float, int] | None = None
-        while True:
-            asked = time.monotonic()
-            info = self.client.get_json(f"jobs/ingest/{job_id}")
-            answered = (asked + time.monotonic()) / 2  # about when the org counted its rows
-            if not isinstance(info, dict):
-                raise SalesforceError("INVALID_RESPONSE", f"job {job_id} info is not an object")
-            if info.get("state") in TERMINAL_STATES:
-                return info, False
-            processed = info.get("numberRecordsProcessed")
-            if isinstance(processed, int) and not isinstance(processed, bool):
-                due = time_to_done(processed, rows, answered, previous)
-                previous = (answered, processed)
-                if due is None and processed > 0:
-                    interval = self.poll_interval  # rows are moving: measure the rate soon
-            else:
-                due = None
-            if max(waited, time.monotonic() - started) >= self.poll_timeout:
-                logger.warning(
-                    "Bulk job %s still %s after %.0fs; giving up waiting",
-                    job_id,
-                    info.get("state"),
-                    self.poll_timeout,
-                )
-                return info, True
-            if due is not None:
-                # Progress known: sleep until the rows are likely done (a little after, so
-                # that one poll usually finds the job complete), never past the cap.
-                delay = min(max(due * 1.05 + 0.05, self.poll_interval / 4), PROGRESS_POLL_CAP)
-            else:
-                delay = interval
-                interval = min(interval * 1.5, self.max_poll_interval)
-            self._sleep(delay)
-            waited += delay
+        end = self.forecast.closed(job_id, rows, started if closed_at is None else closed_at)
+        try:
+            if end is not None:
+                delay = min(poll_delay(end - time.monotonic(), 0.0), self.poll_timeout)
+                self._sleep(delay)
+                waited += delay
+            while True:
+                asked = time.monotonic()
+                info = self.client.get_json(f"jobs/ingest/{job_id}")
+                answered = (asked + time.monotonic()) / 2  # about when the org counted its rows
+                if not isinstance(info, dict):
+                    raise SalesforceError("INVALID_RESPONSE", f"job {job_id} info is not an object")
+                if info.get("state") in TERMINAL_STATES:
+                    return info, False
+                processed = info.get("numberRecordsProcessed")
+                if isinstance(processed, int) and not isinstance(processed, bool):
+                    end = self.forecast.running(job_id, rows, processed, answered, previous)
+                    previous = (answered, processed)
+                    if end is None and processed > 0:
+                        interval = self.poll_interval  # rows are moving: measure the rate soon
+                else:
+                    processed, end = 0, None
+                if max(waited, time.monotonic() - started) >= self.poll_timeout:
+                    logger.warning(
+                        "Bulk job %s still %s after %.0fs; giving up waiting",
+                        job_id,
+                        info.get("state"),
+                        self.poll_timeout,
+                    )
+                    return info, True
+                if end is not None and processed > 0:
+                    delay = poll_delay(end - time.monotonic(), self.poll_interval / 4)
+                else:
+                    delay = interval
+                    interval = min(interval * 1.5, self.max_poll_interval)
+                    if end is not None:  # not started yet: wait for the rows foreseen ahead
+                        delay = max(delay, poll_delay(end - time.monotonic(), 0.0))
+                # Never sleep past the timeout: one last poll then decides.
+                spent = max(waited, time.monotonic() - started)
+                delay = min(delay, max(self.poll_timeout - spent, 0.0))
+                self._sleep(delay)
+                waited += delay
+        finally:
+            self.forecast.ended(job_id)
 
     def _results(self, job_id: str, kind: str) -> list[dict[str, str]]:
         response = self.client.request(
