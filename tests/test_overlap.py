@@ -26,7 +26,6 @@ import pytest
 from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.pipeline import MATCH_CONCURRENCY, MatchPool, conflicting_keys
-from target_salesforce_consent.salesforce.bulk import time_to_done
 from tests.conftest import SEED, FastTarget, base_config, newsletter, run_target, singer_lines, user
 
 LATENCY = 0.02  # seconds added to every answer
@@ -299,15 +298,6 @@ def test_polls_wake_when_the_job_is_likely_done(distant: Sandbox, tmp_path: Path
     result = run_target(config, singer_lines(records))
     assert result.error is None, result.stderr
     assert distant.api_calls()["ingest_info"] <= 6
-
-
-def test_time_to_done_follows_the_progress() -> None:
-    assert time_to_done(0, 100, 5.0, None) is None  # nothing processed yet: no rate
-    assert time_to_done(100, 100, 5.0, (4.0, 50)) == 0.0
-    assert time_to_done(20, 100, 2.0, None) is None  # one sample: the job may have queued
-    assert time_to_done(20, 100, 2.0, (1.0, 0)) is None  # it started some time in between
-    assert time_to_done(60, 100, 4.0, (2.0, 20)) == pytest.approx(2.0)  # 20 rows/s
-    assert time_to_done(20, 100, 4.0, (2.0, 20)) is None  # no progress since
 
 
 def test_conflicting_keys_are_those_being_written() -> None:

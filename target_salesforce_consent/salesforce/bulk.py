@@ -172,21 +172,6 @@ def progress_rate(processed: int, now: float, previous: tuple[float, int] | None
     return (processed - previous[1]) / (now - previous[0])
 
 
-def time_to_done(processed: int, rows: int, now: float, previous: tuple[float, int] | None
-                 ) -> float | None:
-    """Seconds until a job of `rows` rows that has processed `processed` is likely done.
-
-    The rate is the progress since the previous poll (see `progress_rate`). None when no rate
-    is known yet; the caller then polls again after its usual interval.
-    """
-    if rows <= 0 or processed <= 0:
-        return None
-    if processed >= rows:
-        return 0.0
-    rate = progress_rate(processed, now, previous)
-    return None if rate is None else (rows - processed) / rate
-
-
 #: How the rate a run has seen is lowered when a job's first poll, foreseen to find it done,
 #: finds it running: without this a rate measured a few percent high would cost every later
 #: job a second poll (the next measure comes only from two polls of one running job).
