@@ -24,6 +24,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_salesforce_consent.didomi import (
+    PlainRecord,
     RecordError,
     format_timestamp,
     parse_record,
@@ -35,6 +36,7 @@ from target_salesforce_consent.extract import (
     CellError,
     ChoiceReader,
     FieldChoice,
+    PlainChoiceReader,
     needs_of,
 )
 from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
@@ -269,6 +271,8 @@ class BatchProcessor:
         self.on_batch = None
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
+        self.plain_reader = PlainChoiceReader(rs.mappings, rs.field_types)
+        self.regulations = rs.settings.regulations
         if not rs.consent_timestamp_field:
             logger.warning(
                 "consent_timestamp_field is not set: within this run the newest consent wins, "
@@ -300,6 +304,9 @@ class BatchProcessor:
         """Reduce one input record to what its batch needs; never raises."""
         seq = self._arrivals
         self._arrivals += 1
+        plain = self.plain_reader.read(raw)
+        if plain is not None:
+            return self._read_plain(stream, seq, *plain)
         try:
             rec = read_needed(raw, self.needs) or parse_record(raw)
         except RecordError as exc:
@@ -347,6 +354,33 @@ class BatchProcessor:
         return BufferedRecord(
             stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
             outcome=Outcome.FAILED, error=problem, fields=fields,
+        )  # fmt: skip
+
+    def _read_plain(
+        self, stream: str, seq: int, rec: PlainRecord, choices: dict[str, FieldChoice]
+    ) -> BufferedRecord:
+        """The rest of :meth:`read`, for a record the plain reader has read."""
+        stamp, ts = rec.timestamp if rec.timestamp is not None else (None, None)
+        ouid = rec.ouid
+        if rec.status not in (None, "confirmed") or rec.regulation not in self.regulations:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.SKIPPED_FILTERED
+            )
+        if ouid is None:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.SKIPPED_NO_OUID
+            )
+        problem = ouid_problem(ouid, self.queries)
+        if problem is not None:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.FAILED, error=problem
+            )
+        problem = choice_problem(choices)
+        if problem is None:
+            return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
+        return BufferedRecord(
+            stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
+            outcome=Outcome.FAILED, error=problem,
         )  # fmt: skip
 
     @staticmethod
