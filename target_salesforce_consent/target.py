@@ -123,6 +123,11 @@ MAPPING_SCHEMA = th.ObjectType(
 )
 
 
+#: Brackets in a line whose record the failed-records spool keeps as the line (far below the
+#: interpreter's recursion limit, which the JSON readers count against).
+MAX_SPOOLED_NESTING = 200
+
+
 class SingerLineReader(MsgSpecReader):
     """msgspec's fast reader; a line it refuses is read again by the standard library.
 
@@ -134,9 +139,16 @@ class SingerLineReader(MsgSpecReader):
     #: quiet for the seconds it returned last (None: wait for the next line however long).
     idle_check: Callable[[], float | None] | None = None
 
+    #: The line last read and the message decoded from it: the failed-records spool keeps a
+    #: RECORD's line as sent (decoded again only should the record fail), not its JSON.
+    line: str = ""
+    message: dict | None = None
+
     def deserialize_json(self, line: str) -> dict:
+        self.line, self.message = line, None
         try:
-            return msgspec_decoder.decode(line)
+            self.message = msgspec_decoder.decode(line)
+            return self.message
         except msgspec.DecodeError:
             try:
                 return json.loads(line, parse_float=Decimal)
@@ -146,6 +158,19 @@ class SingerLineReader(MsgSpecReader):
                 return too_deep_message(line)
         except RecursionError:
             return too_deep_message(line)
+
+    def line_of(self, message: dict) -> str | None:
+        """The line ``message`` was decoded from, when it is the last one and its record can be
+        decoded again just as it was (on any thread: nested far below the recursion limit)."""
+        if message is not self.message:
+            return None
+        line = self.line
+        return line if line.count("{") + line.count("[") < MAX_SPOOLED_NESTING else None
+
+    @staticmethod
+    def record_of_line(line: str) -> Any:
+        """The record of a RECORD line that :meth:`line_of` gave, decoded as it was then."""
+        return msgspec_decoder.decode(line)["record"]
 
     def process_lines(self, file_input: IO[str] | None,
                       callbacks: dict[str, Callable[[dict], None]]) -> Any:
@@ -566,6 +591,8 @@ class TargetSalesforceConsent(Target):
                 folder, settings.max_record_retries, dry_run=settings.dry_run, logger=self.logger
             )
             store.check()
+            if isinstance(self.message_reader, SingerLineReader):
+                store.spool.record_of_line = SingerLineReader.record_of_line
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigurationError(
@@ -634,7 +661,9 @@ class TargetSalesforceConsent(Target):
         # remains of it are the counters (about 40% of a no-op target's time is spent in the
         # steps skipped here; the sink makes no key-property check, see ConsentSink).
         sink.tally_record_read()
-        self.buffer(self.read_record(sink.stream_name, record))
+        reader = self.message_reader
+        line = reader.line_of(message_dict) if isinstance(reader, SingerLineReader) else None
+        self.buffer(self.read_record(sink.stream_name, record, line))
         sink.record_counter_metric.increment()
         if self.buffered >= self._batch_limit(sink.max_size):
             self.drain_one(sink)
@@ -675,7 +704,8 @@ class TargetSalesforceConsent(Target):
         self._plain_sinks.clear()  # a new SCHEMA may bring a new sink or new maps
         super()._process_schema_message(message_dict)
 
-    def read_record(self, stream: str, raw: Any) -> BufferedRecord:
+    def read_record(self, stream: str, raw: Any, line: str | None = None) -> BufferedRecord:
+        """Read one record; ``line``: the Singer line it came in (see ``SingerLineReader``)."""
         if self._processor is None:
             self._start_run()
             assert self._processor is not None
@@ -685,7 +715,7 @@ class TargetSalesforceConsent(Target):
             and not self._failed.dry_run
             and item.outcome in (None, Outcome.FAILED)  # filtered ones never fail
         ):
-            self._failed.keep_record(item.seq, raw)  # on disk, should the record fail
+            self._failed.keep_record(item.seq, raw, line)  # on disk, should the record fail
             item.spooled = True
         return item
 
