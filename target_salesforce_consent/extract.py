@@ -51,9 +51,21 @@ __all__ = [
     "FieldChoice",
     "PlainChoiceReader",
     "choices_of",
+    "is_valid_unicode",
     "needs_of",
     "path_value",
 ]
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a lone surrogate ("\ud800"), which cannot be sent to Salesforce as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class CellError(Exception):
@@ -260,6 +272,8 @@ class _Converter:
             return _FULL_PATH
         if value is not None and cell_problem(self.mapping.field, choice.cell, value):
             return _FULL_PATH
+        if not is_valid_unicode(choice.cell):  # the full path fails the record
+            return _FULL_PATH
         return choice
 
     def __call__(self, raw: Any) -> Any:
@@ -415,7 +429,8 @@ class PlainChoiceReader:
     source path, through a cache of the cells as :class:`ChoiceReader` keeps. ``read`` gives
     None for whatever it does not read exactly as the full path does (an unusual shape, a
     cell that cannot be sent, a value that fails to convert): the caller then takes the full
-    path, which decides and reports. ``tests/test_extract.py`` checks the equivalence.
+    path, which decides and reports. ``tests/test_extract.py`` checks the equivalence. Its
+    cells are valid Unicode (the full path fails a record with a cell that is not).
     """
 
     def __init__(

@@ -37,6 +37,7 @@ from target_salesforce_consent.extract import (
     ChoiceReader,
     FieldChoice,
     PlainChoiceReader,
+    is_valid_unicode,
     needs_of,
 )
 from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
@@ -75,15 +76,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 INVALID_UNICODE = "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that is not valid Unicode"
 
 
-def is_valid_unicode(text: str) -> bool:
-    """False for a lone surrogate ("\ud800"), which cannot be sent to Salesforce as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
     """Why a readable record's organization_user_id cannot be matched or written."""
     if _CONTROL_CHARS.search(ouid):
@@ -99,7 +91,7 @@ def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
 def choice_problem(choices: Mapping[str, FieldChoice]) -> str | None:
     """Why the cells a record would write cannot be sent."""
     # ASCII (nearly every cell: true, false, a picklist value) cannot hold a lone surrogate.
-    if not all(c.cell.isascii() or is_valid_unicode(c.cell) for c in choices.values()):
+    if not all(is_valid_unicode(c.cell) for c in choices.values()):
         return INVALID_UNICODE
     return None
 
@@ -375,13 +367,8 @@ class BatchProcessor:
             return BufferedRecord(
                 stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.FAILED, error=problem
             )
-        problem = choice_problem(choices)
-        if problem is None:
-            return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
-        return BufferedRecord(
-            stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
-            outcome=Outcome.FAILED, error=problem,
-        )  # fmt: skip
+        # The plain reader's cells are valid Unicode (choice_problem holds for them)
+        return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
 
     @staticmethod
     def _unreadable(stream: str, seq: int, raw: Any, error: str) -> BufferedRecord:

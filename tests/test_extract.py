@@ -31,6 +31,7 @@ from target_salesforce_consent.mapping import (
     to_csv_cell,
 )
 from target_salesforce_consent.plan import to_micros
+from target_salesforce_consent.sinks import choice_problem
 
 PATHS = {
     "News__c": ("purposes.news.enabled", "boolean"),
@@ -211,6 +212,7 @@ def assert_plain_choices_equal_full_ones(
     rec, choices = full
     assert choices == plain[1], raw
     assert list(choices) == list(plain[1])  # in the order of the mappings
+    assert choice_problem(plain[1]) is None  # what the plain path of BatchProcessor.read skips
     assert plain[0].ouid == rec.ouid and plain[0].kind == rec.kind
     return True
 

@@ -49,7 +49,8 @@ def test_records_put_on_one_thread_are_read_on_another() -> None:
 
 
 LINES = [
-    '{"type": "RECORD", "stream": "users", "record": {"b": 1.50, "a": [1e3, -0.0, 12345678901234567890]}}',
+    '{"type": "RECORD", "stream": "users",'
+    ' "record": {"b": 1.50, "a": [1e3, -0.0, 12345678901234567890]}}',
     '{"type":"RECORD","stream":"users","record":{"x":"caf\\u00e9 \\ud83d\\ude00 é","n":null}}',
     '{"record": {"z": {"y": {"x": [true, false, {}]}}}, "type": "RECORD", "stream": "events"}',
 ]  # fmt: skip
