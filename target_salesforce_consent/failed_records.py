@@ -97,6 +97,25 @@ def encode_record(raw: Any) -> bytes:
         return json.dumps(raw, default=str).encode("utf-8", "backslashreplace")
 
 
+def _on_new_thread(function: Callable[[str], Any], argument: str) -> Any:
+    """``function(argument)`` on a thread of its own (a fresh stack), its error raised here."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, function(argument)))
+        except BaseException as exc:  # raised again on the calling thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="spool-decode")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 class _Segment:
     """One append-only temporary file of the spool: its records' arrival numbers and offsets."""
 
@@ -104,7 +123,7 @@ class _Segment:
 
     def __init__(self) -> None:
         # Open as long as the segment lives; the file has no name, so it goes once closed.
-        self.file = tempfile.TemporaryFile(buffering=1 << 16)  # noqa: SIM115
+        self.file = tempfile.TemporaryFile(buffering=1 << 15)  # noqa: SIM115
         self.seqs = array("q")  # increasing
         self.offsets = array("q")  # where each record starts; -1 - that once dropped
         self.size = 0
@@ -140,6 +159,11 @@ class RecordSpool:
     def put_line(self, seq: int, line: str) -> None:
         """Keep the record of a Singer RECORD line that ``record_of_line`` decodes."""
         self._append(seq, self._LINE + line.encode("utf-8", "surrogatepass"))
+
+    def _encoded_record(self, line: str) -> bytes:
+        """What :meth:`put` would have kept for the record of ``line``."""
+        assert self.record_of_line is not None
+        return encode_record(self.record_of_line(line))
 
     def _append(self, seq: int, data: bytes) -> None:
         with self._lock:
@@ -178,8 +202,14 @@ class RecordSpool:
             data = os.pread(segment.file.fileno(), end - start, start)
         if data[:1] == self._JSON:
             return data[1:]
-        assert self.record_of_line is not None
-        return encode_record(self.record_of_line(data[1:].decode("utf-8", "surrogatepass")))
+        line = data[1:].decode("utf-8", "surrogatepass")
+        try:
+            return self._encoded_record(line)
+        except RecursionError:
+            # The reading thread decoded it deeper in its stack than a new thread starts:
+            # there it is decoded and encoded again, however deeply the line nests.
+            encoded: bytes = _on_new_thread(self._encoded_record, line)
+            return encoded
 
     def drop(self, seqs: list[int]) -> None:
         """Forget the records of a settled batch (a file goes once all its records have)."""

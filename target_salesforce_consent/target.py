@@ -123,11 +123,6 @@ MAPPING_SCHEMA = th.ObjectType(
 )
 
 
-#: Brackets in a line whose record the failed-records spool keeps as the line (far below the
-#: interpreter's recursion limit, which the JSON readers count against).
-MAX_SPOOLED_NESTING = 200
-
-
 class SingerLineReader(MsgSpecReader):
     """msgspec's fast reader; a line it refuses is read again by the standard library.
 
@@ -160,12 +155,8 @@ class SingerLineReader(MsgSpecReader):
             return too_deep_message(line)
 
     def line_of(self, message: dict) -> str | None:
-        """The line ``message`` was decoded from, when it is the last one and its record can be
-        decoded again just as it was (on any thread: nested far below the recursion limit)."""
-        if message is not self.message:
-            return None
-        line = self.line
-        return line if line.count("{") + line.count("[") < MAX_SPOOLED_NESTING else None
+        """The line ``message`` was decoded from by msgspec, when it is the last one read."""
+        return self.line if message is self.message else None
 
     @staticmethod
     def record_of_line(line: str) -> Any:

@@ -106,3 +106,18 @@ def test_a_failed_record_kept_from_its_line_has_the_key_of_its_json(
         entry = kept_records[record["organization_user_id"]]
         assert entry["key"] == entry_key("users", encode_record(record))
         assert entry["record"] == json.loads(encode_record(record))
+
+
+def test_a_deeply_nested_line_is_read_back_from_a_deep_stack() -> None:
+    depth = 850  # decodes on a shallow stack; not 300 frames deeper
+    line = '{"type":"RECORD","stream":"s","record":{"a":' + "[" * depth + "]" * depth + "}}"
+    spool = RecordSpool(SingerLineReader.record_of_line)
+
+    def get_from_deeper(levels: int) -> bytes | None:
+        return spool.get(0) if levels == 0 else get_from_deeper(levels - 1)
+
+    try:
+        spool.put_line(0, line)
+        assert get_from_deeper(300) == encode_record(msgspec_decoder.decode(line)["record"])
+    finally:
+        spool.close()
