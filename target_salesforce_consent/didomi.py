@@ -30,6 +30,8 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Literal
 
+import msgspec
+
 __all__ = [
     "VENDOR_LISTS",
     "ConsentRecord",
@@ -1104,3 +1106,94 @@ def read_plain(raw: Any, needs: Needs) -> PlainRecord | None:
         )
     except _Unusual:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding straight to what read_plain reads
+# --------------------------------------------------------------------------------------------
+
+
+class _ShapePurpose(msgspec.Struct):
+    id: Any = None
+    enabled: Any = None
+    enabled_li: Any = None
+    values: Any = None
+    preferences: Any = None
+
+
+class _ShapeConsents(msgspec.Struct):
+    purposes: list[_ShapePurpose | None] | None = None
+    channels: Any = None
+    vendors: Any = None
+
+
+class _ShapeUser(msgspec.Struct):
+    organization_user_id: Any = None
+    metadata: Any = None
+
+
+_UNREAD = msgspec.Raw()
+
+
+class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
+    """A Didomi user or event record decoded with only what :func:`read_plain` reads.
+
+    Its top-level keys are those Didomi's records have (any other, a ``type`` or a flattened
+    ``a__b`` among them, fails the decoding: such a record is decoded whole, as before); the
+    keys no mapping reads are left undecoded. Nested objects keep only the keys read.
+    """
+
+    id: Any = None
+    organization_user_id: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+    status: Any = None
+    regulation: Any = None
+    metadata: Any = None
+    user: _ShapeUser | None = None
+    consents: _ShapeConsents | None = None
+    organization_id: msgspec.Raw = _UNREAD
+    organization_user_id_type: msgspec.Raw = _UNREAD
+    version: msgspec.Raw = _UNREAD
+    country: msgspec.Raw = _UNREAD
+    last_seen_country: msgspec.Raw = _UNREAD
+    domain: msgspec.Raw = _UNREAD
+    proofs_id: msgspec.Raw = _UNREAD
+    delegate: msgspec.Raw = _UNREAD
+
+    def as_read(self) -> dict[str, Any]:
+        """The record as :func:`read_plain` reads it: the keys it reads, as decoded."""
+        user, consents = self.user, self.consents
+        purposes = None if consents is None else consents.purposes
+        return {
+            "id": self.id,
+            "organization_user_id": self.organization_user_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "status": self.status,
+            "regulation": self.regulation,
+            "metadata": self.metadata,
+            "user": None
+            if user is None
+            else {"organization_user_id": user.organization_user_id, "metadata": user.metadata},
+            "consents": None
+            if consents is None
+            else {
+                "purposes": None
+                if purposes is None
+                else [
+                    None
+                    if p is None
+                    else {
+                        "id": p.id,
+                        "enabled": p.enabled,
+                        "enabled_li": p.enabled_li,
+                        "values": p.values,
+                        "preferences": p.preferences,
+                    }
+                    for p in purposes
+                ],
+                "channels": consents.channels,
+                "vendors": consents.vendors,
+            },
+        }

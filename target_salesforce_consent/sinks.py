@@ -294,11 +294,11 @@ class BatchProcessor:
 
     def read(self, stream: str, raw: Any) -> BufferedRecord:
         """Reduce one input record to what its batch needs; never raises."""
+        item = self.read_plain(stream, raw)
+        if item is not None:
+            return item
         seq = self._arrivals
         self._arrivals += 1
-        plain = self.plain_reader.read(raw)
-        if plain is not None:
-            return self._read_plain(stream, seq, *plain)
         try:
             rec = read_needed(raw, self.needs) or parse_record(raw)
         except RecordError as exc:
@@ -347,6 +347,16 @@ class BatchProcessor:
             stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
             outcome=Outcome.FAILED, error=problem, fields=fields,
         )  # fmt: skip
+
+    def read_plain(self, stream: str, raw: Any) -> BufferedRecord | None:
+        """:meth:`read` for a record the plain reader reads (None for any other: no arrival
+        is counted then)."""
+        plain = self.plain_reader.read(raw)
+        if plain is None:
+            return None
+        seq = self._arrivals
+        self._arrivals += 1
+        return self._read_plain(stream, seq, *plain)
 
     def _read_plain(
         self, stream: str, seq: int, rec: PlainRecord, choices: dict[str, FieldChoice]

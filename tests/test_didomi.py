@@ -7,14 +7,17 @@ import dataclasses
 import json
 import random
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from target_salesforce_consent.didomi import (
     ConsentRecord,
     ConsentState,
     Needs,
+    PlainShape,
     PurposeState,
     RecordError,
     fast_stamp,
@@ -25,6 +28,7 @@ from target_salesforce_consent.didomi import (
     read_needed,
     read_plain,
 )
+from target_salesforce_consent.extract import PlainChoiceReader
 from target_salesforce_consent.plan import to_micros
 
 UTC = timezone.utc
@@ -1027,3 +1031,71 @@ def test_a_didomi_timestamp_is_read_as_the_datetime_path_reads_it(seed: int) -> 
         assert fast.timestamp is not None
         expected = (format_timestamp(fast.timestamp), to_micros(fast.timestamp))
         assert fast_stamp(stamp) == expected, stamp
+
+
+# -- decoding straight to what the plain reader reads ---------------------------------------
+
+_shape_decoder = msgspec.json.Decoder(PlainShape, float_hook=Decimal)
+_dict_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def assert_shape_reads_as_the_record(text: str, needs: Needs) -> bool:
+    """A record decoded as PlainShape reads as the whole record does; True when it decoded."""
+    try:
+        shape = _shape_decoder.decode(text)
+    except msgspec.DecodeError:
+        return False
+    from tests.test_extract import MAPPINGS, TYPES
+
+    whole = _dict_decoder.decode(text)
+    assert _as_read(read_plain(shape.as_read(), needs)) == _as_read(read_plain(whole, needs)), text
+    reader = PlainChoiceReader(MAPPINGS, TYPES)
+    assert _as_read(reader.read(shape.as_read())) == _as_read(reader.read(whole)), text
+    return True
+
+
+def _as_read(value: Any) -> Any:
+    """PlainRecords (alone or first in a tuple) with each purpose as the keys read of it."""
+    if isinstance(value, tuple):
+        return (_as_read(value[0]), *value[1:])
+    if value is None:
+        return None
+    read = ("id", "enabled", "enabled_li", "values", "preferences")
+    purposes = {pid: {k: p.get(k) for k in read} for pid, p in value.purposes.items()}
+    return dataclasses.replace(value, purposes=purposes)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_a_record_decoded_as_its_plain_shape_reads_as_the_whole_record(seed: int) -> None:
+    from tests.test_extract import _record
+
+    rng = random.Random(seed)
+    raw = _record(rng, seed)
+    raw.update({"organization_id": "acme", "version": 3, "country": None, "proofs_id": [[1.5]]})
+    for needs in NEEDS:
+        assert assert_shape_reads_as_the_record(json.dumps(raw), needs)  # the common shapes
+    for _ in range(20):
+        odd = mutate(raw, rng)
+        if rng.random() < 0.3:
+            odd[rng.choice(["type", "consents__purposes", "extra", "id"])] = rng.choice(ODD_VALUES)
+        text = json.dumps(odd)
+        if rng.random() < 0.2:  # a key given twice: the last one counts
+            text = text[:-1] + ', "user": ' + json.dumps(rng.choice(ODD_VALUES)) + "}"
+        for needs in NEEDS:
+            assert_shape_reads_as_the_record(text, needs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "user.created", "parameters": {}}',
+        '{"organization_user_id": "a", "consents__purposes": "[]"}',
+        '{"organization_user_id": "a", "tap_added": 1}',
+        '{"organization_user_id": "a", "consents": "{}"}',
+        '{"user": "a"}',
+        '["not", "an", "object"]',
+    ],
+)
+def test_other_shapes_are_decoded_whole(text: str) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        _shape_decoder.decode(text)
