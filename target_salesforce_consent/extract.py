@@ -440,11 +440,11 @@ class PlainChoiceReader:
         self._readers = [(m.field, _choice_reader(m, field_types)) for m in mappings]
 
     def read(self, raw: Any) -> tuple[PlainRecord, dict[str, FieldChoice]] | None:
-        rec = read_plain(raw, self.needs)
-        if rec is None:
-            return None
         choices: dict[str, FieldChoice] = {}
         try:
+            rec = read_plain(raw, self.needs)
+            if rec is None:
+                return None
             for field_name, choice_of in self._readers:
                 choice = choice_of(rec)
                 if choice is NOT_CARRIED:

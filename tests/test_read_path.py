@@ -94,3 +94,11 @@ def test_the_plain_path_reads_every_record_as_the_full_path(
         assert plain.read("users", raw) == full.read("users", raw), raw
     if plain.rs.mappings is MAPPINGS:  # the odd ones often leave a record to the full path
         assert cast(Any, plain.plain_reader).read_records >= len(records) // 3
+
+
+def test_a_record_with_keys_that_are_not_text_is_reported_not_raised(
+    processors: tuple[BatchProcessor, BatchProcessor],
+) -> None:
+    plain, full = processors
+    raw: dict[Any, Any] = {"organization_user_id": "jane@example.com", 1: "one"}
+    assert plain.read("users", raw) == full.read("users", raw)
