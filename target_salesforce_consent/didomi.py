@@ -27,7 +27,10 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any, Literal
+
+import msgspec
 
 __all__ = [
     "VENDOR_LISTS",
@@ -858,6 +861,18 @@ def _fast_purpose(item: dict[str, Any]) -> PurposeState:
     )
 
 
+def _fast_vendors(raw: Any) -> dict[str, set[str]]:
+    vendors = _empty_vendors()
+    if raw is not None:
+        if type(raw) is not dict:
+            raise _Unusual
+        for name in VENDOR_LISTS:
+            vendors[name] = {
+                ident for ident in map(_fast_text, _fast_list(raw.get(name))) if ident is not None
+            }
+    return vendors
+
+
 def _fast_consents(value: Any, needs: Needs) -> ConsentState:
     if value is None:
         return ConsentState()
@@ -868,18 +883,7 @@ def _fast_consents(value: Any, needs: Needs) -> ConsentState:
         for ident, item in _fast_items(value.get("purposes"))
         if ident in needs.purposes
     }
-    vendors = _empty_vendors()
-    if needs.vendors:
-        raw = value.get("vendors")
-        if raw is not None:
-            if type(raw) is not dict:
-                raise _Unusual
-            for name in VENDOR_LISTS:
-                vendors[name] = {
-                    ident
-                    for ident in map(_fast_text, _fast_list(raw.get(name)))
-                    if ident is not None
-                }
+    vendors = _fast_vendors(value.get("vendors")) if needs.vendors else _empty_vendors()
     channels = _fast_channels(value.get("channels")) if needs.channels else {}
     return ConsentState(purposes=purposes, channels=channels, vendors=vendors)
 
@@ -924,3 +928,272 @@ def read_needed(raw: Any, needs: Needs) -> ConsentRecord | None:
         )
     except _Unusual:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# The fastest path: the raw parts the mappings read, checked as read_needed checks them
+# --------------------------------------------------------------------------------------------
+
+#: The form Didomi writes its timestamps in; it is its own :func:`format_timestamp`.
+_DIDOMI_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9]\.[0-9]{3}Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MINUTES: dict[str, int | None] = {}  # "2024-06-18T16:40" -> micros since the epoch (None: invalid)
+_MAX_MINUTES = 4096
+
+
+def _micros(dt: datetime) -> int:
+    return (dt - _EPOCH) // _MICROSECOND
+
+
+def _minute_micros(minute: str) -> int | None:
+    micros = _MINUTES.get(minute, -1)
+    if micros == -1:
+        try:
+            dt = datetime(int(minute[:4]), int(minute[5:7]), int(minute[8:10]),
+                          int(minute[11:13]), int(minute[14:]), tzinfo=_UTC)  # fmt: skip
+        except ValueError:  # month 13, hour 24, ...: as datetime.fromisoformat refuses them
+            micros = None
+        else:
+            micros = _micros(dt)
+        if len(_MINUTES) >= _MAX_MINUTES:
+            _MINUTES.clear()
+        _MINUTES[minute] = micros
+    return micros
+
+
+def fast_stamp(value: Any) -> tuple[str, int] | None:
+    """A timestamp as the fast reader takes it: ``(format_timestamp(t), micros since the
+    epoch)`` of what ``_fast_timestamp`` reads, None when absent; raises :class:`_Unusual`
+    where that does.
+
+    Didomi's own form (``2024-06-18T16:40:03.512Z``) is already what ``format_timestamp``
+    writes: it is checked and counted without building a datetime.
+    """
+    if value is None:
+        return None
+    if value.__class__ is str and len(value) == 24 and _DIDOMI_TS.fullmatch(value):
+        minute = _minute_micros(value[:16])
+        if minute is None:
+            raise _Unusual
+        return value, minute + int(value[17:19] + value[20:23]) * 1000
+    dt = _fast_timestamp(value)
+    assert dt is not None
+    return format_timestamp(dt), _micros(dt)
+
+
+@dataclass(slots=True)
+class PlainRecord:
+    """The parts of a record in the common shape that the mappings read, as sent.
+
+    What :func:`read_plain` gives: ``purposes`` holds the raw objects of the needed purposes
+    by id (the last one of an id, as :func:`read_needed`), each checked as :func:`read_needed`
+    checks it; ``channels`` and ``vendors`` are read only when needed. Timestamps are
+    ``(text, micros)`` (see :func:`fast_stamp`).
+    """
+
+    kind: Literal["user", "event"]
+    ouid: str | None
+    didomi_id: str | None
+    regulation: str
+    status: str | None
+    timestamp: tuple[str, int] | None
+    created_at: tuple[str, int] | None
+    updated_at: tuple[str, int] | None
+    metadata: dict[str, Any]
+    purposes: dict[str, dict[str, Any]]
+    channels: dict[str, bool | None]
+    vendors: Mapping[str, set[str]]
+
+
+def _check_purpose(item: dict[str, Any]) -> None:
+    """Raise :class:`_Unusual` where :func:`_fast_purpose` does, without building its state."""
+    flag = item.get("enabled")
+    if flag is not None and flag.__class__ is not bool:
+        raise _Unusual
+    flag = item.get("enabled_li")
+    if flag is not None and flag.__class__ is not bool:
+        raise _Unusual
+    raw_values = item.get("values")
+    if raw_values is not None:
+        if raw_values.__class__ is not dict:
+            raise _Unusual
+        for entry in raw_values.values():
+            if entry is None:
+                continue
+            if entry.__class__ is not dict:
+                raise _Unusual
+            selected = entry.get("value")
+            if selected is not None and (
+                selected.__class__ is not str or selected.strip().startswith("[")
+            ):
+                raise _Unusual
+    preferences = item.get("preferences")
+    if preferences is not None:
+        for _, preference in _fast_items(preferences):
+            _fast_flag(preference.get("enabled"))
+            _fast_channels(preference.get("channels"))
+
+
+_NO_VENDORS: Mapping[str, set[str]] = MappingProxyType(_empty_vendors())
+
+
+def read_plain(raw: Any, needs: Needs) -> PlainRecord | None:
+    """What :func:`read_needed` reads, without building its objects; None where it gives None.
+
+    The purposes come as the raw objects (checked), so that a caller reads only the values it
+    maps. ``tests/test_didomi.py`` checks it against :func:`read_needed`.
+    """
+    if raw.__class__ is not dict or "type" in raw or "__" in "|".join(raw):
+        return None
+    try:
+        user = raw.get("user")
+        if user is not None and user.__class__ is not dict:
+            raise _Unusual
+        ouid = _fast_text(user.get("organization_user_id")) if user is not None else None
+        if ouid is None:
+            ouid = _fast_text(raw.get("organization_user_id"))
+        metadata = (user if user is not None else raw).get("metadata")
+        if metadata is not None and metadata.__class__ is not dict:
+            raise _Unusual
+        created_at = fast_stamp(raw.get("created_at"))
+        updated_at = fast_stamp(raw.get("updated_at"))
+        regulation = _fast_text(raw.get("regulation"))
+        status = _fast_text(raw.get("status"))
+        didomi_id = _fast_text(raw.get("id"))
+        purposes: dict[str, dict[str, Any]] = {}
+        channels: dict[str, bool | None] = {}
+        vendors: Mapping[str, set[str]] = _NO_VENDORS
+        consents = raw.get("consents")
+        if consents is not None:
+            if consents.__class__ is not dict:
+                raise _Unusual
+            items = consents.get("purposes")
+            if items is not None:
+                if items.__class__ is not list:
+                    raise _Unusual
+                needed = needs.purposes
+                for item in items:
+                    if item is None:
+                        continue
+                    if item.__class__ is not dict:
+                        raise _Unusual
+                    ident = item.get("id")
+                    if ident is None:
+                        continue
+                    if ident.__class__ is not str or ident != ident.strip():
+                        raise _Unusual
+                    if ident and ident in needed:
+                        _check_purpose(item)
+                        purposes[ident] = item
+            if needs.vendors:
+                vendors = _fast_vendors(consents.get("vendors"))
+            if needs.channels:
+                channels = _fast_channels(consents.get("channels"))
+        return PlainRecord(
+            "event" if user is not None else "user",
+            ouid,
+            didomi_id,
+            regulation.lower() if regulation is not None else "gdpr",
+            status.lower() if status is not None else None,
+            updated_at or created_at,
+            created_at,
+            updated_at,
+            metadata or {},
+            purposes,
+            channels,
+            vendors,
+        )
+    except _Unusual:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding straight to what read_plain reads
+# --------------------------------------------------------------------------------------------
+
+
+class _ShapePurpose(msgspec.Struct):
+    id: Any = None
+    enabled: Any = None
+    enabled_li: Any = None
+    values: Any = None
+    preferences: Any = None
+
+
+class _ShapeConsents(msgspec.Struct):
+    purposes: list[_ShapePurpose | None] | None = None
+    channels: Any = None
+    vendors: Any = None
+
+
+class _ShapeUser(msgspec.Struct):
+    organization_user_id: Any = None
+    metadata: Any = None
+
+
+_UNREAD = msgspec.Raw()
+
+
+class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
+    """A Didomi user or event record decoded with only what :func:`read_plain` reads.
+
+    Its top-level keys are those Didomi's records have (any other, a ``type`` or a flattened
+    ``a__b`` among them, fails the decoding: such a record is decoded whole, as before); the
+    keys no mapping reads are left undecoded. Nested objects keep only the keys read.
+    """
+
+    id: Any = None
+    organization_user_id: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+    status: Any = None
+    regulation: Any = None
+    metadata: Any = None
+    user: _ShapeUser | None = None
+    consents: _ShapeConsents | None = None
+    organization_id: msgspec.Raw = _UNREAD
+    organization_user_id_type: msgspec.Raw = _UNREAD
+    version: msgspec.Raw = _UNREAD
+    country: msgspec.Raw = _UNREAD
+    last_seen_country: msgspec.Raw = _UNREAD
+    domain: msgspec.Raw = _UNREAD
+    proofs_id: msgspec.Raw = _UNREAD
+    delegate: msgspec.Raw = _UNREAD
+
+    def as_read(self) -> dict[str, Any]:
+        """The record as :func:`read_plain` reads it: the keys it reads, as decoded."""
+        user, consents = self.user, self.consents
+        purposes = None if consents is None else consents.purposes
+        return {
+            "id": self.id,
+            "organization_user_id": self.organization_user_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "status": self.status,
+            "regulation": self.regulation,
+            "metadata": self.metadata,
+            "user": None
+            if user is None
+            else {"organization_user_id": user.organization_user_id, "metadata": user.metadata},
+            "consents": None
+            if consents is None
+            else {
+                "purposes": None
+                if purposes is None
+                else [
+                    None
+                    if p is None
+                    else {
+                        "id": p.id,
+                        "enabled": p.enabled,
+                        "enabled_li": p.enabled_li,
+                        "values": p.values,
+                        "preferences": p.preferences,
+                    }
+                    for p in purposes
+                ],
+                "channels": consents.channels,
+                "vendors": consents.vendors,
+            },
+        }

@@ -22,11 +22,17 @@ and field (see ``store.py``); ``tests/test_extract.py`` checks that this gives w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from target_salesforce_consent.didomi import ConsentRecord, Needs, format_timestamp
+from target_salesforce_consent.didomi import (
+    ConsentRecord,
+    Needs,
+    PlainRecord,
+    format_timestamp,
+    read_plain,
+)
 from target_salesforce_consent.mapping import (
     FieldMapping,
     FieldType,
@@ -43,10 +49,23 @@ __all__ = [
     "CellError",
     "ChoiceReader",
     "FieldChoice",
+    "PlainChoiceReader",
     "choices_of",
+    "is_valid_unicode",
     "needs_of",
     "path_value",
 ]
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a lone surrogate ("\ud800"), which cannot be sent to Salesforce as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class CellError(Exception):
@@ -227,3 +246,212 @@ class ChoiceReader:
                     cache[key] = choice
             choices[mapping.field] = choice
         return choices
+
+
+# -- the fastest path: from the record as sent straight to the choices ----------------------
+
+#: A choice the plain reader leaves to the full path (a cell that cannot be sent, ...).
+_FULL_PATH: Any = object()
+
+_ChoiceOf = Callable[[PlainRecord], Any]  # a FieldChoice, NOT_CARRIED or _FULL_PATH
+
+
+class _Converter:
+    """A mapping's raw value -> its :class:`FieldChoice`, memoised as :class:`ChoiceReader`
+    does; :data:`_FULL_PATH` for a value whose cell cannot be sent (the full path raises)."""
+
+    def __init__(self, mapping: FieldMapping, field_types: Mapping[str, FieldType]) -> None:
+        self.mapping = mapping
+        self.field_types = field_types
+        self.cache: dict[Any, Any] = {}
+
+    def convert(self, raw: Any) -> Any:
+        try:
+            choice, value = _choice(self.mapping, raw, self.field_types)
+        except Exception:  # the full path raises it again, and reports the record
+            return _FULL_PATH
+        if value is not None and cell_problem(self.mapping.field, choice.cell, value):
+            return _FULL_PATH
+        if not is_valid_unicode(choice.cell):  # the full path fails the record
+            return _FULL_PATH
+        return choice
+
+    def __call__(self, raw: Any) -> Any:
+        kind = raw.__class__
+        if kind not in _CACHED:
+            return self.convert(raw)
+        # Only values equal exactly when they read the same (True and 1 give different cells)
+        key = (kind, tuple(raw) if kind is list else raw)
+        choice = self.cache.get(key)
+        if choice is None:
+            choice = self.convert(raw)
+            if len(self.cache) < ChoiceReader.MAX_CACHED:
+                self.cache[key] = choice
+        return choice
+
+
+_SELECTIONS: dict[str, tuple[str, ...]] = {}
+
+
+def _selection(text: str) -> tuple[str, ...]:
+    """The value ids a v2 selection holds ("a, b,,a" -> ("a", "b")), as read_needed reads it."""
+    ids = _SELECTIONS.get(text)
+    if ids is None:
+        ids = tuple(dict.fromkeys(i for i in (part.strip() for part in text.split(",")) if i))
+        if len(_SELECTIONS) >= ChoiceReader.MAX_CACHED:
+            _SELECTIONS.clear()
+        _SELECTIONS[text] = ids
+    return ids
+
+
+def _flag_reader(pid: str, part: str, convert: _Converter) -> _ChoiceOf:
+    """``purposes.<id>.enabled`` / ``enabled_li``: a flag, read_plain has checked its type."""
+    on, off, none = convert(True), convert(False), convert(None)
+
+    def flag(rec: PlainRecord) -> Any:
+        item = rec.purposes.get(pid)
+        value = item.get(part) if item is not None else None
+        if value is None:
+            return none if rec.kind == "user" else NOT_CARRIED
+        return on if value else off
+
+    return flag
+
+
+def _selection_reader(pid: str, pref_id: str, member: str | None, convert: _Converter) -> _ChoiceOf:
+    """``purposes.<id>.values.<pref>[.<value>]``: memoised on the selection's text."""
+    none = convert(None)
+    by_text: dict[str, Any] = {}
+
+    def selection(rec: PlainRecord) -> Any:
+        item = rec.purposes.get(pid)
+        if item is not None:
+            values = item.get("values")
+            entry = values.get(pref_id) if values is not None else None
+            text = entry.get("value") if entry is not None else None
+            if text is not None:
+                choice = by_text.get(text)
+                if choice is None:
+                    ids = _selection(text)
+                    choice = convert(list(ids) if member is None else member in ids)
+                    if len(by_text) < ChoiceReader.MAX_CACHED:
+                        by_text[text] = choice
+                return choice
+        return none if rec.kind == "user" else NOT_CARRIED
+
+    return selection
+
+
+def _items(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The (id, item) pairs of an array that read_plain has checked."""
+    if value is None:
+        return []
+    return [(item["id"], item) for item in value if item is not None and item.get("id")]
+
+
+def _raw_reader(path: SourcePath) -> Callable[[PlainRecord], Any]:
+    """What :func:`path_value` gives for ``path`` (other than flags and selections)."""
+    s = path.segments
+    head = s[0]
+    if head == "purposes":  # a v1 preference
+        pid, pref_id, channel = s[1], s[3], (s[5] if len(s) > 5 else None)
+
+        def preference(rec: PlainRecord) -> Any:
+            full = rec.kind == "user"
+            item = rec.purposes.get(pid)
+            preferences = item.get("preferences") if item is not None else None
+            found = dict(_items(preferences)).get(pref_id) if preferences else None
+            if found is None:
+                return None if full else NOT_CARRIED
+            if channel is None:
+                value = found.get("enabled")
+            else:
+                value = {i: c.get("enabled") for i, c in _items(found.get("channels"))}.get(channel)
+            return value if (full or value is not None) else NOT_CARRIED
+
+        return preference
+    if head == "channels":
+        channel = s[1]
+
+        def top_channel(rec: PlainRecord) -> Any:
+            value = rec.channels.get(channel)
+            return value if (rec.kind == "user" or value is not None) else NOT_CARRIED
+
+        return top_channel
+    if head == "vendors":
+        vendor = s[1]
+
+        def vendor_choice(rec: PlainRecord) -> Any:
+            enabled, disabled = rec.vendors["enabled"], rec.vendors["disabled"]
+            if rec.kind == "user":
+                if vendor in enabled:
+                    return True
+                return False if vendor in disabled else None
+            # merge() applies an event's "enabled" list, then its "disabled" one
+            if vendor in disabled:
+                return False
+            return True if vendor in enabled else NOT_CARRIED
+
+        return vendor_choice
+    if head == "organization_user_id":
+        return lambda rec: rec.ouid
+    if head == "regulation":
+        return lambda rec: rec.regulation
+    if head == "updated_at":
+        return lambda rec: rec.updated_at[0] if rec.updated_at is not None else NOT_CARRIED
+    if head == "created_at":
+        return lambda rec: rec.created_at[0] if rec.created_at is not None else NOT_CARRIED
+    key = s[1]
+    return lambda rec: _metadata_value(rec.metadata, key)
+
+
+def _choice_reader(mapping: FieldMapping, field_types: Mapping[str, FieldType]) -> _ChoiceOf:
+    """A mapping's reader from a :class:`PlainRecord` to its choice, built once."""
+    convert = _Converter(mapping, field_types)
+    s = mapping.source.segments
+    if s[0] == "purposes" and s[2] in ("enabled", "enabled_li"):
+        return _flag_reader(s[1], s[2], convert)
+    if s[0] == "purposes" and s[2] == "values":
+        return _selection_reader(s[1], s[3], s[4] if len(s) == 5 else None, convert)
+    read_raw = _raw_reader(mapping.source)
+
+    def choice_of(rec: PlainRecord) -> Any:
+        raw = read_raw(rec)
+        return raw if raw is NOT_CARRIED else convert(raw)
+
+    return choice_of
+
+
+class PlainChoiceReader:
+    """:func:`read_plain` then :meth:`ChoiceReader.choices`, without the objects between.
+
+    Each mapping's choice is read from the record as sent by a reader built once from its
+    source path, through a cache of the cells as :class:`ChoiceReader` keeps. ``read`` gives
+    None for whatever it does not read exactly as the full path does (an unusual shape, a
+    cell that cannot be sent, a value that fails to convert): the caller then takes the full
+    path, which decides and reports. ``tests/test_extract.py`` checks the equivalence. Its
+    cells are valid Unicode (the full path fails a record with a cell that is not).
+    """
+
+    def __init__(
+        self, mappings: tuple[FieldMapping, ...], field_types: Mapping[str, FieldType]
+    ) -> None:
+        self.needs = needs_of(mappings)
+        self._readers = [(m.field, _choice_reader(m, field_types)) for m in mappings]
+
+    def read(self, raw: Any) -> tuple[PlainRecord, dict[str, FieldChoice]] | None:
+        choices: dict[str, FieldChoice] = {}
+        try:
+            rec = read_plain(raw, self.needs)
+            if rec is None:
+                return None
+            for field_name, choice_of in self._readers:
+                choice = choice_of(rec)
+                if choice is NOT_CARRIED:
+                    continue
+                if choice is _FULL_PATH:
+                    return None
+                choices[field_name] = choice
+        except Exception:  # the full path reads it again, and reports
+            return None
+        return rec, choices

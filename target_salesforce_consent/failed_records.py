@@ -16,14 +16,17 @@ Only whole-file writes, reads, listing and deletes are used, so the folder may b
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,55 +97,142 @@ def encode_record(raw: Any) -> bytes:
         return json.dumps(raw, default=str).encode("utf-8", "backslashreplace")
 
 
-class RecordSpool:
-    """The records of the batches not settled yet, as sent (JSON), keyed by arrival order.
+def _on_new_thread(function: Callable[[str], Any], argument: str) -> Any:
+    """``function(argument)`` on a thread of its own (a fresh stack), its error raised here."""
+    outcome: list[Any] = []
 
-    On disk (SQLite's temporary file, a small page cache), not on each buffered record: only a
-    record that fails is read back, and a batch's rows are deleted once it settles, so the file
-    holds the few batches in flight and its pages are reused. Records are written by the
-    reading thread and read back where batches settle (the batch worker, then the thread that
-    ends the run).
-    """
+    def run() -> None:
+        try:
+            outcome.append((True, function(argument)))
+        except BaseException as exc:  # raised again on the calling thread
+            outcome.append((False, exc))
 
-    _CHUNK = 1000  # rows per insert: one executemany instead of one call per record
+    thread = threading.Thread(target=run, name="spool-decode")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+class _Segment:
+    """One append-only temporary file of the spool: its records' arrival numbers and offsets."""
+
+    __slots__ = ("file", "live", "offsets", "seqs", "size")
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", check_same_thread=False)
-        self._db.execute("PRAGMA cache_size = -2048")  # KiB
-        self._db.execute("CREATE TABLE record (seq INTEGER PRIMARY KEY, json BLOB NOT NULL)")
-        self._pending: list[tuple[int, bytes]] = []
+        # Open as long as the segment lives; the file has no name, so it goes once closed.
+        self.file = tempfile.TemporaryFile(buffering=1 << 15)  # noqa: SIM115
+        self.seqs = array("q")  # increasing
+        self.offsets = array("q")  # where each record starts; -1 - that once dropped
+        self.size = 0
+        self.live = 0
+
+
+class RecordSpool:
+    """The records of the batches not settled yet, as sent, keyed by arrival order.
+
+    On disk (temporary files, each appended to and then only read), not on each buffered
+    record: only a record that fails is read back. A file holds ``SEGMENT`` records and is
+    removed once all of them are dropped (their batches settled), so the disk holds the few
+    batches in flight and the memory a few arrays. Records are put by the reading thread and
+    read back where batches settle (the batch worker, then the thread that ends the run).
+
+    A record is kept either as its JSON (:meth:`put`) or as the Singer line it came in
+    (:meth:`put_line`, no encoding on the reading thread): that line is decoded again with
+    ``record_of_line`` only when the record fails, and encoded as :meth:`put` would have
+    kept it, so its key in the store is the same.
+    """
+
+    SEGMENT = 4096  # records per file
+    _JSON, _LINE = b"j", b"l"  # the first byte of each entry
+
+    def __init__(self, record_of_line: Callable[[str], Any] | None = None) -> None:
+        self.record_of_line = record_of_line
+        self._segments: list[_Segment] = []
         self._lock = threading.Lock()
 
     def put(self, seq: int, encoded: bytes) -> None:
-        with self._lock:
-            self._pending.append((seq, encoded))
-            if len(self._pending) >= self._CHUNK:
-                self._write()
+        self._append(seq, self._JSON + encoded)
 
-    def _write(self) -> None:  # with the lock held
-        pending, self._pending = self._pending, []
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO record VALUES (?, ?)", pending)
+    def put_line(self, seq: int, line: str) -> None:
+        """Keep the record of a Singer RECORD line that ``record_of_line`` decodes."""
+        self._append(seq, self._LINE + line.encode("utf-8", "surrogatepass"))
+
+    def _encoded_record(self, line: str) -> bytes:
+        """What :meth:`put` would have kept for the record of ``line``."""
+        assert self.record_of_line is not None
+        return encode_record(self.record_of_line(line))
+
+    def _append(self, seq: int, data: bytes) -> None:
+        with self._lock:
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or len(segment.seqs) >= self.SEGMENT or segment.seqs[-1] >= seq:
+                segment = _Segment()  # arrival numbers grow within a segment
+                self._segments.append(segment)
+            segment.file.write(data)
+            segment.seqs.append(seq)
+            segment.offsets.append(segment.size)
+            segment.size += len(data)
+            segment.live += 1
+
+    def _find(self, seq: int) -> tuple[_Segment, int] | None:  # with the lock held
+        for segment in reversed(self._segments):  # a few: the batches in flight
+            seqs = segment.seqs
+            if seqs[0] <= seq <= seqs[-1]:
+                index = bisect.bisect_left(seqs, seq)
+                if seqs[index] == seq and segment.offsets[index] >= 0:
+                    return segment, index
+        return None
 
     def get(self, seq: int) -> bytes | None:
         with self._lock:
-            if self._pending:
-                self._write()
-            row = self._db.execute("SELECT json FROM record WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else bytes(row[0])
+            found = self._find(seq)
+            if found is None:
+                return None
+            segment, index = found
+            start = segment.offsets[index]
+            if index + 1 < len(segment.offsets):
+                end = segment.offsets[index + 1]
+                end = end if end >= 0 else -1 - end  # the next record was dropped
+            else:
+                end = segment.size
+            segment.file.flush()
+            data = os.pread(segment.file.fileno(), end - start, start)
+        if data[:1] == self._JSON:
+            return data[1:]
+        line = data[1:].decode("utf-8", "surrogatepass")
+        try:
+            return self._encoded_record(line)
+        except RecursionError:
+            # The reading thread decoded it deeper in its stack than a new thread starts:
+            # there it is decoded and encoded again, however deeply the line nests.
+            encoded: bytes = _on_new_thread(self._encoded_record, line)
+            return encoded
 
     def drop(self, seqs: list[int]) -> None:
-        """Forget the records of a settled batch."""
+        """Forget the records of a settled batch (a file goes once all its records have)."""
         if not seqs:
             return
         with self._lock:
-            if self._pending:
-                self._write()
-            with self._db:
-                self._db.executemany("DELETE FROM record WHERE seq = ?", ((s,) for s in seqs))
+            for seq in seqs:
+                found = self._find(seq)
+                if found is None:
+                    continue
+                segment, index = found
+                segment.offsets[index] = -1 - segment.offsets[index]
+                segment.live -= 1
+            for at in range(len(self._segments) - 2, -1, -1):  # never the one being written
+                if self._segments[at].live == 0:
+                    self._segments[at].file.close()
+                    del self._segments[at]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            for segment in self._segments:
+                segment.file.close()
+            self._segments.clear()
 
 
 # -- where the folder is ------------------------------------------------------------------
@@ -355,10 +445,14 @@ class FailedRecordStore:
         self._settled.close()
         self.spool.close()
 
-    def keep_record(self, seq: int, raw: Any) -> None:
+    def keep_record(self, seq: int, raw: Any, line: str | None = None) -> None:
         """Keep the record that arrived `seq`-th, as sent, until its batch settles (should it
-        fail)."""
-        self.spool.put(seq, encode_record(raw))
+        fail). ``line``: the Singer line it came in, which the spool decodes again (with its
+        ``record_of_line``) only should the record fail."""
+        if line is not None and self.spool.record_of_line is not None:
+            self.spool.put_line(seq, line)
+        else:
+            self.spool.put(seq, encode_record(raw))
 
     def check(self) -> None:
         """Fail now (a configuration error) if the folder cannot be used. Nothing is created:

@@ -24,6 +24,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_salesforce_consent.didomi import (
+    PlainRecord,
     RecordError,
     format_timestamp,
     parse_record,
@@ -35,6 +36,8 @@ from target_salesforce_consent.extract import (
     CellError,
     ChoiceReader,
     FieldChoice,
+    PlainChoiceReader,
+    is_valid_unicode,
     needs_of,
 )
 from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
@@ -73,15 +76,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 INVALID_UNICODE = "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that is not valid Unicode"
 
 
-def is_valid_unicode(text: str) -> bool:
-    """False for a lone surrogate ("\ud800"), which cannot be sent to Salesforce as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
     """Why a readable record's organization_user_id cannot be matched or written."""
     if _CONTROL_CHARS.search(ouid):
@@ -97,7 +91,7 @@ def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
 def choice_problem(choices: Mapping[str, FieldChoice]) -> str | None:
     """Why the cells a record would write cannot be sent."""
     # ASCII (nearly every cell: true, false, a picklist value) cannot hold a lone surrogate.
-    if not all(c.cell.isascii() or is_valid_unicode(c.cell) for c in choices.values()):
+    if not all(is_valid_unicode(c.cell) for c in choices.values()):
         return INVALID_UNICODE
     return None
 
@@ -269,6 +263,8 @@ class BatchProcessor:
         self.on_batch = None
         self.needs = needs_of(rs.mappings)
         self.choice_reader = ChoiceReader(rs.mappings, rs.field_types)
+        self.plain_reader = PlainChoiceReader(rs.mappings, rs.field_types)
+        self.regulations = rs.settings.regulations
         if not rs.consent_timestamp_field:
             logger.warning(
                 "consent_timestamp_field is not set: within this run the newest consent wins, "
@@ -298,6 +294,9 @@ class BatchProcessor:
 
     def read(self, stream: str, raw: Any) -> BufferedRecord:
         """Reduce one input record to what its batch needs; never raises."""
+        item = self.read_plain(stream, raw)
+        if item is not None:
+            return item
         seq = self._arrivals
         self._arrivals += 1
         try:
@@ -348,6 +347,38 @@ class BatchProcessor:
             stream, seq, ouid, rec.didomi_id, stamp, ts, dict.fromkeys(choices, NO_CHOICE),
             outcome=Outcome.FAILED, error=problem, fields=fields,
         )  # fmt: skip
+
+    def read_plain(self, stream: str, raw: Any) -> BufferedRecord | None:
+        """:meth:`read` for a record the plain reader reads (None for any other: no arrival
+        is counted then)."""
+        plain = self.plain_reader.read(raw)
+        if plain is None:
+            return None
+        seq = self._arrivals
+        self._arrivals += 1
+        return self._read_plain(stream, seq, *plain)
+
+    def _read_plain(
+        self, stream: str, seq: int, rec: PlainRecord, choices: dict[str, FieldChoice]
+    ) -> BufferedRecord:
+        """The rest of :meth:`read`, for a record the plain reader has read."""
+        stamp, ts = rec.timestamp if rec.timestamp is not None else (None, None)
+        ouid = rec.ouid
+        if rec.status not in (None, "confirmed") or rec.regulation not in self.regulations:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.SKIPPED_FILTERED
+            )
+        if ouid is None:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.SKIPPED_NO_OUID
+            )
+        problem = ouid_problem(ouid, self.queries)
+        if problem is not None:
+            return BufferedRecord(
+                stream, seq, ouid, rec.didomi_id, stamp, outcome=Outcome.FAILED, error=problem
+            )
+        # The plain reader's cells are valid Unicode (choice_problem holds for them)
+        return BufferedRecord(stream, seq, ouid, rec.didomi_id, stamp, ts, choices)
 
     @staticmethod
     def _unreadable(stream: str, seq: int, raw: Any, error: str) -> BufferedRecord:

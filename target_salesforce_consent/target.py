@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import FrameType
-from typing import IO, Any, ClassVar, NoReturn, cast
+from typing import IO, Any, ClassVar, Literal, NoReturn, cast
 
 import msgspec
 from consent_pipelines_common.cli import (
@@ -40,7 +40,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.target_base import Target
 
-from target_salesforce_consent.didomi import UnreadableRecord
+from target_salesforce_consent.didomi import PlainShape, UnreadableRecord
 from target_salesforce_consent.failed_records import (
     FailedRecordStore,
     default_failed_records_root,
@@ -126,8 +126,31 @@ MAPPING_SCHEMA = th.ObjectType(
 )
 
 
+class _PlainMessage(msgspec.Struct):
+    type: Literal["RECORD"]
+    stream: str
+    record: PlainShape
+
+
+_plain_message = msgspec.json.Decoder(_PlainMessage, float_hook=Decimal).decode
+
+
+class PlainLine:
+    """A RECORD of Didomi's own shape, as the reader decodes it first: only what the plain
+    reader reads (``PlainShape``), and the line, decoded whole should anything need more."""
+
+    __slots__ = ("line", "shape")
+
+    def __init__(self, shape: PlainShape, line: str) -> None:
+        self.shape = shape
+        self.line = line
+
+
 class SingerLineReader(MsgSpecReader):
     """msgspec's fast reader; a line it refuses is read again by the standard library.
+
+    A RECORD in Didomi's own shape is decoded first into only what the plain reader reads
+    (its record a :class:`PlainLine`); the target decodes its line whole when it needs more.
 
     msgspec refuses a lone surrogate escape (``"\\ud800"``) that json accepts; such a record
     must reach the target, which reports it as failed, instead of stopping the run.
@@ -137,9 +160,24 @@ class SingerLineReader(MsgSpecReader):
     #: quiet for the seconds it returned last (None: wait for the next line however long).
     idle_check: Callable[[], float | None] | None = None
 
+    #: The line last read and the message decoded from it: the failed-records spool keeps a
+    #: RECORD's line as sent (decoded again only should the record fail), not its JSON.
+    line: str = ""
+    message: dict | None = None
+
     def deserialize_json(self, line: str) -> dict:
         try:
-            return msgspec_decoder.decode(line)
+            plain = _plain_message(line)
+        except (msgspec.DecodeError, RecursionError):  # not in the plain shape: decoded whole
+            return self.decode_whole(line)
+        return {"type": "RECORD", "stream": plain.stream, "record": PlainLine(plain.record, line)}
+
+    def decode_whole(self, line: str) -> dict:
+        """The message of ``line`` as a dict (the record as sent)."""
+        self.line, self.message = line, None
+        try:
+            self.message = msgspec_decoder.decode(line)
+            return self.message
         except msgspec.DecodeError:
             try:
                 return json.loads(line, parse_float=Decimal)
@@ -149,6 +187,15 @@ class SingerLineReader(MsgSpecReader):
                 return too_deep_message(line)
         except RecursionError:
             return too_deep_message(line)
+
+    def line_of(self, message: dict) -> str | None:
+        """The line ``message`` was decoded from by msgspec, when it is the last one read."""
+        return self.line if message is self.message else None
+
+    @staticmethod
+    def record_of_line(line: str) -> Any:
+        """The record of a RECORD line that :meth:`line_of` gave, decoded as it was then."""
+        return msgspec_decoder.decode(line)["record"]
 
     def process_lines(self, file_input: IO[str] | None,
                       callbacks: dict[str, Callable[[dict], None]]) -> Any:
@@ -569,6 +616,8 @@ class TargetSalesforceConsent(TextAbout, Target):
                 folder, settings.max_record_retries, dry_run=settings.dry_run, logger=self.logger
             )
             store.check()
+            if isinstance(self.message_reader, SingerLineReader):
+                store.spool.record_of_line = SingerLineReader.record_of_line
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigurationError(
@@ -623,6 +672,17 @@ class TargetSalesforceConsent(TextAbout, Target):
 
     def _process_record_message(self, message_dict: dict) -> None:
         record = message_dict.get("record")
+        if record.__class__ is PlainLine:
+            sink = self._plain_sink(message_dict.get("stream"))
+            item = None if sink is None else self._read_plain_line(sink.stream_name, record)
+            if item is not None:
+                assert sink is not None
+                self._buffer_read(sink, item)
+                return
+            # A stream with maps or validation, or a record the plain reader leaves to the
+            # full path: the record as sent, decoded whole.
+            message_dict = cast("SingerLineReader", self.message_reader).decode_whole(record.line)
+            record = message_dict.get("record")
         if not isinstance(record, dict):
             # The SDK's record handling assumes an object; report anything else ourselves
             # (as failed) instead of crashing the run or dropping it.
@@ -636,12 +696,32 @@ class TargetSalesforceConsent(TextAbout, Target):
         # The SDK's per-record path, for a stream without maps, metadata or validation: what
         # remains of it are the counters (about 40% of a no-op target's time is spent in the
         # steps skipped here; the sink makes no key-property check, see ConsentSink).
+        reader = self.message_reader
+        line = reader.line_of(message_dict) if isinstance(reader, SingerLineReader) else None
+        self._buffer_read(sink, self.read_record(sink.stream_name, record, line))
+
+    def _buffer_read(self, sink: ConsentSink, item: BufferedRecord) -> None:
         sink.tally_record_read()
-        self.buffer(self.read_record(sink.stream_name, record))
+        self.buffer(item)
         sink.record_counter_metric.increment()
         if self.buffered >= self._batch_limit(sink.max_size):
             self.drain_one(sink)
         self._handle_max_record_age()
+
+    def _read_plain_line(self, stream: str, plain: PlainLine) -> BufferedRecord | None:
+        """``read_record`` for a record the plain reader reads; None when it does not."""
+        if self._processor is None:
+            self._start_run()
+            assert self._processor is not None
+        spool = self._failed is not None and not self._failed.dry_run
+        if spool and self._failed is not None and self._failed.spool.record_of_line is None:
+            return None  # only the record as sent can be kept
+        item = self._processor.read_plain(stream, plain.shape.as_read())
+        if item is not None and spool and item.outcome in (None, Outcome.FAILED):
+            assert self._failed is not None
+            self._failed.keep_record(item.seq, None, plain.line)  # should the record fail
+            item.spooled = True
+        return item
 
     def _batch_limit(self, max_size: int) -> int:
         """Records in the batch being read before it is handed over.
@@ -678,7 +758,8 @@ class TargetSalesforceConsent(TextAbout, Target):
         self._plain_sinks.clear()  # a new SCHEMA may bring a new sink or new maps
         super()._process_schema_message(message_dict)
 
-    def read_record(self, stream: str, raw: Any) -> BufferedRecord:
+    def read_record(self, stream: str, raw: Any, line: str | None = None) -> BufferedRecord:
+        """Read one record; ``line``: the Singer line it came in (see ``SingerLineReader``)."""
         if self._processor is None:
             self._start_run()
             assert self._processor is not None
@@ -688,7 +769,7 @@ class TargetSalesforceConsent(TextAbout, Target):
             and not self._failed.dry_run
             and item.outcome in (None, Outcome.FAILED)  # filtered ones never fail
         ):
-            self._failed.keep_record(item.seq, raw)  # on disk, should the record fail
+            self._failed.keep_record(item.seq, raw, line)  # on disk, should the record fail
             item.spooled = True
         return item
 

@@ -7,22 +7,29 @@ import dataclasses
 import json
 import random
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from target_salesforce_consent.didomi import (
     ConsentRecord,
     ConsentState,
     Needs,
+    PlainShape,
     PurposeState,
     RecordError,
+    fast_stamp,
     format_timestamp,
     merge,
     parse_record,
     parse_timestamp,
     read_needed,
+    read_plain,
 )
+from target_salesforce_consent.extract import PlainChoiceReader
+from target_salesforce_consent.plan import to_micros
 
 UTC = timezone.utc
 
@@ -891,3 +898,204 @@ def test_reading_only_the_needed_parts_equals_reading_everything(seed: int) -> N
 )
 def test_unusual_records_are_left_to_the_full_reader(raw: Any) -> None:
     assert read_needed(raw, Needs(frozenset({"news"}))) is None
+
+
+# -- the plain reader: the raw parts, checked as read_needed checks them ---------------------
+
+#: Values a mutation puts anywhere in a record: each is read by one of the readers or refused.
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, 1, 1.5, "", " ", "x", " x ", "true", "null", "[\"A\"]", " [A]",
+    "A, ,B,A", [], [None], [{"id": "news"}], {}, {"id": "news"}, {"value": "A"},
+    "2024-06-18T16:40:03.512Z", "2024-02-30T10:00:00.000Z", "2024-06-18T24:00:00.000Z",
+    "2024-06-18T16:60:03.512Z", "2024-06-18T16:40:60.512Z", "0000-01-01T00:00:00.000Z",
+    "2024-06-18T16:40:03Z", "2024-06-18T16:40:03.512+02:00", "2024-06-18 16:40:03.512Z",
+    "2024-06-18T16:40:03.512z", "\u0662024-06-18T16:40:03.512Z", "\ud800", "caf\u00e9", "A,\ud800",
+]  # fmt: skip
+
+
+def mutate(raw: Any, rng: random.Random) -> Any:
+    """`raw` with one value somewhere in it replaced (or a key removed)."""
+    raw = copy.deepcopy(raw)
+    node, parents = raw, []
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.75:
+        key = rng.choice(list(node) if isinstance(node, dict) else range(len(node)))
+        parents.append((node, key))
+        node = node[key]
+    if not parents:
+        return raw
+    parent, key = parents[-1]
+    if isinstance(parent, dict) and rng.random() < 0.15:
+        del parent[key]
+    else:
+        parent[key] = rng.choice(ODD_VALUES)
+    return raw
+
+
+def assert_plain_reads_as_read_needed(raw: Any, needs: Needs) -> bool:
+    """read_plain gives what read_needed gives (None where it gives None); True when read."""
+    fast = read_needed(raw, needs)
+    plain = read_plain(raw, needs)
+    if fast is None:
+        assert plain is None, raw
+        return False
+    assert plain is not None, raw
+    restricted = _restricted(fast, needs)
+    assert plain.kind == restricted.kind
+    assert (plain.ouid, plain.didomi_id) == (restricted.ouid, restricted.didomi_id)
+    assert (plain.regulation, plain.status) == (restricted.regulation, restricted.status)
+    assert plain.metadata == restricted.metadata
+    for stamp, dt in (
+        (plain.timestamp, restricted.timestamp),
+        (plain.created_at, restricted.created_at),
+        (plain.updated_at, restricted.updated_at),
+    ):
+        assert stamp == (None if dt is None else (format_timestamp(dt), to_micros(dt)))
+    assert set(plain.purposes) == set(restricted.consents.purposes)
+    if needs.channels:
+        assert plain.channels == restricted.consents.channels
+    if needs.vendors:
+        assert plain.vendors == restricted.consents.vendors
+    return True
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_plain_reader_reads_what_read_needed_reads(seed: int) -> None:
+    from tests.test_extract import _record
+
+    rng = random.Random(seed)
+    raw = _record(rng, seed)
+    for needs in NEEDS:
+        assert assert_plain_reads_as_read_needed(raw, needs)  # the common shapes are read
+    for _ in range(20):
+        odd = mutate(raw, rng)
+        for needs in NEEDS:
+            assert_plain_reads_as_read_needed(odd, needs)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"organization_user_id": "a", "consents": '{"purposes": []}'},  # stringified
+        {"organization_user_id": "a", "consents": {"purposes": [{"id": "news", "enabled": "1"}]}},
+        {"organization_user_id": "a", "consents__purposes": "[]"},  # flattened
+        {"organization_user_id": 42},
+        {"organization_user_id": " a "},
+        {"organization_user_id": "a", "updated_at": "2024-06-18 16:40:03"},
+        {"organization_user_id": "a", "updated_at": "2024-06-18T25:40:03Z"},
+        {"organization_user_id": "a", "updated_at": "2024-06-18T23:40:03.000Z",
+         "created_at": "2024-02-30T00:00:00.000Z"},  # a created_at no mapping reads
+        {"organization_user_id": "a", "consents": {"purposes": {"news": {"enabled": True}}}},
+        {"type": "event.created", "parameters": {"new_entity": {}}},
+        {"user": '{"organization_user_id": "a"}'},
+        {"organization_user_id": "a",
+         "consents": {"purposes": [{"id": "news", "values": {"t": {"value": '["A"]'}}}]}},
+        {"organization_user_id": "a",  # a purpose no mapping reads, with an id that is no text
+         "consents": {"purposes": [{"id": 7, "enabled": True}]}},
+        {"organization_user_id": "a",  # the first of two items of one needed purpose
+         "consents": {"purposes": [{"id": "news", "enabled_li": 1}, {"id": "news"}]}},
+        {"organization_user_id": "a", "consents": {"purposes": [{"id": "news", "preferences": [
+            {"id": "digest", "channels": [{"id": "sms", "enabled": "yes"}]}]}]}},
+        ["not", "an", "object"],
+    ],
+)
+def test_unusual_records_are_left_to_the_full_reader_by_the_plain_reader(raw: Any) -> None:
+    assert read_needed(raw, Needs(frozenset({"news"}))) is None
+    assert read_plain(raw, Needs(frozenset({"news"}))) is None
+
+
+def _didomi_stamps(rng: random.Random) -> list[str]:
+    """Timestamps in Didomi's own form, the odd calendar days and clock limits among them."""
+    stamps = []
+    for _ in range(200):
+        year = rng.choice([1, 1969, 1970, 2000, 2023, 2024, 2100, 9999])
+        month, day = rng.randint(0, 13), rng.choice([0, 1, 28, 29, 30, 31, 32])
+        hour, minute, second = rng.choice([0, 23, 24]), rng.choice([0, 59, 60]), rng.choice(
+            [0, 59, 60, 99]
+        )
+        millis = rng.choice([0, 1, 512, 999])
+        stamps.append(
+            f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+        )
+    return stamps
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_didomi_timestamp_is_read_as_the_datetime_path_reads_it(seed: int) -> None:
+    rng = random.Random(seed)
+    for stamp in [*_didomi_stamps(rng), *(v for v in ODD_VALUES if isinstance(v, str))]:
+        raw = {"organization_user_id": "a", "updated_at": stamp}
+        fast = read_needed(raw, Needs())
+        if fast is None:
+            assert read_plain(raw, Needs()) is None, stamp
+            continue
+        assert fast.timestamp is not None
+        expected = (format_timestamp(fast.timestamp), to_micros(fast.timestamp))
+        assert fast_stamp(stamp) == expected, stamp
+
+
+# -- decoding straight to what the plain reader reads ---------------------------------------
+
+_shape_decoder = msgspec.json.Decoder(PlainShape, float_hook=Decimal)
+_dict_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def assert_shape_reads_as_the_record(text: str, needs: Needs) -> bool:
+    """A record decoded as PlainShape reads as the whole record does; True when it decoded."""
+    try:
+        shape = _shape_decoder.decode(text)
+    except msgspec.DecodeError:
+        return False
+    from tests.test_extract import MAPPINGS, TYPES
+
+    whole = _dict_decoder.decode(text)
+    assert _as_read(read_plain(shape.as_read(), needs)) == _as_read(read_plain(whole, needs)), text
+    reader = PlainChoiceReader(MAPPINGS, TYPES)
+    assert _as_read(reader.read(shape.as_read())) == _as_read(reader.read(whole)), text
+    return True
+
+
+def _as_read(value: Any) -> Any:
+    """PlainRecords (alone or first in a tuple) with each purpose as the keys read of it."""
+    if isinstance(value, tuple):
+        return (_as_read(value[0]), *value[1:])
+    if value is None:
+        return None
+    read = ("id", "enabled", "enabled_li", "values", "preferences")
+    purposes = {pid: {k: p.get(k) for k in read} for pid, p in value.purposes.items()}
+    return dataclasses.replace(value, purposes=purposes)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_a_record_decoded_as_its_plain_shape_reads_as_the_whole_record(seed: int) -> None:
+    from tests.test_extract import _record
+
+    rng = random.Random(seed)
+    raw = _record(rng, seed)
+    raw.update({"organization_id": "acme", "version": 3, "country": None, "proofs_id": [[1.5]]})
+    for needs in NEEDS:
+        assert assert_shape_reads_as_the_record(json.dumps(raw), needs)  # the common shapes
+    for _ in range(20):
+        odd = mutate(raw, rng)
+        if rng.random() < 0.3:
+            odd[rng.choice(["type", "consents__purposes", "extra", "id"])] = rng.choice(ODD_VALUES)
+        text = json.dumps(odd)
+        if rng.random() < 0.2:  # a key given twice: the last one counts
+            text = text[:-1] + ', "user": ' + json.dumps(rng.choice(ODD_VALUES)) + "}"
+        for needs in NEEDS:
+            assert_shape_reads_as_the_record(text, needs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "user.created", "parameters": {}}',
+        '{"organization_user_id": "a", "consents__purposes": "[]"}',
+        '{"organization_user_id": "a", "tap_added": 1}',
+        '{"organization_user_id": "a", "consents": "{}"}',
+        '{"user": "a"}',
+        '["not", "an", "object"]',
+    ],
+)
+def test_other_shapes_are_decoded_whole(text: str) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        _shape_decoder.decode(text)

@@ -13,8 +13,17 @@ from typing import Any
 
 import pytest
 
-from target_salesforce_consent.didomi import ConsentRecord, merge, parse_record
-from target_salesforce_consent.extract import NOT_CARRIED, FieldChoice, choices_of, path_value
+from target_salesforce_consent.didomi import ConsentRecord, merge, parse_record, read_needed
+from target_salesforce_consent.extract import (
+    NOT_CARRIED,
+    CellError,
+    ChoiceReader,
+    FieldChoice,
+    PlainChoiceReader,
+    choices_of,
+    needs_of,
+    path_value,
+)
 from target_salesforce_consent.mapping import (
     FieldMapping,
     FieldType,
@@ -22,6 +31,7 @@ from target_salesforce_consent.mapping import (
     to_csv_cell,
 )
 from target_salesforce_consent.plan import to_micros
+from target_salesforce_consent.sinks import choice_problem
 
 PATHS = {
     "News__c": ("purposes.news.enabled", "boolean"),
@@ -160,3 +170,80 @@ def test_a_user_record_speaks_to_every_consent_path_and_an_event_only_to_what_it
     assert path_value(other, event) is NOT_CARRIED
     assert path_value(parse_source_path("metadata.plan"), user) is NOT_CARRIED
     assert path_value(parse_source_path("updated_at"), user) is NOT_CARRIED
+
+
+# -- the plain reader: from the record as sent straight to the choices -----------------------
+
+#: Mappings whose conversion can fail or give a cell that cannot be sent (the full path decides).
+ODD_PATHS = {
+    "Mapped__c": ("purposes.news.values.topics", "multipicklist", {"A": "Alpha", "B": "#N/A"}),
+    "Flag__c": ("purposes.sms.enabled", "string", {"true": "#N/A"}),
+    "Member__c": ("purposes.news.values.topics.B", "string", {"false": "no"}),
+    "Number__c": ("metadata.plan", "double", {}),
+}
+ODD_MAPPINGS = tuple(
+    FieldMapping.from_config({"id": f, "value": path, "value_map": vmap}, i)
+    for i, (f, (path, _, vmap)) in enumerate(ODD_PATHS.items())
+)
+ODD_TYPES = {f: FieldType(f, ftype) for f, (_, ftype, _) in ODD_PATHS.items()}
+
+
+def _full_read(raw: Any, reader: ChoiceReader) -> Any:
+    """What the full path gives: the record and its choices (or the error they raise)."""
+    rec = read_needed(raw, needs_of(reader.mappings))
+    if rec is None:
+        return None
+    try:
+        return rec, reader.choices(rec)
+    except CellError as exc:
+        return rec, str(exc)
+
+
+def assert_plain_choices_equal_full_ones(
+    raw: Any, mappings: tuple[FieldMapping, ...], types: dict[str, FieldType]
+) -> bool:
+    """The plain reader gives the full path's choices, or leaves the record to it; True when
+    it read the record."""
+    full = _full_read(raw, ChoiceReader(mappings, types))
+    plain = PlainChoiceReader(mappings, types).read(raw)
+    if plain is None:
+        return False
+    assert full is not None, raw  # read_plain reads only what read_needed reads
+    rec, choices = full
+    assert choices == plain[1], raw
+    assert list(choices) == list(plain[1])  # in the order of the mappings
+    assert choice_problem(plain[1]) is None  # what the plain path of BatchProcessor.read skips
+    assert plain[0].ouid == rec.ouid and plain[0].kind == rec.kind
+    return True
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_plain_reader_gives_the_choices_of_the_full_path(seed: int) -> None:
+    from tests.test_didomi import mutate
+
+    rng = random.Random(seed)
+    raw = _record(rng, seed)
+    assert assert_plain_choices_equal_full_ones(raw, MAPPINGS, TYPES)  # the common shapes
+    assert_plain_choices_equal_full_ones(raw, ODD_MAPPINGS, ODD_TYPES)
+    for _ in range(20):
+        odd = mutate(raw, rng)
+        assert_plain_choices_equal_full_ones(odd, MAPPINGS, TYPES)
+        assert_plain_choices_equal_full_ones(odd, ODD_MAPPINGS, ODD_TYPES)
+
+
+def test_a_cell_that_cannot_be_sent_is_left_to_the_full_path() -> None:
+    purposes: list[dict[str, Any]] = [
+        {"id": "news", "values": {"topics": {"value": "A"}}},
+        {"id": "sms", "enabled": True},  # "#N/A" in a text field
+    ]
+    raw = {"organization_user_id": "a", "consents": {"purposes": purposes}}
+    assert isinstance(_full_read(raw, ChoiceReader(ODD_MAPPINGS, ODD_TYPES))[1], str)
+    assert PlainChoiceReader(ODD_MAPPINGS, ODD_TYPES).read(raw) is None
+    purposes[1]["enabled"] = False
+    plain = PlainChoiceReader(ODD_MAPPINGS, ODD_TYPES).read(raw)
+    assert plain is not None
+    assert plain[1] == {
+        "Mapped__c": FieldChoice("Alpha", True),
+        "Flag__c": FieldChoice("false"),
+        "Member__c": FieldChoice("no"),
+    }

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
-from target_salesforce_consent.failed_records import RecordSpool
+from salesforce_sandbox import Sandbox
+from singer_sdk.contrib.msgspec import decoder as msgspec_decoder
+
+from target_salesforce_consent.failed_records import RecordSpool, encode_record, entry_key
+from target_salesforce_consent.target import SingerLineReader
+from tests.conftest import run_target, singer_lines, user
+from tests.test_trust_failed_records import config, kept, topics
 
 
 def test_a_record_is_read_back_as_kept_until_its_batch_is_dropped() -> None:
@@ -23,7 +31,7 @@ def test_a_record_is_read_back_as_kept_until_its_batch_is_dropped() -> None:
 def test_records_put_on_one_thread_are_read_on_another() -> None:
     spool = RecordSpool()
     try:
-        count = 2 * RecordSpool._CHUNK + 7  # whole chunks and a partial one
+        count = 2 * RecordSpool.SEGMENT + 7  # whole chunks and a partial one
 
         def read_records() -> None:
             for seq in range(count):
@@ -33,8 +41,83 @@ def test_records_put_on_one_thread_are_read_on_another() -> None:
         reader.start()
         reader.join()
         assert [spool.get(seq) for seq in range(count)] == [b"[%d]" % s for s in range(count)]
-        spool.drop(list(range(RecordSpool._CHUNK)))
+        spool.drop(list(range(RecordSpool.SEGMENT)))
         assert spool.get(0) is None
         assert spool.get(count - 1) == b"[%d]" % (count - 1)
+    finally:
+        spool.close()
+
+
+LINES = [
+    '{"type": "RECORD", "stream": "users",'
+    ' "record": {"b": 1.50, "a": [1e3, -0.0, 12345678901234567890]}}',
+    '{"type":"RECORD","stream":"users","record":{"x":"caf\\u00e9 \\ud83d\\ude00 é","n":null}}',
+    '{"record": {"z": {"y": {"x": [true, false, {}]}}}, "type": "RECORD", "stream": "events"}',
+]  # fmt: skip
+
+
+def test_a_record_kept_as_its_line_is_read_back_as_its_json_would_have_been_kept() -> None:
+    spool = RecordSpool(SingerLineReader.record_of_line)
+    try:
+        for seq, line in enumerate(LINES):
+            spool.put_line(2 * seq, line)
+            spool.put(2 * seq + 1, b"[%d]" % seq)
+        spool.drop([1, 2])  # a neighbour dropped: the entries around it are read whole
+        for seq, line in enumerate(LINES):
+            expected = encode_record(msgspec_decoder.decode(line)["record"])
+            assert spool.get(2 * seq) == (None if seq == 1 else expected)
+            assert spool.get(2 * seq + 1) == (None if seq == 0 else b"[%d]" % seq)
+    finally:
+        spool.close()
+
+
+def test_a_file_of_the_spool_goes_once_its_records_are_dropped() -> None:
+    spool = RecordSpool()
+    try:
+        for seq in range(RecordSpool.SEGMENT + 1):
+            spool.put(seq, b"[%d]" % seq)
+        first = spool._segments[0].file
+        spool.drop(list(range(RecordSpool.SEGMENT - 1)))
+        assert not first.closed
+        spool.drop([RecordSpool.SEGMENT - 1])
+        assert first.closed
+        assert spool.get(RecordSpool.SEGMENT) == b"[%d]" % RecordSpool.SEGMENT
+    finally:
+        spool.close()
+
+
+def test_a_failed_record_kept_from_its_line_has_the_key_of_its_json(
+    sandbox: Sandbox, tmp_path: Path, failed_records_home: Path
+) -> None:
+    records = [
+        user("jane@example.com", purposes=[topics("offers")], score=1.50, note="caf\u00e9"),
+        user("john@example.com", purposes=[topics("offers")], big=12345678901234567890),
+    ]
+    lines = singer_lines(records)
+    result = run_target(config(sandbox, tmp_path / "r.jsonl", {"news": "News"}), lines)
+    assert result.error is None, result.stderr
+    kept_records = {e["organization_user_id"]: e for e in kept(failed_records_home)}
+    assert set(kept_records) == {"jane@example.com", "john@example.com"}
+    for line in lines.splitlines():
+        message = msgspec_decoder.decode(line)
+        if message["type"] != "RECORD":
+            continue
+        record = message["record"]
+        entry = kept_records[record["organization_user_id"]]
+        assert entry["key"] == entry_key("users", encode_record(record))
+        assert entry["record"] == json.loads(encode_record(record))
+
+
+def test_a_deeply_nested_line_is_read_back_from_a_deep_stack() -> None:
+    depth = 850  # decodes on a shallow stack; not 300 frames deeper
+    line = '{"type":"RECORD","stream":"s","record":{"a":' + "[" * depth + "]" * depth + "}}"
+    spool = RecordSpool(SingerLineReader.record_of_line)
+
+    def get_from_deeper(levels: int) -> bytes | None:
+        return spool.get(0) if levels == 0 else get_from_deeper(levels - 1)
+
+    try:
+        spool.put_line(0, line)
+        assert get_from_deeper(300) == encode_record(msgspec_decoder.decode(line)["record"])
     finally:
         spool.close()
