@@ -738,7 +738,7 @@ class FieldValues:
     hundred per field at most); anything else is computed each time.
     """
 
-    __slots__ = ("ftype", "_report", "_same")
+    __slots__ = ("_cells", "_report", "_same", "ftype")
 
     #: Entries kept per field; the memo starts over when full (values that do not repeat).
     LIMIT = 512
@@ -749,6 +749,19 @@ class FieldValues:
         self.ftype = ftype
         self._report: dict[str, Any] = {}
         self._same: dict[tuple[str, Any, bool], bool] = {}
+        self._cells: dict[str, str] = {}
+
+    def cell(self, cell: str) -> str:
+        """``cell``, as one shared string per short value: a plan's rows then hold no copy of
+        the store's strings once its choices are freed."""
+        if len(cell) > self.SHORT:
+            return cell
+        found = self._cells.get(cell)
+        if found is None:
+            if len(self._cells) >= self.LIMIT:
+                return cell
+            found = self._cells[cell] = cell
+        return found
 
     def report(self, cell: str) -> Any:
         """``report_value(cell, ftype)``."""

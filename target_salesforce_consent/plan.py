@@ -161,7 +161,7 @@ def plan_group(
             return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
         row = dict(rs.insert_defaults)
         # On insert an empty cell means "not set"; there is nothing to clear.
-        row.update({f: ("" if c.cell == CLEAR else c.cell) for f, c, _ in chosen})
+        row.update({f: ("" if c.cell == CLEAR else v.cell(c.cell)) for f, c, v in chosen})
         row[rs.match_field] = person.ouid
         if ts_cell and ts_field:
             row[ts_field] = ts_cell
@@ -189,7 +189,7 @@ def plan_group(
             ) and not value.same(choice.cell, record.get(name), choice.is_list):
                 if changed is None:
                     changed = {"Id": record_id}
-                changed[name] = choice.cell
+                changed[name] = value.cell(choice.cell)
         if changed is None:
             continue
         if ts_cell and ts_field and _is_newer(newest, current):

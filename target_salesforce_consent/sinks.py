@@ -46,7 +46,7 @@ from target_salesforce_consent.salesforce.bulk import (
     RowResult,
     job_error,
 )
-from target_salesforce_consent.salesforce.client import SalesforceClient
+from target_salesforce_consent.salesforce.client import SalesforceClient, query_record_type
 from target_salesforce_consent.salesforce.errors import (
     ApiLimitExceededError,
     JobFailedError,
@@ -256,8 +256,10 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        # A matched record as a struct of the selected fields: a fraction of a dict's memory.
+        self.record_type = query_record_type(rs.settings.salesforce_object, rs.select_fields)
         # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
-        self.match_pool = MatchPool(lambda soql: list(client.query_all(soql)))
+        self.match_pool = MatchPool(self._fetch)
         # Batches whose outcome is not settled yet, in input order (at most two).
         self._unsettled: deque[_Batch] = deque()
         # Batches are processed on a thread of their own while the next one is read.
@@ -606,6 +608,13 @@ class BatchProcessor:
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
 
+    def _fetch(self, soql: str) -> list[Any]:
+        """One query's records: a match query's as ``record_type``, any other (the field
+        history's, run by the same pool) as dicts."""
+        if soql.startswith(self.queries.head):
+            return self.client.query_records(soql, self.record_type)
+        return list(self.client.query_all(soql))
+
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
         if not groups:
@@ -761,7 +770,8 @@ class BatchProcessor:
             timestamp=item.timestamp,
             outcome=outcome,
             salesforce_ids=ids,
-            fields=dict(fields or {}),
+            # shared with the plan and the person's other lines: nothing changes it
+            fields=fields if isinstance(fields, dict) else dict(fields or {}),
             error=error,
             job_id=job_id,
             retry=item.retry,
