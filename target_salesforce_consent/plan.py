@@ -10,7 +10,7 @@ sink runs the resulting rows through Bulk API 2.0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -90,6 +90,54 @@ def is_stale(ts: int | None, stale_at: int | None) -> bool:
     return stale_at is not None and not _is_newer(ts, stale_at)
 
 
+class Row(Mapping[str, str]):
+    """One row of a job (column -> cell), read like a dict and equal to the dict of the same
+    cells: its cells in a tuple, the column names (and their places) shared by every row of
+    the same columns. A plan holds its rows until the batch is settled, so a dict per row
+    (a hash table with its own keys) costs more than twice as much."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, columns: Sequence[str], cells: Sequence[str]) -> None:
+        if len(columns) != len(cells):
+            raise ValueError("a row needs one cell per column")
+        self._index = _columns_index(tuple(columns))
+        if len(self._index) != len(columns):
+            raise ValueError(f"duplicate column in {list(columns)!r}")
+        self._values = tuple(cells)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[self._index[name]]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        place = self._index.get(name)
+        return default if place is None else self._values[place]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(self.items())!r})"
+
+
+_COLUMNS_INDEX: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _columns_index(columns: tuple[str, ...]) -> dict[str, int]:
+    index = _COLUMNS_INDEX.get(columns)
+    if index is None:
+        if len(_COLUMNS_INDEX) >= 4096:  # the column sets a run meets are few; bounded anyway
+            _COLUMNS_INDEX.clear()
+        index = _COLUMNS_INDEX[columns] = {name: place for place, name in enumerate(columns)}
+    return index
+
+
 @dataclass(slots=True)
 class GroupPlan:
     """The decision for one organization_user_id (all its input records share it).
@@ -101,7 +149,7 @@ class GroupPlan:
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
-    update_rows: list[dict[str, str]] = field(default_factory=list)
+    update_rows: list[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
     baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
@@ -170,7 +218,7 @@ def plan_group(
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
         return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
-    rows: list[dict[str, str]] = []
+    rows: list[Mapping[str, str]] = []
     first_written: Mapping[str, Any] | None = None
     baselines: dict[str, int | None] = {}
     stale = 0
@@ -182,21 +230,26 @@ def plan_group(
         baselines[record_id] = baseline
         if not _is_newer(newest, baseline):
             stale += 1  # newest consent wins: Salesforce already holds a newer one
-        changed: dict[str, str] | None = None
+        columns = ["Id"]
+        cells = [record_id]
         for name, choice, value in chosen:
             if (
                 baseline is None or (choice.ts is not None and _millis(choice.ts) > baseline)
             ) and not value.same(choice.cell, record.get(name), choice.is_list):
-                if changed is None:
-                    changed = {"Id": record_id}
-                changed[name] = value.cell(choice.cell)
-        if changed is None:
+                columns.append(name)
+                cells.append(value.cell(choice.cell))
+        if len(columns) == 1:
             continue
         if ts_cell and ts_field and _is_newer(newest, current):
-            changed[ts_field] = ts_cell  # never moves the record's consent timestamp back
+            # never moves the record's consent timestamp back
+            if ts_field in columns:
+                cells[columns.index(ts_field)] = ts_cell
+            else:
+                columns.append(ts_field)
+                cells.append(ts_cell)
         if first_written is None:
             first_written = record
-        rows.append(changed)
+        rows.append(Row(columns, cells))
     known = [b for b in baselines.values() if b is not None]
     stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 

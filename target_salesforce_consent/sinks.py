@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -726,7 +726,7 @@ class BatchProcessor:
     def _run_job(
         self,
         operation: Literal["update", "insert"],
-        rows: list[dict[str, str]],
+        rows: Sequence[Mapping[str, str]],
         key_column: str,
         fatal: list[str],
     ) -> _JobResults:
