@@ -17,7 +17,7 @@ from typing import Any
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
-from target_salesforce_consent.report import Outcome
+from target_salesforce_consent.report import Outcome, ReportFields
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
@@ -148,13 +148,16 @@ class GroupPlan:
 
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # kept as ReportFields
     update_rows: list[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
     baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
+
+    def __post_init__(self) -> None:
+        self.fields = ReportFields.of(self.fields)  # held until settled: as the JSON written
 
 
 # Per ResolvedSettings (by identity, held so the id is not reused): its fields' memos.

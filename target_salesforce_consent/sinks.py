@@ -39,7 +39,13 @@ from target_salesforce_consent.extract import (
 )
 from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
 from target_salesforce_consent.plan import GroupPlan, csv_columns, is_stale, plan_group, to_micros
-from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
+from target_salesforce_consent.report import (
+    Outcome,
+    OutcomeLine,
+    ReportFields,
+    RunReport,
+    format_counts,
+)
 from target_salesforce_consent.salesforce.bulk import (
     BulkIngest,
     IngestOutcome,
@@ -771,7 +777,7 @@ class BatchProcessor:
             outcome=outcome,
             salesforce_ids=ids,
             # shared with the plan and the person's other lines: nothing changes it
-            fields=fields if isinstance(fields, dict) else dict(fields or {}),
+            fields=fields if isinstance(fields, (dict, ReportFields)) else dict(fields or {}),
             error=error,
             job_id=job_id,
             retry=item.retry,
