@@ -727,3 +727,69 @@ def same_value(cell: str, current: Any, field: FieldType, *, as_set: bool = Fals
     if ftype == "email":
         return cell.casefold() == theirs_text.casefold()
     return cell == theirs_text
+
+
+class FieldValues:
+    """:func:`report_value` and :func:`same_value` of one field, remembered for the values
+    that repeat across people (``true``/``false``, a picklist value, a short selection).
+
+    Both are pure, and planning asks them once or twice per person and mapped field: the
+    answer for a short cell against a text, boolean or null held in Salesforce is kept (a few
+    hundred per field at most); anything else is computed each time.
+    """
+
+    __slots__ = ("_cells", "_report", "_same", "ftype")
+
+    #: Entries kept per field; the memo starts over when full (values that do not repeat).
+    LIMIT = 512
+    #: Longer texts are rarely shared: not remembered.
+    SHORT = 64
+
+    def __init__(self, ftype: FieldType) -> None:
+        self.ftype = ftype
+        self._report: dict[str, Any] = {}
+        self._same: dict[tuple[str, Any, bool], bool] = {}
+        self._cells: dict[str, str] = {}
+
+    def cell(self, cell: str) -> str:
+        """``cell``, as one shared string per short value: a plan's rows then hold no copy of
+        the store's strings once its choices are freed."""
+        if len(cell) > self.SHORT:
+            return cell
+        found = self._cells.get(cell)
+        if found is None:
+            if len(self._cells) >= self.LIMIT:
+                return cell
+            found = self._cells[cell] = cell
+        return found
+
+    def report(self, cell: str) -> Any:
+        """``report_value(cell, ftype)``."""
+        try:
+            return self._report[cell]
+        except KeyError:
+            pass
+        value = report_value(cell, self.ftype)
+        if len(cell) <= self.SHORT:
+            if len(self._report) >= self.LIMIT:
+                self._report.clear()
+            self._report[cell] = value
+        return value
+
+    def same(self, cell: str, current: Any, as_set: bool) -> bool:
+        """``same_value(cell, current, ftype, as_set=as_set)``."""
+        kind = type(current)
+        # Only str, bool and None as keys: 1 == True would share an entry with a different
+        # answer for a text field ("1" against "true").
+        if len(cell) > self.SHORT or not (
+            current is None or kind is bool or (kind is str and len(current) <= self.SHORT)
+        ):
+            return same_value(cell, current, self.ftype, as_set=as_set)
+        key = (cell, current, as_set)
+        found = self._same.get(key)
+        if found is None:
+            found = same_value(cell, current, self.ftype, as_set=as_set)
+            if len(self._same) >= self.LIMIT:
+                self._same.clear()
+            self._same[key] = found
+        return found

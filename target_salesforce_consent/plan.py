@@ -10,16 +10,16 @@ sink runs the resulting rows through Bulk API 2.0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
-from target_salesforce_consent.mapping import CLEAR, FieldType, report_value, same_value
-from target_salesforce_consent.report import Outcome
+from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
+from target_salesforce_consent.report import Outcome, ReportFields
 from target_salesforce_consent.settings import ResolvedSettings
-from target_salesforce_consent.store import PersonState, WrittenRecord
+from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
 
 def parse_salesforce_datetime(text: Any) -> datetime | None:
@@ -90,7 +90,55 @@ def is_stale(ts: int | None, stale_at: int | None) -> bool:
     return stale_at is not None and not _is_newer(ts, stale_at)
 
 
-@dataclass
+class Row(Mapping[str, str]):
+    """One row of a job (column -> cell), read like a dict and equal to the dict of the same
+    cells: its cells in a tuple, the column names (and their places) shared by every row of
+    the same columns. A plan holds its rows until the batch is settled, so a dict per row
+    (a hash table with its own keys) costs more than twice as much."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, columns: Sequence[str], cells: Sequence[str]) -> None:
+        if len(columns) != len(cells):
+            raise ValueError("a row needs one cell per column")
+        self._index = _columns_index(tuple(columns))
+        if len(self._index) != len(columns):
+            raise ValueError(f"duplicate column in {list(columns)!r}")
+        self._values = tuple(cells)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[self._index[name]]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        place = self._index.get(name)
+        return default if place is None else self._values[place]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(self.items())!r})"
+
+
+_COLUMNS_INDEX: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _columns_index(columns: tuple[str, ...]) -> dict[str, int]:
+    index = _COLUMNS_INDEX.get(columns)
+    if index is None:
+        if len(_COLUMNS_INDEX) >= 4096:  # the column sets a run meets are few; bounded anyway
+            _COLUMNS_INDEX.clear()
+        index = _COLUMNS_INDEX[columns] = {name: place for place, name in enumerate(columns)}
+    return index
+
+
+@dataclass(slots=True)
 class GroupPlan:
     """The decision for one organization_user_id (all its input records share it).
 
@@ -100,13 +148,36 @@ class GroupPlan:
 
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
-    fields: dict[str, Any] = field(default_factory=dict)
-    update_rows: list[dict[str, str]] = field(default_factory=list)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # kept as ReportFields
+    update_rows: list[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
     baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
+
+    def __post_init__(self) -> None:
+        self.fields = ReportFields.of(self.fields)  # held until settled: as the JSON written
+
+
+# Per ResolvedSettings (by identity, held so the id is not reused): its fields' memos.
+_FIELD_VALUES: dict[int, tuple[ResolvedSettings, dict[str, FieldValues]]] = {}
+
+
+def field_values(rs: ResolvedSettings) -> dict[str, FieldValues]:
+    """The memoized report and comparison of each field ``rs`` writes (see FieldValues)."""
+    entry = _FIELD_VALUES.get(id(rs))
+    if entry is not None and entry[0] is rs:
+        return entry[1]
+    if len(_FIELD_VALUES) >= 8:
+        _FIELD_VALUES.clear()
+    values = {name: FieldValues(ftype) for name, ftype in rs.field_types.items()}
+    _FIELD_VALUES[id(rs)] = (rs, values)
+    return values
+
+
+#: A person's choices with a cell, each with its field's memo.
+_Chosen = list[tuple[str, StoredChoice, FieldValues]]
 
 
 def plan_group(
@@ -118,32 +189,30 @@ def plan_group(
     """Decide what to do for one person, given what the run merged and what matches it."""
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
+    values = field_values(rs)
     newest = person.newest if ts_field else None
     ts_cell = format_timestamp(from_micros(newest)) if newest is not None else None
+    chosen: _Chosen = [(f, c, values[f]) for f, c in person.choices.items() if c.cell]
     # The report lists every mapped value the consent holds, written or not, and the consent
     # timestamp beside them when consent_timestamp_field is set.
-    fields = {
-        f: report_value(c.cell, rs.field_types[f]) for f, c in person.choices.items() if c.cell
-    }
+    fields = {f: v.report(c.cell) for f, c, v in chosen}
     if ts_cell and ts_field and fields:
         fields[ts_field] = ts_cell
 
     live = [m for m in matches if not m.get("IsConverted")]
-    converted = [m for m in matches if m.get("IsConverted")]
 
-    if not live and converted:
+    if not live and matches:
         # A converted Lead is read-only; the person is a Contact now.
-        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(converted), fields)
+        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(matches), fields)
 
     if not live:
-        cells = {f: c.cell for f, c in person.choices.items() if c.cell}
         if not settings.upsert_mode:
             return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
-        if not cells:
+        if not chosen:
             return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
         row = dict(rs.insert_defaults)
         # On insert an empty cell means "not set"; there is nothing to clear.
-        row.update({f: ("" if c == CLEAR else c) for f, c in cells.items()})
+        row.update({f: ("" if c.cell == CLEAR else v.cell(c.cell)) for f, c, v in chosen})
         row[rs.match_field] = person.ouid
         if ts_cell and ts_field:
             row[ts_field] = ts_cell
@@ -152,39 +221,48 @@ def plan_group(
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
         return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
-    rows: list[dict[str, str]] = []
+    rows: list[Mapping[str, str]] = []
+    first_written: Mapping[str, Any] | None = None
     baselines: dict[str, int | None] = {}
     stale = 0
+    earlier = written or {}
     for record in live:
         record_id = str(record["Id"])
         current = current_stamp(record, ts_field) if ts_field else None
-        baseline = baseline_of(record_id, current, written or {}) if ts_field else None
+        baseline = baseline_of(record_id, current, earlier) if ts_field else None
         baselines[record_id] = baseline
         if not _is_newer(newest, baseline):
             stale += 1  # newest consent wins: Salesforce already holds a newer one
-        changed = {
-            f: c.cell
-            for f, c in person.choices.items()
-            if c.cell
-            and _is_newer(c.ts, baseline)
-            and not same_value(c.cell, record.get(f), rs.field_types[f], as_set=c.is_list)
-        }
-        if not changed:
+        columns = ["Id"]
+        cells = [record_id]
+        for name, choice, value in chosen:
+            if (
+                baseline is None or (choice.ts is not None and _millis(choice.ts) > baseline)
+            ) and not value.same(choice.cell, record.get(name), choice.is_list):
+                columns.append(name)
+                cells.append(value.cell(choice.cell))
+        if len(columns) == 1:
             continue
-        row = {"Id": record_id, **changed}
         if ts_cell and ts_field and _is_newer(newest, current):
-            row[ts_field] = ts_cell  # never moves the record's consent timestamp back
-        rows.append(row)
+            # never moves the record's consent timestamp back
+            if ts_field in columns:
+                cells[columns.index(ts_field)] = ts_cell
+            else:
+                columns.append(ts_field)
+                cells.append(ts_cell)
+        if first_written is None:
+            first_written = record
+        rows.append(Row(columns, cells))
     known = [b for b in baselines.values() if b is not None]
     stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 
     # The report shows what the first written record receives, or, when nothing is written,
     # what the first match holds: never a value (or a consent timestamp) that was not written.
-    if rows:
-        shown = shown_fields(person, _by_id(live, rows[0]["Id"]), rs, rows[0])
+    if first_written is not None:
+        shown = _shown(chosen, first_written, rs, values, rows[0])
         return GroupPlan(None, ids, shown, update_rows=rows, stale_at=stale_at,
                          baselines=baselines, stamp=_stamp(newest))  # fmt: skip
-    shown = shown_fields(person, live[0], rs, None)
+    shown = _shown(chosen, live[0], rs, values, None)
     if stale:
         return GroupPlan(Outcome.SKIPPED_STALE, ids, shown, stale_at=stale_at)
     return GroupPlan(Outcome.SKIPPED_UNCHANGED, ids, shown, stale_at=stale_at)
@@ -199,23 +277,34 @@ def shown_fields(
     """The report's ``fields`` for a matched record: every mapped field the consent has a
     value for (and the consent timestamp field), as ``row`` writes it, else as ``record``
     holds it in Salesforce."""
+    values = field_values(rs)
+    chosen = [(f, c, values[f]) for f, c in person.choices.items() if c.cell]
+    return _shown(chosen, record, rs, values, row)
+
+
+def _shown(
+    chosen: _Chosen,
+    record: Mapping[str, Any],
+    rs: ResolvedSettings,
+    values: Mapping[str, FieldValues],
+    row: Mapping[str, str] | None,
+) -> dict[str, Any]:
     shown: dict[str, Any] = {}
-    types = rs.field_types
-    for name, choice in person.choices.items():
-        if not choice.cell:
-            continue
+    for name, choice, value in chosen:
         if row is not None and name in row:
-            shown[name] = report_value(row[name], types[name])
-        elif same_value(choice.cell, record.get(name), types[name], as_set=choice.is_list):
-            shown[name] = report_value(choice.cell, types[name])  # held already, same value
+            shown[name] = value.report(row[name])
+            continue
+        held = record.get(name)
+        if value.same(choice.cell, held, choice.is_list):
+            shown[name] = value.report(choice.cell)  # held already, same value
         else:
-            shown[name] = held_value(record.get(name), types[name])  # not written (older)
+            shown[name] = held_value(held, value.ftype)  # not written (older)
     ts_field = rs.consent_timestamp_field
     if ts_field and shown:
         if row is not None and ts_field in row:
-            shown[ts_field] = report_value(row[ts_field], types[ts_field])
+            shown[ts_field] = values[ts_field].report(row[ts_field])
         elif record.get(ts_field) is not None:
-            shown[ts_field] = held_value(record.get(ts_field), types[ts_field])
+            shown[ts_field] = held_value(record.get(ts_field), values[ts_field].ftype)
     return shown
 
 
@@ -228,10 +317,6 @@ def held_value(current: Any, ftype: FieldType) -> Any:
         parsed = parse_salesforce_datetime(current)
         return format_timestamp(parsed) if parsed is not None else current
     return current
-
-
-def _by_id(records: Sequence[Mapping[str, Any]], record_id: str) -> Mapping[str, Any]:
-    return next(r for r in records if str(r["Id"]) == record_id)
 
 
 def _stamp(newest: int | None) -> int | None:

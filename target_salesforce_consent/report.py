@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +45,45 @@ class Outcome(str, enum.Enum):
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
 
 
+class ReportFields(Mapping[str, Any]):
+    """A report line's ``fields``, kept as the JSON text they are written as: a batch's plans
+    hold them until it is settled, and the text is a fraction of the dict's memory (and is
+    encoded once per person, not once per line). Read and compared as the dict it was made
+    of (JSON keeps every value the report holds as it was: text, booleans, numbers, null)."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``fields`` as JSON text; as they are when empty, already text, or not encodable
+        (a lone surrogate: the line is then written by the fallback encoder)."""
+        if not fields or isinstance(fields, ReportFields):
+            return fields
+        try:
+            return cls(_encode(fields))
+        except (TypeError, UnicodeEncodeError):
+            return fields
+
+    def _decoded(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = msgspec.json.decode(self.json)
+        return decoded
+
+    def __getitem__(self, name: str) -> Any:
+        return self._decoded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"ReportFields({self._decoded()!r})"
+
+
 @dataclass(slots=True)
 class OutcomeLine:
     """One line of the run report."""
@@ -55,7 +94,7 @@ class OutcomeLine:
     timestamp: str | None
     outcome: Outcome
     salesforce_ids: tuple[str, ...] = ()
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # a dict, or ReportFields
     error: str | None = None
     job_id: str | None = None
     retry: int | None = None  # a record failed in earlier runs, sent again: the n-th retry
@@ -63,6 +102,7 @@ class OutcomeLine:
     salesforce_kept: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        fields = self.fields
         line: dict[str, Any] = {
             "stream": self.stream,
             "organization_user_id": self.organization_user_id,
@@ -70,7 +110,7 @@ class OutcomeLine:
             "timestamp": self.timestamp,
             "outcome": self.outcome.value,
             "salesforce_ids": list(self.salesforce_ids),
-            "fields": self.fields,
+            "fields": msgspec.Raw(fields.json) if isinstance(fields, ReportFields) else fields,
             "error": self.error,
             "job_id": self.job_id,
             "salesforce_kept": self.salesforce_kept,
@@ -80,6 +120,7 @@ class OutcomeLine:
         try:
             return _encode(line).decode()
         except (TypeError, UnicodeEncodeError):  # a lone surrogate, or a value msgspec lacks
+            line["fields"] = dict(fields)
             return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from target_salesforce_consent.plan import GroupPlan, to_micros
+from target_salesforce_consent.plan import GroupPlan, Row, to_micros
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.client import SalesforceClient
 from target_salesforce_consent.salesforce.history import FieldChange, HistoryReader
@@ -70,7 +70,7 @@ def respect_changes(
     """
     if not plan.update_rows or not newest:
         return plan
-    rows: list[dict[str, str]] = []
+    rows: list[Mapping[str, str]] = []
     kept: dict[str, list[str]] = {}
     for row in plan.update_rows:
         changed = newest.get(row["Id"], {})
@@ -87,7 +87,7 @@ def respect_changes(
         kept[row["Id"]] = keep
         rest = {k: v for k, v in row.items() if k not in keep}
         if any(k in person.choices for k in rest):
-            rows.append(rest)
+            rows.append(Row(list(rest), list(rest.values())))
     if not kept:
         return plan
     written = {name for row in rows for name in row}

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,14 +42,20 @@ from target_salesforce_consent.extract import (
 )
 from target_salesforce_consent.pipeline import BatchWorker, InFlight, MatchPool, conflicting_keys
 from target_salesforce_consent.plan import GroupPlan, csv_columns, is_stale, plan_group, to_micros
-from target_salesforce_consent.report import Outcome, OutcomeLine, RunReport, format_counts
+from target_salesforce_consent.report import (
+    Outcome,
+    OutcomeLine,
+    ReportFields,
+    RunReport,
+    format_counts,
+)
 from target_salesforce_consent.salesforce.bulk import (
     BulkIngest,
     IngestOutcome,
     RowResult,
     job_error,
 )
-from target_salesforce_consent.salesforce.client import SalesforceClient
+from target_salesforce_consent.salesforce.client import SalesforceClient, query_record_type
 from target_salesforce_consent.salesforce.errors import (
     ApiLimitExceededError,
     JobFailedError,
@@ -250,8 +256,10 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        # A matched record as a struct of the selected fields: a fraction of a dict's memory.
+        self.record_type = query_record_type(rs.settings.salesforce_object, rs.select_fields)
         # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
-        self.match_pool = MatchPool(lambda soql: list(client.query_all(soql)))
+        self.match_pool = MatchPool(self._fetch)
         # Batches whose outcome is not settled yet, in input order (at most two).
         self._unsettled: deque[_Batch] = deque()
         # Batches are processed on a thread of their own while the next one is read.
@@ -491,7 +499,11 @@ class BatchProcessor:
             k: g for k, g in groups.items() if g.plan is not None and g.plan.outcome is None
         }
         if writes:
-            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, batch.fatal))))
+            # The job refers to the batch's list of fatal errors, never to the batch: a batch
+            # that held its own job (batch -> job -> batch) would be a reference cycle, freed
+            # (every record, plan and line of it) only by a full garbage collection.
+            fatal = batch.fatal
+            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, fatal))))
 
     def _skip_batch(self, buffer: list[BufferedRecord], error: BaseException) -> None:
         """A batch read after the run stopped: reported, nothing sent to Salesforce."""
@@ -637,6 +649,13 @@ class BatchProcessor:
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
 
+    def _fetch(self, soql: str) -> list[Any]:
+        """One query's records: a match query's as ``record_type``, any other (the field
+        history's, run by the same pool) as dicts."""
+        if soql.startswith(self.queries.head):
+            return self.client.query_records(soql, self.record_type)
+        return list(self.client.query_all(soql))
+
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
         if not groups:
@@ -748,7 +767,7 @@ class BatchProcessor:
     def _run_job(
         self,
         operation: Literal["update", "insert"],
-        rows: list[dict[str, str]],
+        rows: Sequence[Mapping[str, str]],
         key_column: str,
         fatal: list[str],
     ) -> _JobResults:
@@ -792,7 +811,8 @@ class BatchProcessor:
             timestamp=item.timestamp,
             outcome=outcome,
             salesforce_ids=ids,
-            fields=dict(fields or {}),
+            # shared with the plan and the person's other lines: nothing changes it
+            fields=fields if isinstance(fields, (dict, ReportFields)) else dict(fields or {}),
             error=error,
             job_id=job_id,
             retry=item.retry,

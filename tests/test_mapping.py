@@ -13,6 +13,7 @@ from target_salesforce_consent.mapping import (
     CLEAR,
     FieldMapping,
     FieldType,
+    FieldValues,
     MappingError,
     as_sent,
     cell_problem,
@@ -21,6 +22,7 @@ from target_salesforce_consent.mapping import (
     json_text,
     number_text,
     parse_source_path,
+    report_value,
     same_value,
     to_csv_cell,
     to_report_value,
@@ -797,3 +799,51 @@ def test_cells_problem_names_the_first_refused_field() -> None:
     problem = cells_problem(cells, values)
     assert problem is not None and problem.startswith("INVALID_FIELD: C: ")
     assert cells_problem({"A": "x", "B": CLEAR}, {"A": "x", "B": None}) is None
+
+
+# -- FieldValues: the remembered report_value / same_value of planning -------------------------
+
+
+_MEMO_TYPES = [
+    FieldType("HasOptedOutOfEmail", "boolean"),
+    FieldType("Topics__c", "multipicklist", picklist_values=("A", "B")),
+    FieldType("Status__c", "picklist", picklist_values=("1", "true")),
+    FieldType("Note__c", "string"),
+    FieldType("Email", "email"),
+    FieldType("Score__c", "double"),
+    FieldType("At__c", "datetime"),
+]
+_MEMO_CELLS = ["true", "false", "1", "0", "#N/A", "A;B", "B;A", "a@B.c", "2024-06-18T16:40:03.512Z",
+               "x" * 70]
+_MEMO_HELD: list[Any] = [None, True, False, 1, 0, 1.0, "", "true", "1", "A;B", "B;A", "A@b.C",
+                         "2024-06-18T16:40:03.512+0000", "x" * 70, ["A"]]
+
+
+@pytest.mark.parametrize("ftype", _MEMO_TYPES, ids=lambda t: t.type)
+def test_field_values_answer_as_report_value_and_same_value(ftype: FieldType) -> None:
+    """Asked twice over (the second time from the memo), in an order where 1 follows True:
+    the memo never answers for another value that compares equal."""
+    values = FieldValues(ftype)
+    for _ in range(2):
+        for cell in _MEMO_CELLS:
+            assert values.report(cell) == report_value(cell, ftype)
+            assert values.cell(cell) == cell
+            for held in _MEMO_HELD:
+                for as_set in (False, True):
+                    expected = same_value(cell, held, ftype, as_set=as_set)
+                    assert values.same(cell, held, as_set) is expected, (cell, held, as_set)
+
+
+def test_field_values_share_one_string_per_short_cell_and_stay_bounded() -> None:
+    values = FieldValues(FieldType("Status__c", "picklist"))
+    first = "".join(["op", "en"])
+    again = "".join(["o", "pen"])
+    assert first is not again
+    assert values.cell(first) is first and values.cell(again) is first
+    for n in range(FieldValues.LIMIT * 3):
+        assert values.same(f"v{n}", f"v{n}", False) is True
+        assert values.report(f"v{n}") == f"v{n}"
+        values.cell(f"v{n}")
+    assert len(values._same) <= FieldValues.LIMIT
+    assert len(values._report) <= FieldValues.LIMIT
+    assert len(values._cells) <= FieldValues.LIMIT

@@ -11,12 +11,14 @@ from target_salesforce_consent.didomi import format_timestamp, parse_record
 from target_salesforce_consent.extract import choices_of
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
+    Row,
     csv_columns,
     parse_salesforce_datetime,
     plan_group,
     to_micros,
 )
 from target_salesforce_consent.report import Outcome
+from target_salesforce_consent.salesforce.bulk import build_csv
 from target_salesforce_consent.settings import ResolvedSettings, Settings
 from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
@@ -204,3 +206,29 @@ def test_a_choice_older_than_the_record_is_not_written_but_a_newer_one_is() -> N
     assert plan.update_rows == [
         {"Id": "00Q000000000001AAA", "Topics__c": "A", "Consent_At__c": "2024-06-20T00:00:00.000Z"}
     ]
+
+
+def test_row_reads_and_compares_as_the_dict_of_its_cells() -> None:
+    """A plan's row is a tuple of cells over shared columns: read, iterated, compared and
+    copied as the dict it replaces (build_csv, the history check and the dry run use it so)."""
+    cells = {"Id": "00Q1", "HasOptedOutOfEmail": "true", "Topics__c": "#N/A"}
+    row = Row(list(cells), list(cells.values()))
+    assert row == cells and cells == row and [row] == [cells]
+    assert row != {**cells, "Topics__c": "A"} and row != {"Id": "00Q1"}
+    assert dict(row) == cells and list(row) == list(cells) and len(row) == 3
+    assert list(row.items()) == list(cells.items())
+    assert row["Topics__c"] == "#N/A" and row.get("Topics__c") == "#N/A"
+    assert row.get("Consent_At__c") is None and row.get("Consent_At__c", "") == ""
+    assert "Id" in row and "Consent_At__c" not in row
+    with pytest.raises(KeyError):
+        row["Consent_At__c"]
+    other = Row(["Id", "HasOptedOutOfEmail", "Topics__c"], ["00Q2", "false", "A"])
+    assert other == {"Id": "00Q2", "HasOptedOutOfEmail": "false", "Topics__c": "A"}
+    assert other._index is row._index  # the same columns: one shared index
+    with pytest.raises(ValueError):
+        Row(["Id", "Id"], ["a", "b"])
+    with pytest.raises(ValueError):
+        Row(["Id"], [])
+    assert build_csv(["Id", "Topics__c", "Consent_At__c"], [row]) == build_csv(
+        ["Id", "Topics__c", "Consent_At__c"], [cells]
+    )

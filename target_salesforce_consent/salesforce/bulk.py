@@ -74,6 +74,22 @@ def build_csv(
     return buffer.getvalue().encode("utf-8")
 
 
+def upload_bound(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> int:
+    """At least the bytes :func:`build_csv` makes of ``rows``, without building it: a character
+    is at most four bytes of UTF-8, a doubled quote two; each cell adds its quotes and a
+    separator."""
+    total = 4 * sum(len(c) for c in columns) + 3 * len(columns) + 2
+    per_row = 3 * len(columns) + 1
+    for row in rows:
+        total += per_row
+        get = row.get
+        for column in columns:
+            value = get(column)
+            if value is not None:
+                total += 4 * len(value if isinstance(value, str) else str(value))
+    return total
+
+
 def _as_uploaded(value: str | None) -> str:
     """A cell's text as build_csv uploads it (NUL removed, line breaks as LF)."""
     return as_sent(value or "")
@@ -96,6 +112,52 @@ def parse_result_csv(body: bytes) -> list[dict[str, str]]:
         values = record + [""] * (len(header) - len(record))
         rows.append(dict(zip(header, values[: len(header)], strict=True)))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """What reconciling needs of one row of a result file (the rest of the row is not kept)."""
+
+    key: str | None  # the key column's cell; None when the file has no such column
+    sf_id: str | None
+    created: bool
+    error: str
+
+
+def read_result_rows(body: bytes, key_column: str) -> Iterator[ResultRow]:
+    """The rows of a Bulk API result CSV, as :func:`parse_result_csv` reads them (by header
+    name; the key column, else one named like it in another case), reduced to a ResultRow."""
+    if not body:
+        return
+    reader = csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""))
+    places: dict[str, int] | None = None
+    key_place = id_place = created_place = error_place = None
+    width = 0
+    for record in reader:
+        if not record or record == [""]:
+            continue
+        if places is None:
+            places = {name: place for place, name in enumerate(record)}  # the last one wins
+            width = len(record)
+            key_place = places.get(key_column)
+            if key_place is None:
+                wanted = key_column.lower()
+                key_place = next((i for n, i in places.items() if n.lower() == wanted), None)
+            id_place = places.get("sf__Id")
+            created_place = places.get("sf__Created")
+            error_place = places.get("sf__Error")
+            continue
+        yield ResultRow(
+            _cell(record, key_place) if key_place is not None and key_place < width else None,
+            _cell(record, id_place) or None,
+            _cell(record, created_place).strip().lower() == "true",
+            _cell(record, error_place),
+        )
+
+
+def _cell(record: list[str], place: int | None) -> str:
+    """A cell of a result row by its header's place; a short row's missing cells are empty."""
+    return record[place] if place is not None and place < len(record) else ""
 
 
 def parse_sf_error(text: str) -> tuple[str, str]:
@@ -289,8 +351,8 @@ class _JobRun:
     job_id: str
     state: str
     error_message: str
-    succeeded: dict[str, dict[str, str]] = field(default_factory=dict)
-    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    succeeded: dict[str, ResultRow] = field(default_factory=dict)
+    failed: dict[str, ResultRow] = field(default_factory=dict)
     unprocessed: set[str] = field(default_factory=set)
     timed_out: bool = False
 
@@ -392,7 +454,8 @@ class BulkIngest:
             yield from self._split_by_size(columns, entries[start : start + self.max_rows_per_job])
 
     def _split_by_size(self, columns: Sequence[str], rows: list[_Row]) -> Iterator[list[_Row]]:
-        if len(rows) > 1:
+        # Built (to measure) only when it might be too big: the upload builds it anyway.
+        if len(rows) > 1 and upload_bound(columns, (r.data for r in rows)) > self.max_upload_bytes:
             size = len(build_csv(columns, [r.data for r in rows]))
             if size > self.max_upload_bytes:
                 middle = len(rows) // 2
@@ -503,15 +566,15 @@ class BulkIngest:
                 results[row.key] = RowResult(
                     key=row.key,
                     status="succeeded",
-                    sf_id=success.get("sf__Id") or None,
-                    created=(success.get("sf__Created") or "").strip().lower() == "true",
+                    sf_id=success.sf_id,
+                    created=success.created,
                     error=None,
                     job_id=job.job_id,
                 )
                 continue
             failure = job.failed.get(row.norm)
             if failure is not None:
-                raw_error = failure.get("sf__Error") or ""
+                raw_error = failure.error
                 code, _ = parse_sf_error(raw_error)
                 error = format_sf_error(raw_error)
                 if code in TRANSIENT_ROW_CODES and retry_into is not None:
@@ -522,7 +585,7 @@ class BulkIngest:
                 results[row.key] = RowResult(
                     key=row.key,
                     status="failed",
-                    sf_id=failure.get("sf__Id") or None,
+                    sf_id=failure.sf_id,
                     created=False,
                     error=error,
                     job_id=job.job_id,
@@ -726,24 +789,16 @@ class BulkIngest:
         finally:
             self.forecast.ended(job_id)
 
-    def _results(self, job_id: str, kind: str) -> list[dict[str, str]]:
+    def _results(self, job_id: str, kind: str) -> bytes:
         response = self.client.request(
             "GET", f"jobs/ingest/{job_id}/{kind}", headers={"Accept": "text/csv"}
         )
-        return parse_result_csv(response.content)
+        return response.content
 
     def _collect(self, job: _JobRun, key_column: str, kinds: Sequence[str]) -> None:
-        def key_of(row: Mapping[str, str]) -> str | None:
-            if key_column in row:
-                return row[key_column]
-            for name, value in row.items():
-                if name.lower() == key_column.lower():
-                    return value
-            return None
-
         for kind in kinds:
-            for row in self._results(job.job_id, kind):
-                norm = _norm(key_of(row))
+            for row in read_result_rows(self._results(job.job_id, kind), key_column):
+                norm = _norm(row.key)
                 if not norm:
                     logger.warning("A %s row of job %s has no %s", kind, job.job_id, key_column)
                     continue

@@ -8,9 +8,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import requests
@@ -361,7 +361,10 @@ class SalesforceClient:
             self._sleep(delay)
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = self.request("GET", path, params=params)
+        return self._json(self.request("GET", path, params=params), path)
+
+    @staticmethod
+    def _json(response: requests.Response, path: str) -> Any:
         try:
             return msgspec.json.decode(response.content)
         except msgspec.DecodeError:
@@ -380,10 +383,34 @@ class SalesforceClient:
         for records, _ in self.query_pages(soql):
             yield from records
 
+    def query_records(self, soql: str, record_type: type[_R]) -> list[_R]:
+        """Every record of a REST SOQL query, decoded straight into ``record_type`` (see
+        :func:`query_record_type`): only the selected fields, without ``attributes``.
+
+        An answer of another shape is read as :meth:`query_all` reads it (the same records,
+        the same errors), then converted."""
+        records: list[_R] = []
+        path = "query?q=" + form_encode(soql)
+        decode = _page_decoder(record_type)
+        while True:
+            response = self.request("GET", path)
+            try:
+                page = decode(response.content)
+            except msgspec.DecodeError:  # not this shape: as query_all reads it, from here on
+                rest = self._pages_from(self._json(response, path))
+                records += (msgspec.convert(r, record_type) for rs, _ in rest for r in rs)
+                return records
+            records += page.records
+            if page.done or not page.nextRecordsUrl:
+                return records
+            path = page.nextRecordsUrl
+
     def query_pages(self, soql: str) -> Iterator[tuple[list[dict[str, Any]], int]]:
         """The pages of a REST SOQL query, each with the query's ``totalSize``: one call per
         page, the next one only when asked for (a caller may stop after the first)."""
-        page: Any = self.get_json("query?q=" + form_encode(soql))
+        yield from self._pages_from(self.get_json("query?q=" + form_encode(soql)))
+
+    def _pages_from(self, page: Any) -> Iterator[tuple[list[dict[str, Any]], int]]:
         while True:
             if not isinstance(page, dict):
                 raise SalesforceError("INVALID_RESPONSE", "query returned an unexpected body")
@@ -396,3 +423,53 @@ class SalesforceClient:
             if page.get("done", True) or not next_url:
                 return
             page = self.get_json(str(next_url))
+
+
+class QueryRecord(msgspec.Struct, dict=False, weakref=False, gc=False):
+    """A queried record as a compact struct of its selected fields (made by
+    :func:`query_record_type`), read like the dict a query answer holds: ``record["Id"]``,
+    ``record.get(name)``; a field not selected reads as absent. ``gc=False``: it holds
+    JSON scalars, never a reference cycle."""
+
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self._names else default
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        setattr(self, name, value)
+
+
+_R = TypeVar("_R", bound=QueryRecord)
+
+
+def query_record_type(sobject: str, fields: Iterable[str]) -> type[QueryRecord]:
+    """A :class:`QueryRecord` type for answers of ``SELECT fields FROM sobject`` (plain
+    fields, as Salesforce spells them): a selected field the answer lacks reads as None."""
+    names = tuple(dict.fromkeys(fields))
+    return msgspec.defstruct(  # type: ignore[return-value]  # a subclass, by its bases
+        f"{sobject}Record", [(name, Any, None) for name in names], bases=(QueryRecord,),
+        namespace={"_names": frozenset(names)}, gc=False,
+    )  # fmt: skip
+
+
+_PAGE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def _page_decoder(record_type: type[_R]) -> Callable[[bytes], Any]:
+    decoder = _PAGE_DECODERS.get(record_type)
+    if decoder is None:
+        page = msgspec.defstruct(
+            "QueryPage",
+            [("records", list[record_type]), ("done", bool, True),  # type: ignore[valid-type]
+             ("nextRecordsUrl", str | None, None)],
+        )  # fmt: skip
+        decoder = _PAGE_DECODERS[record_type] = msgspec.json.Decoder(page)
+    return decoder.decode

@@ -12,6 +12,7 @@ from target_salesforce_consent.salesforce import (
     JobFailedError,
     SalesforceClient,
     SalesforceError,
+    build_csv,
 )
 
 from .test_client_http import calls_to
@@ -94,6 +95,21 @@ def test_many_rows_split_into_jobs(sandbox: Any, client: SalesforceClient) -> No
     assert len(outcome.job_ids) == 2
     assert len(put_paths(sandbox)) == 2
     assert all(r.status == "succeeded" for r in outcome.results.values())
+
+
+def test_rows_over_the_upload_size_split_into_jobs(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    """A job's CSV kept under max_upload_bytes: too big, the rows go in halves to two jobs."""
+    ids = lead_ids(sandbox)
+    rows = [{"Id": i, "Newsletter__c": "true"} for i in ids]
+    size = len(build_csv(["Id", "Newsletter__c"], rows))
+    bulk = BulkIngest(client, poll_interval=0.0, sleep=lambda s: None, max_upload_bytes=size - 1)
+    outcome = bulk.run("Lead", "update", ["Id", "Newsletter__c"], rows, "Id")
+    assert len(outcome.job_ids) == 2 and len(put_paths(sandbox)) == 2
+    assert all(r.status == "succeeded" for r in outcome.results.values())
+    whole = BulkIngest(client, poll_interval=0.0, sleep=lambda s: None, max_upload_bytes=size)
+    assert len(whole.run("Lead", "update", ["Id", "Newsletter__c"], rows, "Id").job_ids) == 1
 
 
 def test_insert_maps_created_ids_back_by_email(sandbox: Any, bulk: BulkIngest) -> None:

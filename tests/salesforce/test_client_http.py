@@ -16,6 +16,7 @@ from target_salesforce_consent.salesforce import (
     SalesforceError,
     describe_object,
 )
+from target_salesforce_consent.salesforce.client import query_record_type
 
 from .conftest import CLIENT_SECRET
 
@@ -345,6 +346,88 @@ def test_query_all_follows_next_records_url(sandbox: Any, client: SalesforceClie
     query_calls = calls_to(sandbox, "/query")
     assert len(query_calls) >= 2
     assert query_calls[1].path.startswith("/services/data/v62.0/query/")
+
+
+def test_query_records_reads_the_same_records_as_query_all(
+    sandbox: Any, client: SalesforceClient
+) -> None:
+    """Decoded into a struct of the selected fields, page after page: the same records, values
+    and order as query_all's dicts; a field not selected reads as absent, as in a dict."""
+    sandbox.add_records(
+        "Lead",
+        [{"LastName": f"Rec{i}", "Company": "Acme", "Email": f"r{i}@x.com",
+          "HasOptedOutOfEmail": i % 3 == 0} for i in range(2500)],
+    )  # fmt: skip
+    soql = "SELECT Id, Email, HasOptedOutOfEmail, IsConverted FROM Lead"
+    record_type = query_record_type("Lead", ["Id", "Email", "HasOptedOutOfEmail", "IsConverted"])
+    expected = list(client.query_all(soql))
+    records = client.query_records(soql, record_type)
+    assert len(calls_to(sandbox, "/query")) >= 4  # two pages each
+    fields = ["Id", "Email", "HasOptedOutOfEmail", "IsConverted"]
+    assert [[r[f] for f in fields] for r in records] == [[d[f] for f in fields] for d in expected]
+    assert [[r.get(f) for f in fields] for r in records] == [
+        [d.get(f) for f in fields] for d in expected
+    ]
+    first = records[0]
+    assert first.get("attributes") is None and first.get("LastName", "none") == "none"
+    with pytest.raises(KeyError):
+        first["attributes"]
+    first["Email"] = "changed@x.com"  # a dry run lays its planned values over a match
+    assert first.get("Email") == "changed@x.com"
+
+
+def test_query_records_reads_an_answer_of_another_shape_as_query_all() -> None:
+    """A page whose records are not all objects (or any other shape the struct does not fit)
+    is read as query_all reads it: the objects kept, the rest left out; a body that is not
+    JSON fails alike."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    page = {
+        "totalSize": 3, "done": True,
+        "records": [7, {"attributes": {"type": "Lead"}, "Id": "00Q1", "Email": "a@b.c"},
+                    {"Id": "00Q2", "Email": None, "Extra": [1]}],
+    }  # fmt: skip
+    bodies = {"/ok": json.dumps(page).encode(), "/bad": b"<html>not json</html>"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            port = self.server.server_port  # type: ignore[attr-defined]
+            token = {"access_token": "00D!tok", "instance_url": f"http://127.0.0.1:{port}"}
+            self._send(json.dumps(token).encode())
+
+        def do_GET(self) -> None:
+            self._send(bodies["/bad" if "bad" in self.path else "/ok"])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        c = SalesforceClient(f"http://127.0.0.1:{server.server_address[1]}", "id", "secret")
+        record_type = query_record_type("Lead", ["Id", "Email"])
+        records = c.query_records("SELECT Id, Email FROM Lead", record_type)
+        assert [(r["Id"], r.get("Email")) for r in records] == [
+            (d["Id"], d.get("Email")) for d in c.query_all("SELECT Id, Email FROM Lead")
+        ] == [("00Q1", "a@b.c"), ("00Q2", None)]
+        for query in (lambda: c.query_records("SELECT bad", record_type),
+                      lambda: list(c.query_all("SELECT bad"))):  # fmt: skip
+            with pytest.raises(SalesforceError) as info:
+                query()
+            assert info.value.code == "INVALID_RESPONSE"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_retry_after_header_is_honoured() -> None:

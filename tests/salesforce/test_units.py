@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -23,9 +24,12 @@ from target_salesforce_consent.salesforce import (
     quote,
 )
 from target_salesforce_consent.salesforce.bulk import (
+    ResultRow,
     format_sf_error,
     is_transient_job_error,
     parse_sf_error,
+    read_result_rows,
+    upload_bound,
 )
 from target_salesforce_consent.salesforce.client import parse_error_body
 from target_salesforce_consent.salesforce.describe import ObjectInfo
@@ -101,6 +105,57 @@ def test_parse_result_csv_crlf_and_embedded_newlines_and_bom() -> None:
     assert parse_result_csv(body) == [
         {"sf__Id": "00Q1", "sf__Created": "true", "Note": "two\nlines"}
     ]
+
+
+RESULT_BODIES = [
+    b"",
+    b'"sf__Id","sf__Created",Id\n',
+    b'"sf__Error",Email,"sf__Id",LastName\n'
+    b'"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access:--","b@x.com","","B"\n'
+    b'"REQUIRED_FIELD_MISSING:Required:--","a@x.com","00Q9"\n\n',  # a short row, a blank line
+    '\ufeff"sf__Id","sf__Created","email","Note"\r\n"00Q1","true","A@x.com","two\nlines"\r\n'
+    '"00Q2"," TRUE ","c@x.com","x","extra cell"\r\n"00Q3","false"\r\n'.encode(),
+    b'"sf__Id","sf__Created",Email,Email\n"00Q1","false","first","last"\n',  # the last one wins
+    b'"sf__Id","sf__Created"\n"00Q1","true"\n',  # no key column
+]
+
+
+@pytest.mark.parametrize("body", RESULT_BODIES)
+def test_read_result_rows_keeps_what_reconciling_reads_of_parse_result_csv(body: bytes) -> None:
+    """The key (by name, else in another case), sf__Id (empty as None), sf__Created as a flag
+    and sf__Error, row for row as parse_result_csv's dicts hold them."""
+
+    def key_of(row: dict[str, str]) -> str | None:
+        if "Email" in row:
+            return row["Email"]
+        return next((v for k, v in row.items() if k.lower() == "email"), None)
+
+    expected = [
+        ResultRow(
+            key_of(row),
+            row.get("sf__Id") or None,
+            (row.get("sf__Created") or "").strip().lower() == "true",
+            row.get("sf__Error") or "",
+        )
+        for row in parse_result_csv(body)
+    ]
+    assert list(read_result_rows(body, "Email")) == expected
+
+
+def test_upload_bound_is_never_below_the_csv_built() -> None:
+    """The size check builds the CSV only when this bound says it might be too big."""
+    rng = random.Random(7)
+    alphabet = ["a", "Z", "0", '"', ",", "\n", "\r", "\x00", "é", "€", "\U0001f600", " "]
+    columns = ["Id", "Note__c", "Other__c"]
+    for _ in range(200):
+        rows = [
+            {c: "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+             for c in columns if rng.random() < 0.8}
+            for _ in range(rng.randrange(1, 6))
+        ]  # fmt: skip
+        assert upload_bound(columns, rows) >= len(build_csv(columns, rows))
+    numbers: list[dict[str, Any]] = [{"Id": 7}, {"Id": 12.5}]
+    assert upload_bound(["Id"], numbers) >= len(build_csv(["Id"], numbers))
 
 
 @pytest.mark.parametrize(
