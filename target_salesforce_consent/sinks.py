@@ -57,6 +57,7 @@ from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import (
     NO_TIMESTAMP,
     PersonBatch,
+    PersonRecord,
     PersonState,
     RunStore,
     StoredChoice,
@@ -180,6 +181,25 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+
+
+def _fold(records: list[BufferedRecord]) -> PersonBatch:
+    """Several records of one person in a batch: the newest choice per field (timestamp,
+    then arrival); the first record's id spelling unless a newer record that was not failed
+    has another."""
+    first = records[0]
+    assert first.ouid is not None
+    person = PersonBatch(
+        first.ouid, NO_TIMESTAMP if first.ts is None else first.ts, first.seq, None, {}
+    )
+    for item in records:
+        assert item.ouid is not None and item.choices is not None
+        order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
+        if item.outcome is None:  # a failed record only blocks older choices (see read)
+            person.offer_record(item.ouid, *order, item.ts)
+        for field_name, choice in item.choices.items():
+            person.offer_choice(field_name, (*order, choice.cell, choice.is_list))
+    return person
 
 
 @dataclass
@@ -585,7 +605,8 @@ class BatchProcessor:
     ) -> dict[str, _Group]:
         """Decided records get their line; the others fold into the run's merged state."""
         members: dict[str, list[tuple[int, BufferedRecord]]] = {}
-        batch: dict[str, PersonBatch] = {}
+        # key -> its record, or its records in arrival order when it has several
+        records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
         for seq, item in enumerate(buffer):
             if item.outcome is not None:
                 lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
@@ -594,16 +615,35 @@ class BatchProcessor:
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
             key = item.ouid.lower()
-            order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
-            person = batch.get(key)
-            if person is None:
-                person = batch[key] = PersonBatch(item.ouid, *order, None, {})
+            held = records.get(key)
+            if held is None:
+                records[key] = item
+            elif isinstance(held, list):
+                held.append(item)
+            else:
+                records[key] = [held, item]
             if item.outcome is None:  # a failed record only blocks older choices (see read)
-                members.setdefault(key, []).append((seq, item))
-                person.offer_record(item.ouid, *order, item.ts)
-            for field_name, choice in item.choices.items():
-                person.offer_choice(field_name, (*order, choice.cell, choice.is_list))
+                group = members.get(key)
+                if group is None:
+                    members[key] = [(seq, item)]
+                else:
+                    group.append((seq, item))
+        batch: dict[str, PersonRecord | PersonBatch] = {}
+        for key, held in records.items():
+            if isinstance(held, list):
+                batch[key] = _fold(held)
+            else:  # most people: one record, its choices are the person's
+                assert held.ouid is not None and held.choices is not None
+                batch[key] = PersonRecord(
+                    held.ouid,
+                    NO_TIMESTAMP if held.ts is None else held.ts,
+                    held.seq,
+                    held.ts if held.outcome is None else None,
+                    held.choices,
+                )
+        del records
         states = self.store.merge_batch(batch)
+        del batch
         return {key: _Group(states[key], group) for key, group in members.items()}
 
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:
