@@ -183,6 +183,22 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
 
 
+def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
+    """A batch's records of one person (each with an ouid and choices), as the store folds
+    them in: most people have one record, whose choices are the person's as they are."""
+    if isinstance(records, list):
+        return _fold(records)
+    assert records.ouid is not None and records.choices is not None
+    ts = records.ts
+    return PersonRecord(
+        records.ouid,
+        NO_TIMESTAMP if ts is None else ts,
+        records.seq,
+        ts if records.outcome is None else None,  # a failed record's time is not the person's
+        records.choices,
+    )
+
+
 def _fold(records: list[BufferedRecord]) -> PersonBatch:
     """Several records of one person in a batch: the newest choice per field (timestamp,
     then arrival); the first record's id spelling unless a newer record that was not failed
@@ -628,19 +644,7 @@ class BatchProcessor:
                     members[key] = [(seq, item)]
                 else:
                     group.append((seq, item))
-        batch: dict[str, PersonRecord | PersonBatch] = {}
-        for key, held in records.items():
-            if isinstance(held, list):
-                batch[key] = _fold(held)
-            else:  # most people: one record, its choices are the person's
-                assert held.ouid is not None and held.choices is not None
-                batch[key] = PersonRecord(
-                    held.ouid,
-                    NO_TIMESTAMP if held.ts is None else held.ts,
-                    held.seq,
-                    held.ts if held.outcome is None else None,
-                    held.choices,
-                )
+        batch = {key: _person(held) for key, held in records.items()}
         del records
         states = self.store.merge_batch(batch)
         del batch
