@@ -496,7 +496,8 @@ class BatchProcessor:
             k: g for k, g in groups.items() if g.plan is not None and g.plan.outcome is None
         }
         if writes:
-            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, batch.fatal))))
+            fatal = batch.fatal  # not the batch: a settled batch is freed without the GC
+            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, fatal))))
 
     def _skip_batch(self, buffer: list[BufferedRecord], error: BaseException) -> None:
         """A batch read after the run stopped: reported, nothing sent to Salesforce."""
