@@ -648,7 +648,6 @@ class BatchProcessor:
         batch = {key: _person(held) for key, held in records.items()}
         del records
         states = self.store.merge_batch(batch)
-        del batch
         return {key: _Group(states[key], group) for key, group in members.items()}
 
     def _find_matches(self, groups: dict[str, _Group]) -> dict[str, list[dict[str, Any]]]:

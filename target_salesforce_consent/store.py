@@ -166,14 +166,21 @@ class KeyFilter:
         self._mask = (1 << bits_log2) - 1
         self._shift = 32  # the second probe reads the hash's upper half
 
-    def add(self, keys: Iterable[str]) -> None:
+    def add(self, keys: Iterable[str]) -> list[str]:
+        """Adds `keys`; returns those among them that may have been added before."""
         bits, mask, shift = self._bits, self._mask, self._shift
+        seen = []
         for key in keys:
             h = hash(key)
             a = h & mask
             b = (h >> shift) & mask
-            bits[a >> 3] |= 1 << (a & 7)
-            bits[b >> 3] |= 1 << (b & 7)
+            byte_a, bit_a, byte_b, bit_b = a >> 3, 1 << (a & 7), b >> 3, 1 << (b & 7)
+            if bits[byte_a] & bit_a and bits[byte_b] & bit_b:
+                seen.append(key)
+            else:
+                bits[byte_a] |= bit_a
+                bits[byte_b] |= bit_b
+        return seen
 
     def maybe(self, keys: Iterable[str]) -> list[str]:
         """The keys among `keys` that may have been added."""
@@ -241,7 +248,13 @@ class RunStore:
             return self._encode_cells(cells)
 
     def _encode_choices(self, choices: Mapping[str, tuple[int, int, str, bool]]) -> bytes:
-        return _encode([(self._number(f), *choice) for f, choice in choices.items()])
+        numbers = self._field_numbers
+        try:
+            return _encode([(numbers[f], *choice) for f, choice in choices.items()])
+        except KeyError:  # a field not stored before
+            for field in choices:
+                self._number(field)
+            return self._encode_choices(choices)
 
     def _held(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
         """The stored rows of `keys` (those the table holds)."""
@@ -277,7 +290,8 @@ class RunStore:
 
         A PersonBatch takes in what earlier batches held (updated in place).
         """
-        held = self._held(self._stored.maybe(batch))
+        # Every key is in the filter from now on (a failed insert only adds false positives).
+        held = self._held(self._stored.add(batch))
         rows = []
         states = {}
         for key, person in batch.items():
@@ -315,7 +329,6 @@ class RunStore:
             )
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self._stored.add(key for key in batch if key not in held)
         return states
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
