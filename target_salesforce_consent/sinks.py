@@ -205,17 +205,21 @@ def _fold(records: list[BufferedRecord]) -> PersonBatch:
     has another."""
     first = records[0]
     assert first.ouid is not None
-    person = PersonBatch(
-        first.ouid, NO_TIMESTAMP if first.ts is None else first.ts, first.seq, None, {}
-    )
-    for item in records:
+    person = PersonBatch(first.ouid, _sort_key(first)[0], first.seq, None, {})
+    choices = person.choices
+    for item in sorted(records, key=_sort_key):  # oldest first: a newer choice replaces it
         assert item.ouid is not None and item.choices is not None
-        order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
+        ts, seq = _sort_key(item)
         if item.outcome is None:  # a failed record only blocks older choices (see read)
-            person.offer_record(item.ouid, *order, item.ts)
+            person.offer_record(item.ouid, ts, seq, item.ts)
         for field_name, choice in item.choices.items():
-            person.offer_choice(field_name, (*order, choice.cell, choice.is_list))
+            choices[field_name] = (ts, seq, choice.cell, choice.is_list)
     return person
+
+
+def _sort_key(item: BufferedRecord) -> tuple[int, int]:
+    """Newest wins by timestamp, then arrival; a record without a timestamp is the oldest."""
+    return (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Protocol
 
 import msgspec
@@ -70,6 +71,12 @@ _decode = msgspec.msgpack.Decoder(list[tuple[Any, ...]]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
+_PERSON_COLUMNS = 6
+_ROWS_PER_INSERT = 64
+_INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_PERSONS = "INSERT OR REPLACE INTO person VALUES " + ", ".join(
+    ["(?, ?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT
+)
 
 
 class Cell(Protocol):
@@ -208,6 +215,23 @@ def _shared_choices(cells: Mapping[str, Cell], ts: int | None) -> dict[str, Stor
     return choices
 
 
+def _merged_choices(
+    choices: Mapping[str, tuple[int, int, str, bool]],
+) -> dict[str, StoredChoice]:
+    """Merged choices as stored choices: fields holding the same choice share one."""
+    stored: dict[str, StoredChoice] = {}
+    by_choice: dict[tuple[int, int, str, bool], StoredChoice] = {}
+    for field, choice in choices.items():
+        shared = by_choice.get(choice)
+        if shared is None:
+            ts, _, cell, is_list = choice
+            shared = by_choice[choice] = StoredChoice(
+                None if ts == NO_TIMESTAMP else ts, cell, is_list
+            )
+        stored[field] = shared
+    return stored
+
+
 class RunStore:
     def __init__(self, cache_kib: int = 4096, filter_bits_log2: int = 24) -> None:
         # "" is SQLite's private temporary on-disk database, removed when closed.
@@ -319,17 +343,23 @@ class RunStore:
                 (key, person.ouid, person.ts, person.seq, person.newest,
                  self._encode_choices(merged))
             )  # fmt: skip
-            states[key] = PersonState(
-                person.ouid,
-                {
-                    field: StoredChoice(None if c_ts == NO_TIMESTAMP else c_ts, cell, is_list)
-                    for field, (c_ts, _, cell, is_list) in merged.items()
-                },
-                person.newest,
-            )
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)", rows)
+            states[key] = PersonState(person.ouid, _merged_choices(merged), person.newest)
+        self._insert(rows)
         return states
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows of the person table, replacing those of the same people, in key order (pages
+        filled one after the other) and many to a statement (fewer calls into SQLite)."""
+        rows.sort()  # by key: a batch's keys are distinct
+        full = len(rows) - len(rows) % _ROWS_PER_INSERT
+        width = _ROWS_PER_INSERT * _PERSON_COLUMNS
+        with self._db:
+            if full:
+                values = list(chain.from_iterable(rows[:full]))
+                self._db.executemany(
+                    _INSERT_PERSONS, (values[i : i + width] for i in range(0, len(values), width))
+                )
+            self._db.executemany(_INSERT_PERSON, rows[full:])
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""

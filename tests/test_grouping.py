@@ -53,3 +53,17 @@ def test_a_lone_failed_record_does_not_date_the_person_in_later_batches() -> Non
         assert later["jane"].choices["A"].cell == ""
     finally:
         store.close()
+
+
+def test_a_newer_record_that_came_first_keeps_its_choices() -> None:
+    newer = BufferedRecord("users", 1, "Jane", None, None, 2_000, {"A": TRUE, "B": LIST})
+    older = BufferedRecord("users", 2, "JANE", None, None, 1_000, {"A": NO_CHOICE, "C": TRUE})
+    undated = BufferedRecord("users", 3, "jane", None, None, None, {"C": LIST})
+    assert _person([newer, older, undated]) == PersonBatch(
+        "Jane",
+        2_000,
+        1,
+        2_000,
+        {"A": (2_000, 1, "true", False), "B": (2_000, 1, "N1;N2", True),
+         "C": (1_000, 2, "true", False)},
+    )  # fmt: skip
