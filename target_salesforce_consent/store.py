@@ -8,19 +8,21 @@ on-disk file that SQLite deletes itself when the connection closes (or the proce
 with a page cache of a few MiB.
 
 Most people have one record in a batch and were never seen before in the run, so a batch
-folds in cheaply:
+folds in without work per field for them:
 
 - a person with one record in the batch (:class:`PersonRecord`) is not merged field by
-  field: its choices are that record's, all at the record's (timestamp, arrival);
-- a compact membership filter (:class:`KeyFilter`, a Bloom filter of 2 MiB whatever the
-  length of the run) says which people of the batch the store may already hold: only those
-  are looked up on disk (a false positive costs one lookup that finds nothing);
-- a row whose choices all come from the record that gave the row's own (timestamp, arrival)
-  stores them once, as (field, cell, is_list), instead of a sort key per field; field names
-  are stored as small numbers.
+  field: its choices are that record's, all at the record's (timestamp, arrival); several
+  records of one person come as a :class:`PersonBatch`, already reduced;
+- a membership filter (:class:`KeyFilter`, a Bloom filter of 2 MiB however long the run)
+  says which people of the batch the table may already hold: only those are read back (a
+  false positive costs one lookup that finds nothing);
+- a person's row keeps the (timestamp, arrival) of the record that spelled its id; choices
+  made by that record are stored without one, and those of a lone record as two small
+  numbers (the fields it speaks to and each field's choice, see :class:`_CellCodes`);
+- a batch's rows are written in key order, many to a statement.
 
-The merged state handed back (:class:`PersonState`) shares one :class:`StoredChoice` among
-a person's fields that hold the same choice.
+The merged state handed back (:class:`PersonState`) shares one :class:`StoredChoice` among a
+person's fields that hold the same choice (most hold true or false).
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ CREATE TABLE person (
     ts INTEGER NOT NULL,       -- that record's sort key: timestamp in microseconds since the
     seq INTEGER NOT NULL,      --   epoch (NO_TIMESTAMP when none), then arrival order
     newest INTEGER,            -- newest record timestamp of the run (NULL: none had one)
-    choices BLOB NOT NULL      -- per field, the newest choice, as a list of
-                               --   [field, cell, is_list]: chosen at the row's ts and seq, or
-                               --   [field, ts, seq, cell, is_list]; field: a number (_fields)
+    choices BLOB NOT NULL      -- per field, the newest choice (msgpack): [layout, [choice]]
+                               --   (_CellCodes), chosen at the row's ts and seq; or a list of
+                               --   [field, cell, is_list] (also at the row's ts and seq) or
+                               --   [field, ts, seq, cell, is_list]; field: its number
 ) WITHOUT ROWID;
 CREATE TABLE written (
     sf_id TEXT PRIMARY KEY,
@@ -67,7 +70,7 @@ CREATE TABLE batch_key (key TEXT PRIMARY KEY) WITHOUT ROWID;  -- the keys of one
 """
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(list[tuple[Any, ...]]).decode
+_decode = msgspec.msgpack.Decoder(list[Any]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
@@ -232,6 +235,63 @@ def _merged_choices(
     return stored
 
 
+class _CellCodes:
+    """A record's cells as two small numbers: the fields it speaks to (in its order) and,
+    per field, the choice.
+
+    The reader hands out a few shared FieldChoice objects (true, false, a selection) and
+    records mostly speak to the same fields: both are numbered as they come, up to a bound
+    (beyond it, or for a choice made for one record only, :meth:`encode` gives None). A
+    choice object is known by its id, and kept so that the id stays its own.
+    """
+
+    MAX_LAYOUTS = 1024
+    MAX_CHOICES = 4096
+
+    def __init__(self) -> None:
+        self._layouts: dict[tuple[str, ...], int] = {}
+        self._layout_fields: list[tuple[str, ...]] = []
+        self._by_id: dict[int, int] = {}  # id of a kept choice object -> its code
+        self._kept: list[Cell] = []
+        self._by_value: dict[tuple[str, bool], int] = {}
+        self._values: list[tuple[str, bool]] = []  # code -> (cell, is_list)
+
+    def encode(self, cells: Mapping[str, Cell]) -> bytes | None:
+        layout = self._layouts.get(tuple(cells))
+        codes = list(map(self._by_id.get, map(id, cells.values())))
+        if layout is None or None in codes:
+            if not self._learn(cells):
+                return None
+            return self.encode(cells)
+        return _encode((layout, codes))
+
+    def decode(self, layout: int, codes: list[int]) -> Iterable[tuple[str, tuple[str, bool]]]:
+        return zip(self._layout_fields[layout], map(self._values.__getitem__, codes), strict=True)
+
+    def _learn(self, cells: Mapping[str, Cell]) -> bool:
+        """Numbers the layout and the choices of `cells`; False when the bounds are reached."""
+        fields = tuple(cells)
+        new_choices = [c for c in cells.values() if id(c) not in self._by_id]
+        if (fields not in self._layouts and len(self._layouts) >= self.MAX_LAYOUTS) or (
+            len(self._kept) + len(new_choices) > self.MAX_CHOICES
+        ):
+            return False
+        if fields not in self._layouts:
+            self._layouts[fields] = len(self._layout_fields)
+            self._layout_fields.append(fields)
+        for choice in new_choices:
+            if id(choice) in self._by_id:  # the same object twice in one record
+                continue
+            value = (choice.cell, choice.is_list)
+            code = self._by_value.get(value)
+            if code is None:
+                code = self._by_value[value] = len(self._values)
+                self._values.append(value)
+            self._by_id[id(choice)] = code
+            self._kept.append(choice)
+        return True
+
+
 class RunStore:
     def __init__(self, cache_kib: int = 4096, filter_bits_log2: int = 24) -> None:
         # "" is SQLite's private temporary on-disk database, removed when closed.
@@ -243,6 +303,7 @@ class RunStore:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
         self._stored = KeyFilter(filter_bits_log2)  # the people the table may hold
+        self._codes = _CellCodes()
         self._field_numbers: dict[str, int] = {}
         self._field_names: list[str] = []
 
@@ -263,6 +324,9 @@ class RunStore:
         return number
 
     def _encode_cells(self, cells: Mapping[str, Cell]) -> bytes:
+        coded = self._codes.encode(cells)
+        if coded is not None:
+            return coded
         numbers = self._field_numbers
         try:
             return _encode([(numbers[f], c.cell, c.is_list) for f, c in cells.items()])
@@ -299,7 +363,13 @@ class RunStore:
         ouid, ts, seq, newest, blob = row
         person.offer_record(ouid, ts, seq, newest)
         names = self._field_names
-        for stored in _decode(blob):
+        stored_choices = _decode(blob)
+        if stored_choices and type(stored_choices[0]) is int:  # coded: see _CellCodes
+            layout, codes = stored_choices
+            for field, (cell, is_list) in self._codes.decode(layout, codes):
+                person.offer_choice(field, (ts, seq, cell, is_list))
+            return
+        for stored in stored_choices:
             if len(stored) == 3:  # chosen by the record that gave the row's ouid
                 number, cell, is_list = stored
                 person.offer_choice(names[number], (ts, seq, cell, is_list))

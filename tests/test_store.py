@@ -179,3 +179,31 @@ def test_a_person_repeated_across_many_batches_keeps_the_newest_choice_per_field
         }
     finally:
         store.close()
+
+
+def test_choices_beyond_the_numbered_ones_are_stored_in_full() -> None:
+    # Each person's own choice object: the first ones are numbered, the rest stored in full.
+    store = RunStore()
+    try:
+        crowd = {
+            f"p{i}": PersonRecord(f"P{i}", 100, i, 100, {"A": FieldChoice(f"v{i}"), "B": TRUE})
+            for i in range(5_000)
+        }
+        store.merge_batch(crowd)
+        later = {
+            key: PersonRecord(key, 50, 10_000 + i, 50, {"A": FALSE, "C": LIST})
+            for i, key in enumerate(["p0", "p4999"])
+        }
+        states = store.merge_batch(later)
+        for key in later:
+            assert states[key] == PersonState(
+                key.upper(),
+                {
+                    "A": StoredChoice(100, f"v{key[1:]}", False),
+                    "B": StoredChoice(100, "true", False),
+                    "C": StoredChoice(50, "N1;N2", True),
+                },
+                100,
+            )
+    finally:
+        store.close()
