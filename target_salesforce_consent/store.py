@@ -16,9 +16,10 @@ folds in without work per field for them:
 - a membership filter (:class:`KeyFilter`, a Bloom filter of 2 MiB however long the run)
   says which people of the batch the table may already hold: only those are read back (a
   false positive costs one lookup that finds nothing);
-- a person's row keeps the (timestamp, arrival) of the record that spelled its id; choices
-  made by that record are stored without one, and those of a lone record as two small
-  numbers (the fields it speaks to and each field's choice, see :class:`_CellCodes`);
+- a person's row keeps the (timestamp, arrival) of the record that spelled its id (the id
+  itself only when spelled otherwise than the lower-cased key); choices made by that record
+  are stored without one, and those of a lone record as two small numbers (the fields it
+  speaks to and each field's choice, see :class:`_CellCodes`);
 - a batch's rows are written in key order, many to a statement.
 
 The merged state handed back (:class:`PersonState`) shares one :class:`StoredChoice` among a
@@ -52,7 +53,7 @@ NO_TIMESTAMP = -(2**62)
 _SCHEMA = """
 CREATE TABLE person (
     person TEXT PRIMARY KEY,   -- organization_user_id, lower-cased
-    ouid TEXT NOT NULL,        -- as the newest record spells it
+    ouid TEXT,                 -- as the newest record spells it (NULL: as `person`)
     ts INTEGER NOT NULL,       -- that record's sort key: timestamp in microseconds since the
     seq INTEGER NOT NULL,      --   epoch (NO_TIMESTAMP when none), then arrival order
     newest INTEGER,            -- newest record timestamp of the run (NULL: none had one)
@@ -292,6 +293,11 @@ class _CellCodes:
         return True
 
 
+def _spelling(key: str, ouid: str) -> str | None:
+    """The id as stored: None when spelled as the key (most are), which keeps rows short."""
+    return None if ouid == key else ouid
+
+
 class RunStore:
     def __init__(self, cache_kib: int = 4096, filter_bits_log2: int = 24) -> None:
         # "" is SQLite's private temporary on-disk database, removed when closed.
@@ -358,10 +364,10 @@ class RunStore:
                 held[key] = tuple(row)
         return held
 
-    def _fold_held(self, person: PersonBatch, row: tuple[Any, ...]) -> None:
+    def _fold_held(self, key: str, person: PersonBatch, row: tuple[Any, ...]) -> None:
         """What an earlier batch left for this person, folded into `person`."""
         ouid, ts, seq, newest, blob = row
-        person.offer_record(ouid, ts, seq, newest)
+        person.offer_record(key if ouid is None else ouid, ts, seq, newest)
         names = self._field_names
         stored_choices = _decode(blob)
         if stored_choices and type(stored_choices[0]) is int:  # coded: see _CellCodes
@@ -394,7 +400,7 @@ class RunStore:
                 # The common case: one record, never seen before: stored as it came.
                 ts = person.ts
                 rows.append(
-                    (key, person.ouid, ts, person.seq, person.newest,
+                    (key, _spelling(key, person.ouid), ts, person.seq, person.newest,
                      self._encode_cells(person.cells))
                 )  # fmt: skip
                 states[key] = PersonState(
@@ -407,10 +413,10 @@ class RunStore:
                 person = person.folded()
             assert isinstance(person, PersonBatch)
             if earlier is not None:
-                self._fold_held(person, earlier)
+                self._fold_held(key, person, earlier)
             merged = person.choices
             rows.append(
-                (key, person.ouid, person.ts, person.seq, person.newest,
+                (key, _spelling(key, person.ouid), person.ts, person.seq, person.newest,
                  self._encode_choices(merged))
             )  # fmt: skip
             states[key] = PersonState(person.ouid, _merged_choices(merged), person.newest)

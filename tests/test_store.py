@@ -207,3 +207,17 @@ def test_choices_beyond_the_numbered_ones_are_stored_in_full() -> None:
             )
     finally:
         store.close()
+
+
+def test_an_id_spelled_as_its_key_is_read_back_as_spelled() -> None:
+    store = RunStore()
+    try:
+        store.merge_batch({"john": PersonRecord("john", 100, 1, 100, {"A": TRUE})})
+        older = store.merge_batch({"john": PersonRecord("JOHN", 50, 2, 50, {"B": FALSE})})
+        assert older["john"].ouid == "john"
+        newer = store.merge_batch({"john": PersonRecord("John", 200, 3, 200, {"B": TRUE})})
+        assert newer["john"].ouid == "John"
+        again = store.merge_batch({"john": PersonRecord("JOHN", 150, 4, 150, {"C": TRUE})})
+        assert again["john"].ouid == "John"
+    finally:
+        store.close()
