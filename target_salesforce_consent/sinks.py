@@ -205,8 +205,11 @@ def _fold(records: list[BufferedRecord]) -> PersonBatch:
     has another."""
     first = records[0]
     assert first.ouid is not None
-    person = PersonBatch(first.ouid, _sort_key(first)[0], first.seq, None, {})
-    choices = person.choices
+    # The fields in the order they came (the report lists them so), then each one's choice.
+    choices: dict[str, Any] = {}
+    for item in records:
+        choices.update(dict.fromkeys(item.choices or ()))
+    person = PersonBatch(first.ouid, _sort_key(first)[0], first.seq, None, choices)
     for item in sorted(records, key=_sort_key):  # oldest first: a newer choice replaces it
         assert item.ouid is not None and item.choices is not None
         ts, seq = _sort_key(item)

@@ -59,7 +59,10 @@ def test_a_newer_record_that_came_first_keeps_its_choices() -> None:
     newer = BufferedRecord("users", 1, "Jane", None, None, 2_000, {"A": TRUE, "B": LIST})
     older = BufferedRecord("users", 2, "JANE", None, None, 1_000, {"A": NO_CHOICE, "C": TRUE})
     undated = BufferedRecord("users", 3, "jane", None, None, None, {"C": LIST})
-    assert _person([newer, older, undated]) == PersonBatch(
+    person = _person([newer, older, undated])
+    assert isinstance(person, PersonBatch)
+    assert list(person.choices) == ["A", "B", "C"]  # as the fields came: the report's order
+    assert person == PersonBatch(
         "Jane",
         2_000,
         1,
