@@ -503,8 +503,7 @@ class BatchProcessor:
             k: g for k, g in groups.items() if g.plan is not None and g.plan.outcome is None
         }
         if writes:
-            fatal = batch.fatal  # not the batch: a settled batch is freed without the GC
-            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, fatal))))
+            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, batch.fatal))))
 
     def _skip_batch(self, buffer: list[BufferedRecord], error: BaseException) -> None:
         """A batch read after the run stopped: reported, nothing sent to Salesforce."""
