@@ -66,6 +66,7 @@ from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import (
     NO_TIMESTAMP,
     PersonBatch,
+    PersonRecord,
     PersonState,
     RunStore,
     StoredChoice,
@@ -180,6 +181,48 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+
+
+def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
+    """A batch's records of one person (each with an ouid and choices), as the store folds
+    them in: most people have one record, whose choices are the person's as they are."""
+    if isinstance(records, list):
+        return _fold(records)
+    assert records.ouid is not None and records.choices is not None
+    ts = records.ts
+    return PersonRecord(
+        records.ouid,
+        NO_TIMESTAMP if ts is None else ts,
+        records.seq,
+        ts if records.outcome is None else None,  # a failed record's time is not the person's
+        records.choices,
+    )
+
+
+def _fold(records: list[BufferedRecord]) -> PersonBatch:
+    """Several records of one person in a batch: the newest choice per field (timestamp,
+    then arrival); the first record's id spelling unless a newer record that was not failed
+    has another."""
+    first = records[0]
+    assert first.ouid is not None
+    # The fields in the order they came (the report lists them so), then each one's choice.
+    choices: dict[str, Any] = {}
+    for item in records:
+        choices.update(dict.fromkeys(item.choices or ()))
+    person = PersonBatch(first.ouid, _sort_key(first)[0], first.seq, None, choices)
+    for item in sorted(records, key=_sort_key):  # oldest first: a newer choice replaces it
+        assert item.ouid is not None and item.choices is not None
+        ts, seq = _sort_key(item)
+        if item.outcome is None:  # a failed record only blocks older choices (see read)
+            person.offer_record(item.ouid, ts, seq, item.ts)
+        for field_name, choice in item.choices.items():
+            choices[field_name] = (ts, seq, choice.cell, choice.is_list)
+    return person
+
+
+def _sort_key(item: BufferedRecord) -> tuple[int, int]:
+    """Newest wins by timestamp, then arrival; a record without a timestamp is the oldest."""
+    return (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
 
 
 @dataclass
@@ -628,7 +671,8 @@ class BatchProcessor:
     ) -> dict[str, _Group]:
         """Decided records get their line; the others fold into the run's merged state."""
         members: dict[str, list[tuple[int, BufferedRecord]]] = {}
-        batch: dict[str, PersonBatch] = {}
+        # key -> its record, or its records in arrival order when it has several
+        records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
         for seq, item in enumerate(buffer):
             if item.outcome is not None:
                 lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
@@ -637,15 +681,21 @@ class BatchProcessor:
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
             key = item.ouid.lower()
-            order = (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
-            person = batch.get(key)
-            if person is None:
-                person = batch[key] = PersonBatch(item.ouid, *order, None, {})
+            held = records.get(key)
+            if held is None:
+                records[key] = item
+            elif isinstance(held, list):
+                held.append(item)
+            else:
+                records[key] = [held, item]
             if item.outcome is None:  # a failed record only blocks older choices (see read)
-                members.setdefault(key, []).append((seq, item))
-                person.offer_record(item.ouid, *order, item.ts)
-            for field_name, choice in item.choices.items():
-                person.offer_choice(field_name, (*order, choice.cell, choice.is_list))
+                group = members.get(key)
+                if group is None:
+                    members[key] = [(seq, item)]
+                else:
+                    group.append((seq, item))
+        batch = {key: _person(held) for key, held in records.items()}
+        del records
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
 

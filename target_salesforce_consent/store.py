@@ -5,8 +5,25 @@ mapped field; newest-consent-wins across batches needs, for every Salesforce rec
 the run wrote, the consent timestamp it held before. Both grow with the stream, and memory
 must stay flat, so they live in SQLite's private temporary database: an
 on-disk file that SQLite deletes itself when the connection closes (or the process dies),
-with a page cache of a few MiB. Each batch reads and updates it with a handful of set-based
-statements.
+with a page cache of a few MiB.
+
+Most people have one record in a batch and were never seen before in the run, so a batch
+folds in without work per field for them:
+
+- a person with one record in the batch (:class:`PersonRecord`) is not merged field by
+  field: its choices are that record's, all at the record's (timestamp, arrival); several
+  records of one person come as a :class:`PersonBatch`, already reduced;
+- a membership filter (:class:`KeyFilter`, a Bloom filter of 2 MiB however long the run)
+  says which people of the batch the table may already hold: only those are read back (a
+  false positive costs one lookup that finds nothing);
+- a person's row keeps the (timestamp, arrival) of the record that spelled its id (the id
+  itself only when spelled otherwise than the lower-cased key); choices made by that record
+  are stored without one, and those of a lone record as two small numbers (the fields it
+  speaks to and each field's choice, see :class:`_CellCodes`);
+- a batch's rows are written in key order, many to a statement.
+
+The merged state handed back (:class:`PersonState`) shares one :class:`StoredChoice` among a
+person's fields that hold the same choice (most hold true or false).
 """
 
 from __future__ import annotations
@@ -14,10 +31,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Protocol
 
 import msgspec
 
-__all__ = ["NO_TIMESTAMP", "PersonState", "RunStore", "StoredChoice", "WrittenRecord"]
+__all__ = [
+    "NO_TIMESTAMP",
+    "KeyFilter",
+    "PersonBatch",
+    "PersonRecord",
+    "PersonState",
+    "RunStore",
+    "StoredChoice",
+    "WrittenRecord",
+]
 
 #: The sort key of a record without a timestamp: before every timestamped one.
 NO_TIMESTAMP = -(2**62)
@@ -25,11 +53,14 @@ NO_TIMESTAMP = -(2**62)
 _SCHEMA = """
 CREATE TABLE person (
     person TEXT PRIMARY KEY,   -- organization_user_id, lower-cased
-    ouid TEXT NOT NULL,        -- as the newest record spells it
+    ouid TEXT,                 -- as the newest record spells it (NULL: as `person`)
     ts INTEGER NOT NULL,       -- that record's sort key: timestamp in microseconds since the
     seq INTEGER NOT NULL,      --   epoch (NO_TIMESTAMP when none), then arrival order
     newest INTEGER,            -- newest record timestamp of the run (NULL: none had one)
-    choices BLOB NOT NULL      -- per field, the newest choice: [[field, ts, seq, cell, is_list]]
+    choices BLOB NOT NULL      -- per field, the newest choice (msgpack): [layout, [choice]]
+                               --   (_CellCodes), chosen at the row's ts and seq; or a list of
+                               --   [field, cell, is_list] (also at the row's ts and seq) or
+                               --   [field, ts, seq, cell, is_list]; field: its number
 ) WITHOUT ROWID;
 CREATE TABLE written (
     sf_id TEXT PRIMARY KEY,
@@ -40,7 +71,26 @@ CREATE TABLE batch_key (key TEXT PRIMARY KEY) WITHOUT ROWID;  -- the keys of one
 """
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(list[tuple[str, int, int, str, bool]]).decode
+_decode = msgspec.msgpack.Decoder(list[Any]).decode
+
+#: Keys per lookup statement (SQLite allows 32,766 parameters).
+_LOOKUP_CHUNK = 500
+_PERSON_COLUMNS = 6
+_ROWS_PER_INSERT = 64
+_INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_PERSONS = "INSERT OR REPLACE INTO person VALUES " + ", ".join(
+    ["(?, ?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT
+)
+
+
+class Cell(Protocol):
+    """A record's choice for one field (the reader's FieldChoice)."""
+
+    @property
+    def cell(self) -> str: ...
+
+    @property
+    def is_list(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -67,7 +117,25 @@ class WrittenRecord:
     stamp: int
 
 
-@dataclass
+@dataclass(slots=True)
+class PersonRecord:
+    """A batch's only record of a person: every choice at the record's (ts, seq)."""
+
+    ouid: str
+    ts: int  # sort key: timestamp in microseconds (NO_TIMESTAMP when none)
+    seq: int  # then arrival order
+    newest: int | None  # the record's timestamp, None when it has none or failed
+    cells: Mapping[str, Cell]
+
+    def folded(self) -> PersonBatch:
+        order = (self.ts, self.seq)
+        return PersonBatch(
+            self.ouid, self.ts, self.seq, self.newest,
+            {f: (*order, c.cell, c.is_list) for f, c in self.cells.items()},
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
 class PersonBatch:
     """One batch's records of one person, reduced: newest choice per field."""
 
@@ -91,8 +159,147 @@ class PersonBatch:
             self.choices[field] = choice
 
 
+class KeyFilter:
+    """Which keys may have been added: a Bloom filter of two probes per key.
+
+    Never says no for a key that was added; says yes for one that was not with a probability
+    of about 0.013% after 100,000 keys and 1.3% after 1,000,000 (at the default 2**24 bits,
+    2 MiB). The probes come from Python's own (cached) hash of the string, so it only holds
+    within one process, which is all the run needs.
+    """
+
+    __slots__ = ("_bits", "_mask", "_shift")
+
+    def __init__(self, bits_log2: int = 24) -> None:
+        if not 3 <= bits_log2 <= 32:
+            raise ValueError(f"bits_log2 must be between 3 and 32, not {bits_log2}")
+        self._bits = bytearray(1 << (bits_log2 - 3))
+        self._mask = (1 << bits_log2) - 1
+        self._shift = 32  # the second probe reads the hash's upper half
+
+    def add(self, keys: Iterable[str]) -> list[str]:
+        """Adds `keys`; returns those among them that may have been added before."""
+        bits, mask, shift = self._bits, self._mask, self._shift
+        seen = []
+        for key in keys:
+            h = hash(key)
+            a = h & mask
+            b = (h >> shift) & mask
+            byte_a, bit_a, byte_b, bit_b = a >> 3, 1 << (a & 7), b >> 3, 1 << (b & 7)
+            if bits[byte_a] & bit_a and bits[byte_b] & bit_b:
+                seen.append(key)
+            else:
+                bits[byte_a] |= bit_a
+                bits[byte_b] |= bit_b
+        return seen
+
+    def maybe(self, keys: Iterable[str]) -> list[str]:
+        """The keys among `keys` that may have been added."""
+        bits, mask, shift = self._bits, self._mask, self._shift
+        found = []
+        for key in keys:
+            h = hash(key)
+            a = h & mask
+            if bits[a >> 3] >> (a & 7) & 1:
+                b = (h >> shift) & mask
+                if bits[b >> 3] >> (b & 7) & 1:
+                    found.append(key)
+        return found
+
+
+def _shared_choices(cells: Mapping[str, Cell], ts: int | None) -> dict[str, StoredChoice]:
+    """A record's cells as stored choices: fields holding the same choice share one."""
+    choices: dict[str, StoredChoice] = {}
+    by_cell: dict[int, StoredChoice] = {}  # the reader hands out shared constants
+    for field, cell in cells.items():
+        stored = by_cell.get(id(cell))
+        if stored is None:
+            stored = by_cell[id(cell)] = StoredChoice(ts, cell.cell, cell.is_list)
+        choices[field] = stored
+    return choices
+
+
+def _merged_choices(
+    choices: Mapping[str, tuple[int, int, str, bool]],
+) -> dict[str, StoredChoice]:
+    """Merged choices as stored choices: fields holding the same choice share one."""
+    stored: dict[str, StoredChoice] = {}
+    by_choice: dict[tuple[int, int, str, bool], StoredChoice] = {}
+    for field, choice in choices.items():
+        shared = by_choice.get(choice)
+        if shared is None:
+            ts, _, cell, is_list = choice
+            shared = by_choice[choice] = StoredChoice(
+                None if ts == NO_TIMESTAMP else ts, cell, is_list
+            )
+        stored[field] = shared
+    return stored
+
+
+class _CellCodes:
+    """A record's cells as two small numbers: the fields it speaks to (in its order) and,
+    per field, the choice.
+
+    The reader hands out a few shared FieldChoice objects (true, false, a selection) and
+    records mostly speak to the same fields: both are numbered as they come, up to a bound
+    (beyond it, or for a choice made for one record only, :meth:`encode` gives None). A
+    choice object is known by its id, and kept so that the id stays its own.
+    """
+
+    MAX_LAYOUTS = 1024
+    MAX_CHOICES = 4096
+
+    def __init__(self) -> None:
+        self._layouts: dict[tuple[str, ...], int] = {}
+        self._layout_fields: list[tuple[str, ...]] = []
+        self._by_id: dict[int, int] = {}  # id of a kept choice object -> its code
+        self._kept: list[Cell] = []
+        self._by_value: dict[tuple[str, bool], int] = {}
+        self._values: list[tuple[str, bool]] = []  # code -> (cell, is_list)
+
+    def encode(self, cells: Mapping[str, Cell]) -> bytes | None:
+        layout = self._layouts.get(tuple(cells))
+        codes = list(map(self._by_id.get, map(id, cells.values())))
+        if layout is None or None in codes:
+            if not self._learn(cells):
+                return None
+            return self.encode(cells)
+        return _encode((layout, codes))
+
+    def decode(self, layout: int, codes: list[int]) -> Iterable[tuple[str, tuple[str, bool]]]:
+        return zip(self._layout_fields[layout], map(self._values.__getitem__, codes), strict=True)
+
+    def _learn(self, cells: Mapping[str, Cell]) -> bool:
+        """Numbers the layout and the choices of `cells`; False when the bounds are reached."""
+        fields = tuple(cells)
+        new_choices = [c for c in cells.values() if id(c) not in self._by_id]
+        if (fields not in self._layouts and len(self._layouts) >= self.MAX_LAYOUTS) or (
+            len(self._kept) + len(new_choices) > self.MAX_CHOICES
+        ):
+            return False
+        if fields not in self._layouts:
+            self._layouts[fields] = len(self._layout_fields)
+            self._layout_fields.append(fields)
+        for choice in new_choices:
+            if id(choice) in self._by_id:  # the same object twice in one record
+                continue
+            value = (choice.cell, choice.is_list)
+            code = self._by_value.get(value)
+            if code is None:
+                code = self._by_value[value] = len(self._values)
+                self._values.append(value)
+            self._by_id[id(choice)] = code
+            self._kept.append(choice)
+        return True
+
+
+def _spelling(key: str, ouid: str) -> str | None:
+    """The id as stored: None when spelled as the key (most are), which keeps rows short."""
+    return None if ouid == key else ouid
+
+
 class RunStore:
-    def __init__(self, cache_kib: int = 4096) -> None:
+    def __init__(self, cache_kib: int = 4096, filter_bits_log2: int = 24) -> None:
         # "" is SQLite's private temporary on-disk database, removed when closed.
         # Used by one thread at a time: the batch worker, then the thread that ends the run.
         self._db = sqlite3.connect("", check_same_thread=False)
@@ -101,6 +308,10 @@ class RunStore:
         self._db.execute("PRAGMA journal_mode = OFF")  # nothing to recover: the run owns it
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
+        self._stored = KeyFilter(filter_bits_log2)  # the people the table may hold
+        self._codes = _CellCodes()
+        self._field_numbers: dict[str, int] = {}
+        self._field_names: list[str] = []
 
     def close(self) -> None:
         self._db.close()
@@ -111,45 +322,120 @@ class RunStore:
             self._db.execute("DELETE FROM batch_key")
             self._db.executemany("INSERT OR IGNORE INTO batch_key VALUES (?)", ((k,) for k in keys))
 
-    def merge_batch(self, batch: Mapping[str, PersonBatch]) -> dict[str, PersonState]:
+    def _number(self, field: str) -> int:
+        number = self._field_numbers.get(field)
+        if number is None:
+            number = self._field_numbers[field] = len(self._field_names)
+            self._field_names.append(field)
+        return number
+
+    def _encode_cells(self, cells: Mapping[str, Cell]) -> bytes:
+        coded = self._codes.encode(cells)
+        if coded is not None:
+            return coded
+        numbers = self._field_numbers
+        try:
+            return _encode([(numbers[f], c.cell, c.is_list) for f, c in cells.items()])
+        except KeyError:  # a field not stored before
+            for field in cells:
+                self._number(field)
+            return self._encode_cells(cells)
+
+    def _encode_choices(self, choices: Mapping[str, tuple[int, int, str, bool]]) -> bytes:
+        numbers = self._field_numbers
+        try:
+            return _encode([(numbers[f], *choice) for f, choice in choices.items()])
+        except KeyError:  # a field not stored before
+            for field in choices:
+                self._number(field)
+            return self._encode_choices(choices)
+
+    def _held(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The stored rows of `keys` (those the table holds)."""
+        held: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, *row in self._db.execute(
+                "SELECT person, ouid, ts, seq, newest, choices FROM person "
+                f"WHERE person IN ({marks})",
+                chunk,
+            ):
+                held[key] = tuple(row)
+        return held
+
+    def _fold_held(self, key: str, person: PersonBatch, row: tuple[Any, ...]) -> None:
+        """What an earlier batch left for this person, folded into `person`."""
+        ouid, ts, seq, newest, blob = row
+        person.offer_record(key if ouid is None else ouid, ts, seq, newest)
+        names = self._field_names
+        stored_choices = _decode(blob)
+        if stored_choices and type(stored_choices[0]) is int:  # coded: see _CellCodes
+            layout, codes = stored_choices
+            for field, (cell, is_list) in self._codes.decode(layout, codes):
+                person.offer_choice(field, (ts, seq, cell, is_list))
+            return
+        for stored in stored_choices:
+            if len(stored) == 3:  # chosen by the record that gave the row's ouid
+                number, cell, is_list = stored
+                person.offer_choice(names[number], (ts, seq, cell, is_list))
+            else:
+                number, c_ts, c_seq, cell, is_list = stored
+                person.offer_choice(names[number], (c_ts, c_seq, cell, is_list))
+
+    def merge_batch(
+        self, batch: Mapping[str, PersonRecord | PersonBatch]
+    ) -> dict[str, PersonState]:
         """Fold one batch into the run; returns the merged state of the batch's people.
 
-        The batch's PersonBatch objects take in what earlier batches held (updated in place).
+        A PersonBatch takes in what earlier batches held (updated in place).
         """
-        db = self._db
-        self._keys(batch)
-        held = {
-            key: (ouid, ts, seq, newest, choices)
-            for key, ouid, ts, seq, newest, choices in db.execute(
-                "SELECT p.person, p.ouid, p.ts, p.seq, p.newest, p.choices FROM person p "
-                "JOIN batch_key k ON p.person = k.key"
-            )
-        }
+        # Every key is in the filter from now on (a failed insert only adds false positives).
+        held = self._held(self._stored.add(batch))
         rows = []
         states = {}
         for key, person in batch.items():
-            earlier = held.get(key)
+            earlier = held.get(key) if held else None
+            if earlier is None and type(person) is PersonRecord:
+                # The common case: one record, never seen before: stored as it came.
+                ts = person.ts
+                rows.append(
+                    (key, _spelling(key, person.ouid), ts, person.seq, person.newest,
+                     self._encode_cells(person.cells))
+                )  # fmt: skip
+                states[key] = PersonState(
+                    person.ouid,
+                    _shared_choices(person.cells, None if ts == NO_TIMESTAMP else ts),
+                    person.newest,
+                )
+                continue
+            if type(person) is PersonRecord:
+                person = person.folded()
+            assert isinstance(person, PersonBatch)
             if earlier is not None:
-                old_ouid, old_ts, old_seq, old_newest, old_choices = earlier
-                person.offer_record(old_ouid, old_ts, old_seq, old_newest)
-                for field, c_ts, c_seq, cell, is_list in _decode(old_choices):
-                    person.offer_choice(field, (c_ts, c_seq, cell, is_list))
+                self._fold_held(key, person, earlier)
             merged = person.choices
             rows.append(
-                (key, person.ouid, person.ts, person.seq, person.newest,
-                 _encode([(f, *choice) for f, choice in merged.items()]))
+                (key, _spelling(key, person.ouid), person.ts, person.seq, person.newest,
+                 self._encode_choices(merged))
             )  # fmt: skip
-            states[key] = PersonState(
-                person.ouid,
-                {
-                    field: StoredChoice(None if c_ts == NO_TIMESTAMP else c_ts, cell, is_list)
-                    for field, (c_ts, _, cell, is_list) in merged.items()
-                },
-                person.newest,
-            )
-        with db:
-            db.executemany("INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)", rows)
+            states[key] = PersonState(person.ouid, _merged_choices(merged), person.newest)
+        self._insert(rows)
         return states
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows of the person table, replacing those of the same people, in key order (pages
+        filled one after the other) and many to a statement (fewer calls into SQLite)."""
+        rows.sort()  # by key: a batch's keys are distinct
+        full = len(rows) - len(rows) % _ROWS_PER_INSERT
+        width = _ROWS_PER_INSERT * _PERSON_COLUMNS
+        with self._db:
+            if full:
+                values = list(chain.from_iterable(rows[:full]))
+                self._db.executemany(
+                    _INSERT_PERSONS, (values[i : i + width] for i in range(0, len(values), width))
+                )
+            self._db.executemany(_INSERT_PERSON, rows[full:])
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""

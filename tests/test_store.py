@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
     NO_TIMESTAMP,
+    KeyFilter,
     PersonBatch,
+    PersonRecord,
+    PersonState,
     RunStore,
     StoredChoice,
     WrittenRecord,
 )
+
+TRUE, FALSE, LIST = FieldChoice("true"), FieldChoice("false"), FieldChoice("N1;N2", True)
 
 
 def test_batches_fold_into_the_newest_choice_per_field() -> None:
@@ -57,5 +63,161 @@ def test_written_records_keep_their_first_baseline() -> None:
             "00Q1": WrittenRecord(None, 200),
             "00Q2": WrittenRecord(50, 100),
         }
+    finally:
+        store.close()
+
+
+def test_a_lone_record_is_stored_as_it_came_and_folds_into_later_batches() -> None:
+    store = RunStore()
+    try:
+        first = store.merge_batch(
+            {"jane": PersonRecord("Jane", 20, 0, 20, {"A": TRUE, "B": FieldChoice("x")})}
+        )
+        assert first["jane"] == PersonState(
+            "Jane", {"A": StoredChoice(20, "true", False), "B": StoredChoice(20, "x", False)}, 20
+        )
+        # the next batch's lone record is older for A, speaks to C; its spelling is older
+        second = store.merge_batch(
+            {"jane": PersonRecord("JANE", 15, 5, 15, {"A": FALSE, "C": LIST})}
+        )
+        assert second["jane"] == PersonState(
+            "Jane",
+            {
+                "A": StoredChoice(20, "true", False),
+                "B": StoredChoice(20, "x", False),
+                "C": StoredChoice(15, "N1;N2", True),
+            },
+            20,
+        )
+        # a third batch folds what the second stored per field (a merged row)
+        third = store.merge_batch(
+            {"jane": PersonRecord("jAne", 17, 9, None, {"A": FALSE, "C": NO_CHOICE})}
+        )
+        assert third["jane"] == PersonState(
+            "Jane",
+            {
+                "A": StoredChoice(20, "true", False),
+                "B": StoredChoice(20, "x", False),
+                "C": StoredChoice(17, "", False),
+            },
+            20,
+        )
+    finally:
+        store.close()
+
+
+def test_a_record_without_timestamp_stored_alone_loses_to_a_later_timestamped_one() -> None:
+    store = RunStore()
+    try:
+        first = store.merge_batch(
+            {"john": PersonRecord("John", NO_TIMESTAMP, 3, None, {"A": TRUE})}
+        )
+        assert first["john"] == PersonState("John", {"A": StoredChoice(None, "true", False)}, None)
+        later = store.merge_batch({"john": PersonBatch("JOHN", 5, 8, 5, {"B": (5, 8, "x", False)})})
+        assert later["john"] == PersonState(
+            "JOHN",
+            {"A": StoredChoice(None, "true", False), "B": StoredChoice(5, "x", False)},
+            5,
+        )
+    finally:
+        store.close()
+
+
+def test_a_false_positive_of_the_filter_only_costs_a_lookup() -> None:
+    # A filter of 8 bits is full after a few hundred people: every key may have been seen.
+    store = RunStore(filter_bits_log2=3)
+    try:
+        crowd = {f"p{i}": PersonRecord(f"P{i}", i, i, i, {"A": TRUE}) for i in range(300)}
+        store.merge_batch(crowd)
+        newcomers = {
+            f"n{i}": PersonRecord(f"N{i}", 500 + i, 500 + i, None, {"A": FALSE}) for i in range(5)
+        }
+        assert KeyFilter(3).maybe(newcomers) == []
+        assert store._stored.maybe(newcomers) == list(newcomers)  # all false positives
+        repeat = {"p7": PersonRecord("p7", 400, 400, 400, {"B": LIST})}
+        states = store.merge_batch({**newcomers, **repeat})
+        for key, person in newcomers.items():
+            assert states[key] == PersonState(
+                person.ouid, {"A": StoredChoice(person.ts, "false", False)}, None
+            )
+        assert states["p7"] == PersonState(
+            "p7", {"A": StoredChoice(7, "true", False), "B": StoredChoice(400, "N1;N2", True)}, 400
+        )
+    finally:
+        store.close()
+
+
+def test_the_filter_never_forgets_a_key_it_was_given() -> None:
+    keys = [f"person-{i}@example.com" for i in range(20_000)]
+    seen = KeyFilter(bits_log2=20)
+    assert len(seen.add(keys[:10_000])) < 100  # false positives among themselves
+    assert seen.add(keys[:10_000]) == keys[:10_000]  # each added before
+    assert seen.maybe(keys[:10_000]) == keys[:10_000]
+    # about 0.9% of the others are false positives at this size, never most of them
+    assert len(seen.maybe(keys[10_000:])) < 1_000
+
+
+def test_a_person_repeated_across_many_batches_keeps_the_newest_choice_per_field() -> None:
+    store = RunStore()
+    try:
+        for batch in range(30):
+            states = store.merge_batch(
+                {
+                    "jane": PersonRecord(
+                        "Jane", batch, batch, batch, {f"F{batch % 3}": FieldChoice(str(batch))}
+                    ),
+                    **{
+                        f"x{batch}-{i}": PersonRecord("X", batch, i, None, {"A": TRUE})
+                        for i in range(100)
+                    },
+                }
+            )
+        assert states["jane"].choices == {
+            "F0": StoredChoice(27, "27", False),
+            "F1": StoredChoice(28, "28", False),
+            "F2": StoredChoice(29, "29", False),
+        }
+    finally:
+        store.close()
+
+
+def test_choices_beyond_the_numbered_ones_are_stored_in_full() -> None:
+    # Each person's own choice object: the first ones are numbered, the rest stored in full.
+    store = RunStore()
+    try:
+        crowd = {
+            f"p{i}": PersonRecord(f"P{i}", 100, i, 100, {"A": FieldChoice(f"v{i}"), "B": TRUE})
+            for i in range(5_000)
+        }
+        store.merge_batch(crowd)
+        later = {
+            key: PersonRecord(key, 50, 10_000 + i, 50, {"A": FALSE, "C": LIST})
+            for i, key in enumerate(["p0", "p4999"])
+        }
+        states = store.merge_batch(later)
+        for key in later:
+            assert states[key] == PersonState(
+                key.upper(),
+                {
+                    "A": StoredChoice(100, f"v{key[1:]}", False),
+                    "B": StoredChoice(100, "true", False),
+                    "C": StoredChoice(50, "N1;N2", True),
+                },
+                100,
+            )
+    finally:
+        store.close()
+
+
+def test_an_id_spelled_as_its_key_is_read_back_as_spelled() -> None:
+    store = RunStore()
+    try:
+        store.merge_batch({"john": PersonRecord("john", 100, 1, 100, {"A": TRUE})})
+        older = store.merge_batch({"john": PersonRecord("JOHN", 50, 2, 50, {"B": FALSE})})
+        assert older["john"].ouid == "john"
+        newer = store.merge_batch({"john": PersonRecord("John", 200, 3, 200, {"B": TRUE})})
+        assert newer["john"].ouid == "John"
+        again = store.merge_batch({"john": PersonRecord("JOHN", 150, 4, 150, {"C": TRUE})})
+        assert again["john"].ouid == "John"
     finally:
         store.close()
