@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -1140,7 +1141,9 @@ class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
 
     Its top-level keys are those Didomi's records have (any other, a ``type`` or a flattened
     ``a__b`` among them, fails the decoding: such a record is decoded whole, as before); the
-    keys no mapping reads are left undecoded. Nested objects keep only the keys read.
+    keys no mapping reads are left undecoded. Nested objects keep only the keys read;
+    ``consents`` is kept as its JSON text (empty when absent): most records repeat a handful
+    of them, so a reader decodes and reads each text once (see ``PlainChoiceReader``).
     """
 
     id: Any = None
@@ -1151,7 +1154,7 @@ class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
     regulation: Any = None
     metadata: Any = None
     user: _ShapeUser | None = None
-    consents: _ShapeConsents | None = None
+    consents: msgspec.Raw = _UNREAD
     organization_id: msgspec.Raw = _UNREAD
     organization_user_id_type: msgspec.Raw = _UNREAD
     version: msgspec.Raw = _UNREAD
@@ -1162,9 +1165,11 @@ class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
     delegate: msgspec.Raw = _UNREAD
 
     def as_read(self) -> dict[str, Any]:
-        """The record as :func:`read_plain` reads it: the keys it reads, as decoded."""
-        user, consents = self.user, self.consents
-        purposes = None if consents is None else consents.purposes
+        """The record as :func:`read_plain` reads it: the keys it reads, as decoded.
+
+        Raises ``msgspec.DecodeError`` when ``consents`` is not in the shape read (the record
+        is then decoded whole)."""
+        user = self.user
         return {
             "id": self.id,
             "organization_user_id": self.organization_user_id,
@@ -1176,24 +1181,71 @@ class PlainShape(msgspec.Struct, forbid_unknown_fields=True):
             "user": None
             if user is None
             else {"organization_user_id": user.organization_user_id, "metadata": user.metadata},
-            "consents": None
-            if consents is None
-            else {
-                "purposes": None
-                if purposes is None
-                else [
-                    None
-                    if p is None
-                    else {
-                        "id": p.id,
-                        "enabled": p.enabled,
-                        "enabled_li": p.enabled_li,
-                        "values": p.values,
-                        "preferences": p.preferences,
-                    }
-                    for p in purposes
-                ],
-                "channels": consents.channels,
-                "vendors": consents.vendors,
-            },
+            "consents": consents_as_read(self.consents),
         }
+
+
+_consents_decoder = msgspec.json.Decoder(_ShapeConsents | None, float_hook=Decimal)
+
+
+def consents_as_read(text: msgspec.Raw) -> dict[str, Any] | None:
+    """A :class:`PlainShape`'s ``consents`` as :func:`read_plain` reads it (None when absent
+    or null); raises ``msgspec.DecodeError`` when it is not in the shape read."""
+    if not text:
+        return None
+    consents = _consents_decoder.decode(text)
+    if consents is None:
+        return None
+    purposes = consents.purposes
+    return {
+        "purposes": None
+        if purposes is None
+        else [
+            None
+            if p is None
+            else {
+                "id": p.id,
+                "enabled": p.enabled,
+                "enabled_li": p.enabled_li,
+                "values": p.values,
+                "preferences": p.preferences,
+            }
+            for p in purposes
+        ],
+        "channels": consents.channels,
+        "vendors": consents.vendors,
+    }
+
+
+def read_shape(shape: PlainShape) -> PlainRecord | None:
+    """What :func:`read_plain` reads of ``shape.as_read()`` outside ``consents`` (its
+    ``purposes``, ``channels`` and ``vendors`` left empty), read from the struct; None where
+    read_plain gives None for a reason outside ``consents``."""
+    try:
+        user = shape.user
+        ouid = _fast_text(user.organization_user_id) if user is not None else None
+        if ouid is None:
+            ouid = _fast_text(shape.organization_user_id)
+        metadata = shape.metadata if user is None else user.metadata
+        if metadata is not None and metadata.__class__ is not dict:
+            raise _Unusual
+        created_at = fast_stamp(shape.created_at)
+        updated_at = fast_stamp(shape.updated_at)
+        regulation = _fast_text(shape.regulation)
+        status = _fast_text(shape.status)
+        return PlainRecord(
+            "event" if user is not None else "user",
+            ouid,
+            _fast_text(shape.id),
+            regulation.lower() if regulation is not None else "gdpr",
+            status.lower() if status is not None else None,
+            updated_at or created_at,
+            created_at,
+            updated_at,
+            metadata or {},
+            {},
+            {},
+            _NO_VENDORS,
+        )
+    except _Unusual:
+        return None

@@ -30,8 +30,11 @@ from target_salesforce_consent.didomi import (
     ConsentRecord,
     Needs,
     PlainRecord,
+    PlainShape,
+    consents_as_read,
     format_timestamp,
     read_plain,
+    read_shape,
 )
 from target_salesforce_consent.mapping import (
     FieldMapping,
@@ -433,11 +436,25 @@ class PlainChoiceReader:
     cells are valid Unicode (the full path fails a record with a cell that is not).
     """
 
+    #: Distinct ``consents`` texts (and record kinds) remembered; then whole choices dicts.
+    MAX_CONSENTS = 4096
+    MAX_DICTS = 4096
+
     def __init__(
         self, mappings: tuple[FieldMapping, ...], field_types: Mapping[str, FieldType]
     ) -> None:
         self.needs = needs_of(mappings)
         self._readers = [(m.field, _choice_reader(m, field_types)) for m in mappings]
+        # For read_shape: the mappings that read ``consents``, and the others (by position).
+        self._from_consents = [
+            i for i, m in enumerate(mappings)
+            if m.source.segments[0] in ("purposes", "channels", "vendors")
+        ]  # fmt: skip
+        self._others = [i for i in range(len(mappings)) if i not in self._from_consents]
+        # (is an event, consents text) -> (serial, consent mappings' choices) or _FULL_PATH
+        self._consents: dict[tuple[bool, bytes], Any] = {}
+        # (serial, ids of the other mappings' choices) -> the record's choices, shared
+        self._dicts: dict[tuple[int, ...], dict[str, FieldChoice]] = {}
 
     def read(self, raw: Any) -> tuple[PlainRecord, dict[str, FieldChoice]] | None:
         choices: dict[str, FieldChoice] = {}
@@ -455,3 +472,72 @@ class PlainChoiceReader:
         except Exception:  # the full path reads it again, and reports
             return None
         return rec, choices
+
+    def read_shape(self, shape: PlainShape) -> tuple[PlainRecord, dict[str, FieldChoice]] | None:
+        """:meth:`read` of ``shape.as_read()`` (None where it gives None), with the record's
+        ``purposes``, ``channels`` and ``vendors`` left empty.
+
+        What the mappings of ``consents`` give is read once per distinct ``consents`` text and
+        record kind (most records repeat a handful); a record's whole choices dict is shared
+        with the records that give the same choices (a dict the batch only reads: it must
+        never be changed in place).
+        """
+        try:
+            rec = read_shape(shape)
+            if rec is None:
+                return None
+            key = (rec.kind == "event", bytes(shape.consents))
+            read = self._consents.get(key)
+            if read is None:
+                read = self._read_consents(rec.kind, shape.consents)
+                if len(self._consents) < self.MAX_CONSENTS:
+                    self._consents[key] = read
+            if read is _FULL_PATH:
+                return None
+            serial, from_consents = read
+            if not self._others:
+                dict_key: tuple[int, ...] = (serial,)
+                others: list[Any] = []
+            else:
+                others = [self._readers[i][1](rec) for i in self._others]
+                for choice in others:
+                    if choice is _FULL_PATH:
+                        return None
+                # Each id is of a live object: a constant, or a choice the cached dict holds.
+                dict_key = (serial, *map(id, others))
+            choices = self._dicts.get(dict_key) if serial >= 0 else None
+            if choices is None:
+                choices = self._choices(from_consents, others)
+                if serial >= 0 and len(self._dicts) < self.MAX_DICTS:
+                    self._dicts[dict_key] = choices
+        except Exception:  # the full path reads it again, and reports
+            return None
+        return rec, choices
+
+    def _read_consents(self, kind: str, text: Any) -> Any:
+        """The choices of the mappings of ``consents``, with a serial for the dict cache (-1:
+        not remembered); :data:`_FULL_PATH` when :meth:`read` would give None."""
+        try:
+            consents = consents_as_read(text)
+        except Exception:  # msgspec.DecodeError: not in the shape read
+            return _FULL_PATH
+        raw = {"user": {} if kind == "event" else None, "consents": consents}
+        rec = read_plain(raw, self.needs)
+        if rec is None:
+            return _FULL_PATH
+        choices = tuple(self._readers[i][1](rec) for i in self._from_consents)
+        if any(choice is _FULL_PATH for choice in choices):
+            return _FULL_PATH
+        serial = len(self._consents) if len(self._consents) < self.MAX_CONSENTS else -1
+        return serial, choices
+
+    def _choices(self, from_consents: tuple[Any, ...], others: list[Any]) -> dict[str, Any]:
+        """The choices dict, in the order of the mappings."""
+        by_position = dict(zip(self._from_consents, from_consents, strict=True))
+        by_position.update(zip(self._others, others, strict=True))
+        choices: dict[str, Any] = {}
+        for i, (field_name, _) in enumerate(self._readers):
+            choice = by_position[i]
+            if choice is not NOT_CARRIED:
+                choices[field_name] = choice
+        return choices

@@ -25,6 +25,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_salesforce_consent.didomi import (
     PlainRecord,
+    PlainShape,
     RecordError,
     format_timestamp,
     parse_record,
@@ -403,6 +404,16 @@ class BatchProcessor:
         """:meth:`read` for a record the plain reader reads (None for any other: no arrival
         is counted then)."""
         plain = self.plain_reader.read(raw)
+        if plain is None:
+            return None
+        seq = self._arrivals
+        self._arrivals += 1
+        return self._read_plain(stream, seq, *plain)
+
+    def read_shape(self, stream: str, shape: PlainShape) -> BufferedRecord | None:
+        """:meth:`read_plain` of ``shape.as_read()``, read from the struct (None: no arrival
+        is counted; the caller decodes the record whole)."""
+        plain = self.plain_reader.read_shape(shape)
         if plain is None:
             return None
         seq = self._arrivals

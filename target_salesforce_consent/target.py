@@ -716,7 +716,7 @@ class TargetSalesforceConsent(TextAbout, Target):
         spool = self._failed is not None and not self._failed.dry_run
         if spool and self._failed is not None and self._failed.spool.record_of_line is None:
             return None  # only the record as sent can be kept
-        item = self._processor.read_plain(stream, plain.shape.as_read())
+        item = self._processor.read_shape(stream, plain.shape)
         if item is not None and spool and item.outcome in (None, Outcome.FAILED):
             assert self._failed is not None
             self._failed.keep_record(item.seq, None, plain.line)  # should the record fail

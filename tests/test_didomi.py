@@ -14,9 +14,11 @@ import msgspec
 import pytest
 
 from target_salesforce_consent.didomi import (
+    _NO_VENDORS,
     ConsentRecord,
     ConsentState,
     Needs,
+    PlainRecord,
     PlainShape,
     PurposeState,
     RecordError,
@@ -27,6 +29,7 @@ from target_salesforce_consent.didomi import (
     parse_timestamp,
     read_needed,
     read_plain,
+    read_shape,
 )
 from target_salesforce_consent.extract import PlainChoiceReader
 from target_salesforce_consent.plan import to_micros
@@ -1048,10 +1051,32 @@ def assert_shape_reads_as_the_record(text: str, needs: Needs) -> bool:
     from tests.test_extract import MAPPINGS, TYPES
 
     whole = _dict_decoder.decode(text)
-    assert _as_read(read_plain(shape.as_read(), needs)) == _as_read(read_plain(whole, needs)), text
+    expected = read_plain(whole, needs)
+    try:
+        as_read = shape.as_read()
+    except msgspec.DecodeError:  # consents in another shape: the record is decoded whole
+        as_read = None
+    else:
+        assert _as_read(read_plain(as_read, needs)) == _as_read(expected), text
+    # The fields outside consents, read from the struct
+    if expected is not None:
+        assert read_shape(shape) == _outside_consents(expected), text
     reader = PlainChoiceReader(MAPPINGS, TYPES)
-    assert _as_read(reader.read(shape.as_read())) == _as_read(reader.read(whole)), text
+    for _ in range(2):  # the second time from what the reader remembers
+        from_shape = reader.read_shape(shape)
+        from_whole = reader.read(whole)
+        if from_shape is None:
+            assert from_whole is None, text
+        else:
+            assert from_whole is not None, text
+            assert from_shape == (_outside_consents(from_whole[0]), from_whole[1]), text
+            assert list(from_shape[1]) == list(from_whole[1])  # in the order of the mappings
     return True
+
+
+def _outside_consents(rec: PlainRecord) -> PlainRecord:
+    """``rec`` without what it read of ``consents`` (as read_shape gives it)."""
+    return dataclasses.replace(rec, purposes={}, channels={}, vendors=_NO_VENDORS)
 
 
 def _as_read(value: Any) -> Any:
@@ -1091,7 +1116,6 @@ def test_a_record_decoded_as_its_plain_shape_reads_as_the_whole_record(seed: int
         '{"type": "user.created", "parameters": {}}',
         '{"organization_user_id": "a", "consents__purposes": "[]"}',
         '{"organization_user_id": "a", "tap_added": 1}',
-        '{"organization_user_id": "a", "consents": "{}"}',
         '{"user": "a"}',
         '["not", "an", "object"]',
     ],
@@ -1099,3 +1123,17 @@ def test_a_record_decoded_as_its_plain_shape_reads_as_the_whole_record(seed: int
 def test_other_shapes_are_decoded_whole(text: str) -> None:
     with pytest.raises(msgspec.DecodeError):
         _shape_decoder.decode(text)
+
+
+@pytest.mark.parametrize(
+    "consents", ['"{}"', "[]", '{"purposes": {"news": {}}}', '{"purposes": [{"id": "news"}, 7]}']
+)
+def test_consents_in_another_shape_leave_the_record_to_be_decoded_whole(consents: str) -> None:
+    shape = _shape_decoder.decode('{"organization_user_id": "a", "consents": ' + consents + "}")
+    with pytest.raises(msgspec.DecodeError):
+        shape.as_read()
+    from tests.test_extract import MAPPINGS, TYPES
+
+    reader = PlainChoiceReader(MAPPINGS, TYPES)
+    assert reader.read_shape(shape) is None
+    assert reader.read_shape(shape) is None  # also once remembered

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any, cast
 
+import msgspec
 import pytest
 
+from target_salesforce_consent.didomi import PlainShape
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.salesforce.client import SalesforceClient
 from target_salesforce_consent.settings import ResolvedSettings, Settings
@@ -30,6 +34,11 @@ class _Counted:
 
     def read(self, raw: Any) -> Any:
         result = self.reader.read(raw)
+        self.read_records += result is not None
+        return result
+
+    def read_shape(self, shape: Any) -> Any:
+        result = self.reader.read_shape(shape)
         self.read_records += result is not None
         return result
 
@@ -102,3 +111,67 @@ def test_a_record_with_keys_that_are_not_text_is_reported_not_raised(
     plain, full = processors
     raw: dict[Any, Any] = {"organization_user_id": "jane@example.com", 1: "one"}
     assert plain.read("users", raw) == full.read("users", raw)
+
+
+_shape = msgspec.json.Decoder(PlainShape, float_hook=Decimal).decode
+_whole = msgspec.json.Decoder(float_hook=Decimal).decode
+
+
+def _read_line(processor: BatchProcessor, text: str) -> Any:
+    """What the target reads of a record sent as ``text``: from its plain shape, else whole."""
+    try:
+        item = processor.read_shape("users", _shape(text))
+    except msgspec.DecodeError:
+        item = None
+    return item if item is not None else processor.read("users", _whole(text))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_record_read_from_its_line_reads_as_the_full_path(
+    seed: int, processors: tuple[BatchProcessor, BatchProcessor]
+) -> None:
+    plain, full = processors
+    rng = random.Random(seed)
+    base = _record(rng, seed)
+    texts = [json.dumps(base)]
+    for _ in range(40):
+        odd = mutate(base, rng)
+        if "user" not in odd and rng.random() < 0.5:
+            odd["organization_user_id"] = rng.choice(OUIDS)
+        text = json.dumps(odd)
+        if rng.random() < 0.2:  # a key given twice: the last one counts
+            consents = mutate(base, rng).get("consents")
+            text = text[:-1] + ', "consents": ' + json.dumps(consents) + "}"
+        texts.append(text)
+    # Each text twice, in another order: the second time from what the reader remembers.
+    for text in [*texts, *reversed(texts)]:
+        try:
+            expected = full.read("users", _whole(text))
+        except msgspec.DecodeError:  # a lone surrogate: the target decodes it with json
+            continue
+        assert _read_line(plain, text) == expected, text
+    if plain.rs.mappings is MAPPINGS:
+        assert cast(Any, plain.plain_reader).read_records > 0
+
+
+def test_records_that_give_the_same_choices_share_one_dict() -> None:
+    processor = _processor(MAPPINGS, TYPES)
+    try:
+        purposes = [{"id": "news", "enabled": True, "values": {"topics": {"value": "A,B"}}}]
+        texts = [  # two records of one person (the mappings read the id and timestamp)
+            json.dumps({"id": didomi_id, "organization_user_id": "a@example.com",
+                        "updated_at": "2024-06-01T10:00:00.000Z",
+                        "consents": {"purposes": purposes}})
+            for didomi_id in ("one", "two")
+        ]  # fmt: skip
+        first, second = (processor.read_shape("users", _shape(text)) for text in texts)
+        assert first is not None and second is not None
+        assert first.choices is second.choices
+        other = json.loads(texts[1])
+        other["consents"]["purposes"][0]["enabled"] = False
+        third = processor.read_shape("users", _shape(json.dumps(other)))
+        assert third is not None and third.choices is not None
+        assert third.choices is not first.choices
+        assert third.choices["News__c"].cell == "false"
+    finally:
+        processor.close()
