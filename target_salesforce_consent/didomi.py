@@ -1229,8 +1229,10 @@ def read_shape(shape: PlainShape) -> PlainRecord | None:
         metadata = shape.metadata if user is None else user.metadata
         if metadata is not None and metadata.__class__ is not dict:
             raise _Unusual
-        created_at = fast_stamp(shape.created_at)
-        updated_at = fast_stamp(shape.updated_at)
+        created, updated = shape.created_at, shape.updated_at
+        created_at = fast_stamp(created)
+        # An event's two timestamps are one (fast_stamp gives equal texts the same reading)
+        updated_at = created_at if updated == created else fast_stamp(updated)
         regulation = _fast_text(shape.regulation)
         status = _fast_text(shape.status)
         return PlainRecord(
