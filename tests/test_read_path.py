@@ -123,7 +123,15 @@ def _read_line(processor: BatchProcessor, text: str) -> Any:
         item = processor.read_shape("users", _shape(text))
     except msgspec.DecodeError:
         item = None
-    return item if item is not None else processor.read("users", _whole(text))
+    return item if item is not None else processor.read("users", _decoded(text))
+
+
+def _decoded(text: str) -> Any:
+    """The record of ``text`` decoded whole (by json when msgspec refuses a lone surrogate)."""
+    try:
+        return _whole(text)
+    except msgspec.DecodeError:
+        return json.loads(text, parse_float=Decimal)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -145,11 +153,7 @@ def test_a_record_read_from_its_line_reads_as_the_full_path(
         texts.append(text)
     # Each text twice, in another order: the second time from what the reader remembers.
     for text in [*texts, *reversed(texts)]:
-        try:
-            expected = full.read("users", _whole(text))
-        except msgspec.DecodeError:  # a lone surrogate: the target decodes it with json
-            continue
-        assert _read_line(plain, text) == expected, text
+        assert _read_line(plain, text) == full.read("users", _decoded(text)), text
     if plain.rs.mappings is MAPPINGS:
         assert cast(Any, plain.plain_reader).read_records > 0
 
