@@ -102,8 +102,9 @@ def test_build_csv_writes_each_cell_as_sent_with_or_without_line_breaks(ending: 
         expected = _csv_cell_by_cell(columns, rows, terminator)
         assert build_csv(columns, rows, line_ending=ending) == expected  # type: ignore[arg-type]
         assert build_csv(columns, iter(rows), line_ending=ending) == expected  # type: ignore[arg-type]
-    rows = [Row(["Id", "A__c"], ["00Q1", "a\r\nb"]), Row(["Id", "B__c"], ["00Q2", "true"])]
-    assert build_csv(columns, rows) == _csv_cell_by_cell(columns, [dict(r) for r in rows], "\n")
+    tuples = [Row(["Id", "A__c"], ["00Q1", "a\r\nb"]), Row(["Id", "B__c"], ["00Q2", "true"])]
+    as_dicts: list[dict[str, Any]] = [dict(r) for r in tuples]
+    assert build_csv(columns, tuples) == _csv_cell_by_cell(columns, as_dicts, "\n")
 
 
 def test_build_csv_rejects_bad_input() -> None:
