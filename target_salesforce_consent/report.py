@@ -160,6 +160,9 @@ class _LineJSON(msgspec.Struct, omit_defaults=True, gc=False):
 _encode_lines = msgspec.json.Encoder(decimal_format="number").encode_lines
 
 
+_LINES_PER_WRITE = 256
+
+
 def encode_lines(lines: Sequence[OutcomeLine]) -> str:
     """The report text of ``lines``, one :meth:`OutcomeLine.to_json` each with its newline:
     encoded in one pass, or line by line when one of them needs the fallback encoder."""
@@ -212,7 +215,9 @@ class RunReport:
         lines = lines if isinstance(lines, list) else list(lines)
         batch_counts: Counter[Outcome] = Counter(line.outcome for line in lines)
         if self._file is not None:
-            self._file.write(encode_lines(lines))
+            # In slices: the text of a whole batch at once would add to the peak memory.
+            for start in range(0, len(lines), _LINES_PER_WRITE):
+                self._file.write(encode_lines(lines[start : start + _LINES_PER_WRITE]))
             self._file.flush()
         self.run_counts.update(batch_counts)
         return batch_counts

@@ -78,10 +78,11 @@ def test_a_batch_of_lines_encodes_as_each_line_does() -> None:
 
 
 def test_the_report_file_holds_each_line_as_to_json_writes_it(tmp_path: Path) -> None:
-    lines = [line(ReportFields.of(f), retry=n or None) for n, f in enumerate(FIELDS)]
+    lines = [line(ReportFields.of(f), retry=n % 3 or None) for n, f in enumerate(FIELDS * 300)]
+    lines[400] = OutcomeLine("users", "bad \ud800", None, None, Outcome.FAILED)
     report = RunReport(str(tmp_path / "report.jsonl"))
     counts = report.write_batch(iter(lines))
     report.close()
-    assert counts == {Outcome.UPDATED: len(FIELDS)}
+    assert counts == {Outcome.UPDATED: len(lines) - 1, Outcome.FAILED: 1}
     text = (tmp_path / "report.jsonl").read_text(encoding="utf-8")
     assert text == "".join(one.to_json() + "\n" for one in lines)
