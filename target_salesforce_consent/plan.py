@@ -77,8 +77,39 @@ def format_micros(value: int) -> str:
 
 def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
     """The consent timestamp a matched record holds now (microseconds, to the millisecond)."""
-    current = parse_salesforce_datetime(record.get(ts_field))
+    text = record.get(ts_field)
+    if text.__class__ is str and len(text) == 28:
+        stamp = _salesforce_stamp(text)
+        if stamp is not None:
+            return stamp
+    current = parse_salesforce_datetime(text)
     return _millis(to_micros(current)) if current is not None else None
+
+
+#: A minute as Salesforce writes it (``2024-06-18T16:40``) -> its microseconds since the epoch.
+_MINUTE_STAMP: dict[str, int] = {}
+
+
+def _salesforce_stamp(text: str) -> int | None:
+    """``2024-06-18T16:40:03.512+0000`` in microseconds, its minute read once per minute; None
+    when the text is not exactly that form (the general parser then reads it)."""
+    second, millis = text[17:19], text[20:23]
+    if not (
+        text.endswith("+0000") and text[10] == "T" and text[16] == ":" and text[19] == "."
+        and second.isdigit() and second.isascii() and second < "60"
+        and millis.isdigit() and millis.isascii()
+    ):  # fmt: skip
+        return None
+    minute = text[:16]
+    base = _MINUTE_STAMP.get(minute)
+    if base is None:
+        parsed = parse_salesforce_datetime(minute + ":00.000+0000")
+        if parsed is None:
+            return None
+        if len(_MINUTE_STAMP) >= 4096:
+            _MINUTE_STAMP.clear()
+        base = _MINUTE_STAMP[minute] = to_micros(parsed)
+    return base + int(second) * 1_000_000 + int(millis) * 1000
 
 
 def baseline_of(

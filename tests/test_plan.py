@@ -14,6 +14,7 @@ from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
     Row,
     csv_columns,
+    current_stamp,
     format_micros,
     from_micros,
     parse_salesforce_datetime,
@@ -290,3 +291,18 @@ def test_a_matched_persons_report_is_what_the_first_written_record_receives() ->
             expected = shown_fields(person, records[0], rs, None)
         assert plan.fields == expected
     assert {None, Outcome.SKIPPED_UNCHANGED, Outcome.SKIPPED_STALE} <= seen
+
+
+@pytest.mark.parametrize(
+    "held",
+    ["2024-06-18T16:40:03.512+0000", "2024-06-18T16:40:59.999+0000", "1969-12-31T23:59:59.999+0000",
+     "0001-01-01T00:00:00.000+0000", "2024-06-18T16:40:60.000+0000", "2024-06-18T16:40:0a.000+0000",
+     "2024-06-18T16:40:03.5x2+0000", "2024-06-18 16:40:03.512+0000", "2024-13-18T16:40:03.512+0000",
+     "2024-06-18T16:40:03.512+0100", "2024-06-18T16:40:03.512Z", "2024-06-18T16:40:03.512+00:00",
+     "2024-06-18T16:40:03.512345+0000", "2024-06-18T16:40:٣3.512+0000", "not a time", "", None, 5],
+)  # fmt: skip
+def test_a_records_stamp_read_from_its_minute_is_the_stamp_read_in_full(held: Any) -> None:
+    parsed = parse_salesforce_datetime(held)
+    expected = to_micros(parsed) // 1000 * 1000 if parsed is not None else None
+    assert current_stamp({"At__c": held}, "At__c") == expected
+    assert current_stamp({"At__c": held}, "At__c") == expected  # from the memo
