@@ -53,12 +53,63 @@ def from_micros(value: int) -> datetime:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+_MINUTE = 60_000_000  # in microseconds
+
+#: Whole minute (micros // _MINUTE) -> its text up to the seconds, ``2024-06-18T16:40:``.
+_MINUTE_TEXT: dict[int, str] = {}
+
+
+def format_micros(value: int) -> str:
+    """``format_timestamp(from_micros(value))``, the text of a consent timestamp.
+
+    Planning formats each person's newest timestamp; people's timestamps share their minute
+    far more often than not, so the date and time up to the minute are formatted once per
+    minute and only the seconds and milliseconds per call."""
+    minute, rest = divmod(value, _MINUTE)
+    head = _MINUTE_TEXT.get(minute)
+    if head is None:
+        if len(_MINUTE_TEXT) >= 4096:  # bounded: a run's timestamps cover few minutes
+            _MINUTE_TEXT.clear()
+        head = _MINUTE_TEXT[minute] = format_timestamp(from_micros(minute * _MINUTE))[:17]
+    second, micros = divmod(rest, 1_000_000)
+    return f"{head}{second:02d}.{micros // 1000:03d}Z"
 
 
 def current_stamp(record: Mapping[str, Any], ts_field: str) -> int | None:
     """The consent timestamp a matched record holds now (microseconds, to the millisecond)."""
-    current = parse_salesforce_datetime(record.get(ts_field))
+    text = record.get(ts_field)
+    if text.__class__ is str and len(text) == 28:
+        stamp = _salesforce_stamp(text)
+        if stamp is not None:
+            return stamp
+    current = parse_salesforce_datetime(text)
     return _millis(to_micros(current)) if current is not None else None
+
+
+#: A minute as Salesforce writes it (``2024-06-18T16:40``) -> its microseconds since the epoch.
+_MINUTE_STAMP: dict[str, int] = {}
+
+
+def _salesforce_stamp(text: str) -> int | None:
+    """``2024-06-18T16:40:03.512+0000`` in microseconds, its minute read once per minute; None
+    when the text is not exactly that form (the general parser then reads it)."""
+    second, millis = text[17:19], text[20:23]
+    if not (
+        text.endswith("+0000") and text[10] == "T" and text[16] == ":" and text[19] == "."
+        and second.isdigit() and second.isascii() and second < "60"
+        and millis.isdigit() and millis.isascii()
+    ):  # fmt: skip
+        return None
+    minute = text[:16]
+    base = _MINUTE_STAMP.get(minute)
+    if base is None:
+        parsed = parse_salesforce_datetime(minute + ":00.000+0000")
+        if parsed is None:
+            return None
+        if len(_MINUTE_STAMP) >= 4096:
+            _MINUTE_STAMP.clear()
+        base = _MINUTE_STAMP[minute] = to_micros(parsed)
+    return base + int(second) * 1_000_000 + int(millis) * 1000
 
 
 def baseline_of(
@@ -191,21 +242,18 @@ def plan_group(
     ts_field = rs.consent_timestamp_field
     values = field_values(rs)
     newest = person.newest if ts_field else None
-    ts_cell = format_timestamp(from_micros(newest)) if newest is not None else None
+    ts_cell = format_micros(newest) if newest is not None else None
     chosen: _Chosen = [(f, c, values[f]) for f, c in person.choices.items() if c.cell]
-    # The report lists every mapped value the consent holds, written or not, and the consent
-    # timestamp beside them when consent_timestamp_field is set.
-    fields = {f: v.report(c.cell) for f, c, v in chosen}
-    if ts_cell and ts_field and fields:
-        fields[ts_field] = ts_cell
-
     live = [m for m in matches if not m.get("IsConverted")]
-
-    if not live and matches:
-        # A converted Lead is read-only; the person is a Contact now.
-        return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(matches), fields)
-
     if not live:
+        # The report lists every mapped value the consent holds, written or not, and the
+        # consent timestamp beside them when consent_timestamp_field is set. (A matched
+        # person's report is what the records receive or hold instead: see below.)
+        fields = {f: v.report(c.cell) for f, c, v in chosen}
+        if ts_cell and ts_field and fields:
+            fields[ts_field] = ts_cell
+        if matches:  # a converted Lead is read-only; the person is a Contact now.
+            return GroupPlan(Outcome.SKIPPED_CONVERTED, _ids(matches), fields)
         if not settings.upsert_mode:
             return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
         if not chosen:
@@ -220,9 +268,12 @@ def plan_group(
 
     ids = _ids(live)
     if len(live) > 1 and settings.on_multiple_matches == "skip":
+        fields = {f: v.report(c.cell) for f, c, v in chosen}
+        if ts_cell and ts_field and fields:
+            fields[ts_field] = ts_cell
         return GroupPlan(Outcome.SKIPPED_MULTIPLE_MATCHES, ids, fields)
     rows: list[Mapping[str, str]] = []
-    first_written: Mapping[str, Any] | None = None
+    shown: dict[str, Any] | None = None
     baselines: dict[str, int | None] = {}
     stale = 0
     earlier = written or {}
@@ -235,12 +286,20 @@ def plan_group(
             stale += 1  # newest consent wins: Salesforce already holds a newer one
         columns = ["Id"]
         cells = [record_id]
+        # Per chosen field not written to this record: whether it holds the value already
+        # (None: not asked, the choice is older), for the report's _shown.
+        held_same: list[bool | None] = []
         for name, choice, value in chosen:
-            if (
-                baseline is None or (choice.ts is not None and _millis(choice.ts) > baseline)
-            ) and not value.same(choice.cell, record.get(name), choice.is_list):
-                columns.append(name)
-                cells.append(value.cell(choice.cell))
+            ts = choice.ts
+            if baseline is None or (ts is not None and ts // 1000 * 1000 > baseline):
+                if value.same(choice.cell, record.get(name), choice.is_list):
+                    held_same.append(True)
+                else:
+                    columns.append(name)
+                    cells.append(value.cell(choice.cell))
+                    held_same.append(False)  # written: not read
+            else:
+                held_same.append(None)
         if len(columns) == 1:
             continue
         if ts_cell and ts_field and _is_newer(newest, current):
@@ -250,16 +309,16 @@ def plan_group(
             else:
                 columns.append(ts_field)
                 cells.append(ts_cell)
-        if first_written is None:
-            first_written = record
-        rows.append(Row(columns, cells))
+        written_row = Row(columns, cells)
+        if shown is None:
+            shown = _shown(chosen, record, rs, values, written_row, held_same)
+        rows.append(written_row)
     known = [b for b in baselines.values() if b is not None]
     stale_at = min(known) if ts_field and len(known) == len(baselines) else None
 
     # The report shows what the first written record receives, or, when nothing is written,
     # what the first match holds: never a value (or a consent timestamp) that was not written.
-    if first_written is not None:
-        shown = _shown(chosen, first_written, rs, values, rows[0])
+    if shown is not None:
         return GroupPlan(None, ids, shown, update_rows=rows, stale_at=stale_at,
                          baselines=baselines, stamp=_stamp(newest))  # fmt: skip
     shown = _shown(chosen, live[0], rs, values, None)
@@ -288,14 +347,20 @@ def _shown(
     rs: ResolvedSettings,
     values: Mapping[str, FieldValues],
     row: Mapping[str, str] | None,
+    held_same: Sequence[bool | None] = (),
 ) -> dict[str, Any]:
+    """``held_same``: per chosen field, whether ``record`` holds its value already, when
+    planning asked (True/False), else None; all None when not given."""
     shown: dict[str, Any] = {}
-    for name, choice, value in chosen:
+    for place, (name, choice, value) in enumerate(chosen):
         if row is not None and name in row:
             shown[name] = value.report(row[name])
             continue
         held = record.get(name)
-        if value.same(choice.cell, held, choice.is_list):
+        same = held_same[place] if place < len(held_same) else None
+        if same is None:
+            same = value.same(choice.cell, held, choice.is_list)
+        if same:
             shown[name] = value.report(choice.cell)  # held already, same value
         else:
             shown[name] = held_value(held, value.ftype)  # not written (older)

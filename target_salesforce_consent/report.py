@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -101,6 +101,22 @@ class OutcomeLine:
     #: Salesforce Id -> the mapped fields left as a person changed them in Salesforce
     salesforce_kept: dict[str, list[str]] = field(default_factory=dict)
 
+    def _as_struct(self) -> _LineJSON:
+        fields = self.fields
+        return _LineJSON(
+            self.stream,
+            self.organization_user_id,
+            self.didomi_id,
+            self.timestamp,
+            self.outcome,
+            self.salesforce_ids,
+            msgspec.Raw(fields.json) if isinstance(fields, ReportFields) else fields,
+            self.error,
+            self.job_id,
+            self.salesforce_kept,
+            self.retry,
+        )
+
     def to_json(self) -> str:
         fields = self.fields
         line: dict[str, Any] = {
@@ -122,6 +138,38 @@ class OutcomeLine:
         except (TypeError, UnicodeEncodeError):  # a lone surrogate, or a value msgspec lacks
             line["fields"] = dict(fields)
             return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class _LineJSON(msgspec.Struct, omit_defaults=True, gc=False):
+    """A report line as :meth:`OutcomeLine.to_json` writes it (the same keys, in the same
+    order, ``retry`` only when set): a batch's lines are encoded in one call."""
+
+    stream: str
+    organization_user_id: str | None
+    didomi_id: str | None
+    timestamp: str | None
+    outcome: Outcome
+    salesforce_ids: tuple[str, ...]
+    fields: Any
+    error: str | None
+    job_id: str | None
+    salesforce_kept: Any
+    retry: int | None = None
+
+
+_encode_lines = msgspec.json.Encoder(decimal_format="number").encode_lines
+
+
+_LINES_PER_WRITE = 256
+
+
+def encode_lines(lines: Sequence[OutcomeLine]) -> str:
+    """The report text of ``lines``, one :meth:`OutcomeLine.to_json` each with its newline:
+    encoded in one pass, or line by line when one of them needs the fallback encoder."""
+    try:
+        return _encode_lines([line._as_struct() for line in lines]).decode()
+    except (TypeError, UnicodeEncodeError):
+        return "".join(line.to_json() + "\n" for line in lines)
 
 
 def format_counts(counts: Counter[Outcome]) -> str:
@@ -164,12 +212,12 @@ class RunReport:
 
     def write_batch(self, lines: Iterable[OutcomeLine]) -> Counter[Outcome]:
         """Record a batch's outcomes; returns that batch's counts."""
-        batch_counts: Counter[Outcome] = Counter()
-        for line in lines:
-            batch_counts[line.outcome] += 1
-            if self._file is not None:
-                self._file.write(line.to_json() + "\n")
+        lines = lines if isinstance(lines, list) else list(lines)
+        batch_counts: Counter[Outcome] = Counter(line.outcome for line in lines)
         if self._file is not None:
+            # In slices: the text of a whole batch at once would add to the peak memory.
+            for start in range(0, len(lines), _LINES_PER_WRITE):
+                self._file.write(encode_lines(lines[start : start + _LINES_PER_WRITE]))
             self._file.flush()
         self.run_counts.update(batch_counts)
         return batch_counts

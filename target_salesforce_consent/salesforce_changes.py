@@ -73,7 +73,10 @@ def respect_changes(
     rows: list[Mapping[str, str]] = []
     kept: dict[str, list[str]] = {}
     for row in plan.update_rows:
-        changed = newest.get(row["Id"], {})
+        changed = newest.get(row["Id"])
+        if not changed:  # the common case: no person changed this record since
+            rows.append(row)
+            continue
         keep = sorted(
             name
             for name in row
@@ -165,6 +168,8 @@ class SalesforceChanges:
         since = oldest_choice_second(groups)
         newest = newest_changes(self.reader.changes_of(ids, fetch_all, since))
         ts_field = self.rs.consent_timestamp_field
+        if not newest:
+            return
         for key, group in groups.items():
             if group.plan is not None:
                 group.plan = respect_changes(

@@ -810,17 +810,24 @@ class BatchProcessor:
                     if r.status == "succeeded" and (r.sf_id or r.key)
                 ]
             assert outcome is not None
+            # What every line of the person shares, once (see _line): only a stale record's
+            # line differs.
+            fields = plan.fields
+            if not isinstance(fields, (dict, ReportFields)):
+                fields = dict(fields)
+            kept = plan.kept or {}
+            stale_at = plan.stale_at
             for seq, item in group.members:
-                stale = is_stale(item.ts, plan.stale_at)
-                lines[seq] = self._line(
-                    item,
-                    Outcome.SKIPPED_STALE if stale else outcome,
-                    ids=ids,
-                    fields=plan.fields,
-                    error=None if stale else error,
-                    job_id=None if stale else job_id,
-                    kept=None if stale else plan.kept,
-                )
+                if stale_at is not None and is_stale(item.ts, stale_at):
+                    lines[seq] = OutcomeLine(
+                        item.stream, item.ouid, item.didomi_id, item.timestamp,
+                        Outcome.SKIPPED_STALE, ids, fields, None, None, item.retry, {},
+                    )  # fmt: skip
+                else:
+                    lines[seq] = OutcomeLine(
+                        item.stream, item.ouid, item.didomi_id, item.timestamp,
+                        outcome, ids, fields, error, job_id, item.retry, kept,
+                    )  # fmt: skip
         if stamped:
             self.store.record_written(stamped)
         return unresolved

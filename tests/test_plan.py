@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,8 +14,12 @@ from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
     Row,
     csv_columns,
+    current_stamp,
+    format_micros,
+    from_micros,
     parse_salesforce_datetime,
     plan_group,
+    shown_fields,
     to_micros,
 )
 from target_salesforce_consent.report import Outcome
@@ -232,3 +237,72 @@ def test_row_reads_and_compares_as_the_dict_of_its_cells() -> None:
     assert build_csv(["Id", "Topics__c", "Consent_At__c"], [row]) == build_csv(
         ["Id", "Topics__c", "Consent_At__c"], [cells]
     )
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [0, 1, 999, 1_000, 59_999_999, 60_000_000, 1718728803512345, 1718728859999999,
+     -1, -1_000, -60_000_001, -62135596800000000 + 61_000_000, 253402300799999999],
+)  # fmt: skip
+def test_a_timestamp_formatted_from_its_minute_is_formatted_as_in_full(micros: int) -> None:
+    assert format_micros(micros) == format_timestamp(from_micros(micros))
+    assert format_micros(micros) == format_timestamp(from_micros(micros))  # from the memo
+
+
+def test_many_minutes_format_as_in_full() -> None:
+    pick = random.Random(3)
+    for _ in range(10_000):  # more minutes than the memo keeps: it starts over
+        micros = pick.randrange(-10**16, 4 * 10**15)
+        assert format_micros(micros) == format_timestamp(from_micros(micros))
+
+
+def test_a_matched_persons_report_is_what_the_first_written_record_receives() -> None:
+    """Planning reuses its comparisons for the report: the report equals the one made from
+    the first written record (or the first match) alone, whatever the stamps and values."""
+    pick = random.Random(11)
+    rs = resolved(consent_timestamp_field=True)
+    stamps = [None, "2024-06-18T16:40:03.000+0000", "2024-06-18T16:40:03.512+0000",
+              "2024-06-18T16:40:04.000+0000", "2023-01-01T00:00:00.000+0000"]  # fmt: skip
+    seen: set[Outcome | None] = set()
+    for n in range(600):
+        person = consent(
+            pick.choice([True, False, None]),
+            pick.choice([None, "dK7", "", "A", "B"]),
+            at=pick.choice(["2024-06-18T16:40:03.512Z", "2024-06-18T16:40:03.999Z"]),
+        )
+        if pick.random() < 0.5:  # a choice older than the person's newest
+            name = pick.choice(list(person.choices))
+            old = person.choices[name]
+            older = StoredChoice((old.ts or 0) - pick.choice([1, 600_000, 10**9]), old.cell,
+                                 old.is_list)  # fmt: skip
+            person.choices = {**person.choices, name: older}
+        records = [
+            {"Id": f"00Q{n}{k}", "HasOptedOutOfEmail": pick.choice([True, False, None]),
+             "Topics__c": pick.choice([None, "A", "A;B", ""]),
+             "Consent_At__c": pick.choice(stamps)}
+            for k in range(pick.choice([1, 1, 2, 3]))
+        ]  # fmt: skip
+        plan = plan_group(person, records, rs)
+        seen.add(plan.outcome)
+        if plan.update_rows:
+            first = next(r for r in records if r["Id"] == plan.update_rows[0]["Id"])
+            expected = shown_fields(person, first, rs, plan.update_rows[0])
+        else:
+            expected = shown_fields(person, records[0], rs, None)
+        assert plan.fields == expected
+    assert {None, Outcome.SKIPPED_UNCHANGED, Outcome.SKIPPED_STALE} <= seen
+
+
+@pytest.mark.parametrize(
+    "held",
+    ["2024-06-18T16:40:03.512+0000", "2024-06-18T16:40:59.999+0000", "1969-12-31T23:59:59.999+0000",
+     "0001-01-01T00:00:00.000+0000", "2024-06-18T16:40:60.000+0000", "2024-06-18T16:40:0a.000+0000",
+     "2024-06-18T16:40:03.5x2+0000", "2024-06-18 16:40:03.512+0000", "2024-13-18T16:40:03.512+0000",
+     "2024-06-18T16:40:03.512+0100", "2024-06-18T16:40:03.512Z", "2024-06-18T16:40:03.512+00:00",
+     "2024-06-18T16:40:03.512345+0000", "2024-06-18T16:40:٣3.512+0000", "not a time", "", None, 5],
+)  # fmt: skip
+def test_a_records_stamp_read_from_its_minute_is_the_stamp_read_in_full(held: Any) -> None:
+    parsed = parse_salesforce_datetime(held)
+    expected = to_micros(parsed) // 1000 * 1000 if parsed is not None else None
+    assert current_stamp({"At__c": held}, "At__c") == expected
+    assert current_stamp({"At__c": held}, "At__c") == expected  # from the memo

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from target_salesforce_consent.plan import GroupPlan
-from target_salesforce_consent.report import Outcome, OutcomeLine, ReportFields
+from target_salesforce_consent.report import (
+    Outcome,
+    OutcomeLine,
+    ReportFields,
+    RunReport,
+    encode_lines,
+)
 
 FIELDS: list[dict[str, Any]] = [
     {"HasOptedOutOfEmail": True, "Topics__c": None, "Note__c": "Été \"quoted\"\nline"},
@@ -49,3 +56,34 @@ def test_report_fields_left_as_a_dict_when_not_json() -> None:
 def test_a_plan_keeps_its_fields_as_json_text() -> None:
     plan = GroupPlan(Outcome.SKIPPED_UNCHANGED, ("00Q1",), dict(FIELDS[0]))
     assert isinstance(plan.fields, ReportFields) and plan.fields == FIELDS[0]
+
+
+def test_a_batch_of_lines_encodes_as_each_line_does() -> None:
+    """The batch encoder writes exactly what each line's to_json writes, retry only when set,
+    and falls back line by line when one line cannot be JSON as it is."""
+    lines = [line(ReportFields.of(f)) for f in FIELDS] + [line(f, retry=3) for f in FIELDS]
+    lines.append(OutcomeLine("events", None, None, None, Outcome.SKIPPED_NO_OUID))
+    kept = {"00Q1": ["HasOptedOutOfEmail"]}
+    lines.append(
+        OutcomeLine("users", "a@x", "u", None, Outcome.UPDATED, ("00Q1", "00Q2"), {},
+                    salesforce_kept=kept)
+    )  # fmt: skip
+    expected = "".join(one.to_json() + "\n" for one in lines)
+    assert encode_lines(lines) == expected
+    assert '"retry":3' in expected and expected.count('"retry"') == len(FIELDS)
+    bad = OutcomeLine("users", "bad \ud800", None, None, Outcome.FAILED)
+    with_bad = [*lines, bad]
+    assert encode_lines(with_bad) == expected + bad.to_json() + "\n"
+    assert encode_lines([]) == ""
+
+
+def test_the_report_file_holds_each_line_as_to_json_writes_it(tmp_path: Path) -> None:
+    lines = [line(ReportFields.of(f), retry=n % 3 or None) for n, f in enumerate(FIELDS * 300)]
+    lines[400] = OutcomeLine("users", "bad \ud800", None, None, Outcome.FAILED)
+    report = RunReport(str(tmp_path / "report.jsonl"))
+    counts = report.write_batch(iter(lines))
+    report.close()
+    assert counts == {Outcome.UPDATED: len(lines) - 1, Outcome.FAILED: 1}
+    text = (tmp_path / "report.jsonl").read_text(encoding="utf-8")
+    expected = "".join(one.to_json() + "\n" for one in lines)
+    assert text == expected.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -11,6 +11,8 @@ from urllib.parse import quote_plus
 import pytest
 import requests
 
+from target_salesforce_consent.mapping import as_sent
+from target_salesforce_consent.plan import Row
 from target_salesforce_consent.salesforce import (
     AuthenticationError,
     JobFailedError,
@@ -68,6 +70,41 @@ def test_build_csv_round_trips_through_csv_reader() -> None:
     rows = [{"Id": str(i), "V": v} for i, v in enumerate(hostile)]
     parsed = list(csv.reader(io.StringIO(build_csv(["Id", "V"], rows).decode(), newline="")))
     assert parsed[1:] == [[str(i), v] for i, v in enumerate(hostile)]
+
+
+def _csv_cell_by_cell(columns: list[str], rows: list[dict[str, Any]], ending: str) -> bytes:
+    """The upload as its definition says: every cell through as_sent on its own."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator=ending)
+    writer.writerow(columns)
+    for row in rows:
+        cells = [row.get(c) for c in columns]
+        writer.writerow(["" if v is None else as_sent(str(v), ending) for v in cells])
+    return buffer.getvalue().encode("utf-8")
+
+
+@pytest.mark.parametrize("ending", ["LF", "CRLF"])
+def test_build_csv_writes_each_cell_as_sent_with_or_without_line_breaks(ending: str) -> None:
+    """Whole-text fast path or cell by cell, the bytes are the ones each cell gives."""
+    terminator = {"LF": "\n", "CRLF": "\r\n"}[ending]
+    pick = random.Random(7)
+    plain = ["true", "false", "", "News;Offers", "é 日本", 'say "hi"', "a\nb", None, 12, 0.5, True]
+    odd = ["a\r\nb", "x\ry", "nul\x00here", "\r"]
+    columns = ["Id", "A__c", "B__c", "C__c"]
+    for values in (plain, plain + odd):
+        rows = [
+            {
+                "Id": f"00Q{n}",
+                **{c: pick.choice(values) for c in columns[1:] if pick.random() < 0.8},
+            }
+            for n in range(300)
+        ]
+        expected = _csv_cell_by_cell(columns, rows, terminator)
+        assert build_csv(columns, rows, line_ending=ending) == expected  # type: ignore[arg-type]
+        assert build_csv(columns, iter(rows), line_ending=ending) == expected  # type: ignore[arg-type]
+    tuples = [Row(["Id", "A__c"], ["00Q1", "a\r\nb"]), Row(["Id", "B__c"], ["00Q2", "true"])]
+    as_dicts: list[dict[str, Any]] = [dict(r) for r in tuples]
+    assert build_csv(columns, tuples) == _csv_cell_by_cell(columns, as_dicts, "\n")
 
 
 def test_build_csv_rejects_bad_input() -> None:
