@@ -181,6 +181,8 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+#: The state of every planned group (the plan holds what settling reads): one for all.
+_PLANNED_STATE = PersonState("", _PLANNED, None)
 
 
 def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
@@ -225,10 +227,11 @@ def _sort_key(item: BufferedRecord) -> tuple[int, int]:
     return (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
 
 
-@dataclass
+@dataclass(slots=True)  # one per person of a batch: no __dict__
 class _Group:
     state: PersonState
-    members: list[tuple[int, BufferedRecord]]
+    # (position in the batch, record) of each record; most people have one
+    members: Sequence[tuple[int, BufferedRecord]]
     plan: GroupPlan | None = None
 
 
@@ -536,6 +539,8 @@ class BatchProcessor:
 
     def _start_part(self, batch: _Batch, groups: dict[str, _Group]) -> None:
         """Jobs for the planned writes of `groups`, on a background thread."""
+        for group in groups.values():  # planned: the plan holds what the rest reads
+            group.state = _PLANNED_STATE
         if self.rs.settings.dry_run:
             return
         writes = {
@@ -670,7 +675,9 @@ class BatchProcessor:
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
     ) -> dict[str, _Group]:
         """Decided records get their line; the others fold into the run's merged state."""
-        members: dict[str, list[tuple[int, BufferedRecord]]] = {}
+        # key -> (position, record) of its records in arrival order: a tuple for the first
+        # (most people have one), a list once there are more
+        members: dict[str, Sequence[tuple[int, BufferedRecord]]] = {}
         # key -> its record, or its records in arrival order when it has several
         records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
         for seq, item in enumerate(buffer):
@@ -680,7 +687,10 @@ class BatchProcessor:
                 continue
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
-            key = item.ouid.lower()
+            ouid = item.ouid
+            key = ouid.lower()
+            if key == ouid:  # most ids: one string for the record, its group and its state
+                key = ouid
             held = records.get(key)
             if held is None:
                 records[key] = item
@@ -691,9 +701,11 @@ class BatchProcessor:
             if item.outcome is None:  # a failed record only blocks older choices (see read)
                 group = members.get(key)
                 if group is None:
-                    members[key] = [(seq, item)]
-                else:
+                    members[key] = ((seq, item),)
+                elif isinstance(group, list):
                     group.append((seq, item))
+                else:
+                    members[key] = [*group, (seq, item)]
         batch = {key: _person(held) for key, held in records.items()}
         del records
         states = self.store.merge_batch(batch)
