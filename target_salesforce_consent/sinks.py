@@ -17,6 +17,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -114,7 +115,6 @@ class RunError(Exception):
     """The run cannot finish cleanly: something is left unresolved. No STATE follows."""
 
 
-@dataclass(slots=True)  # one per record: a frozen __init__ is 3x slower
 class BufferedRecord:
     """A record as the batch keeps it: reduced on arrival to what the report and the merge need.
 
@@ -122,22 +122,162 @@ class BufferedRecord:
     failed with ``error`` ("CODE: message"). Such a record has no ``choices``, except one whose
     values cannot be written: it keeps "no choice" for the fields it speaks to, so that it
     still outranks older records there. ``seq`` is the record's arrival order in the run; ``ts``
-    its timestamp in microseconds since the epoch.
+    its timestamp in microseconds since the epoch (not changed once made).
+
+    Three batches of these are alive at once, so a record is kept lean: its ``timestamp``
+    text is not kept when it is the canonical form of ``ts`` (made again when read), and the
+    fields few records use (``outcome``, ``error``, ``fields``, ``retry``, ``failed_key``)
+    share one slot that is empty for most.
     """
 
-    stream: str
-    seq: int
-    ouid: str | None
-    didomi_id: str | None
-    timestamp: str | None  # as reported
-    ts: int | None = None
-    choices: dict[str, FieldChoice] | None = None
-    outcome: Outcome | None = None
-    error: str | None = None
-    fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
-    spooled: bool = False  # the record as sent is kept on disk should it fail (failed_records)
-    retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
-    failed_key: str | None = None  # and its key in the failed-records store
+    __slots__ = ("_rare", "_stamp", "choices", "didomi_id", "ouid", "seq", "spooled", "stream",
+                 "ts")  # fmt: skip
+
+    def __init__(
+        self,
+        stream: str,
+        seq: int,
+        ouid: str | None,
+        didomi_id: str | None,
+        timestamp: str | None,  # as reported
+        ts: int | None = None,
+        choices: dict[str, FieldChoice] | None = None,
+        outcome: Outcome | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,  # of a record failed on arrival, for the report
+        spooled: bool = False,  # the record as sent is kept on disk should it fail
+        retry: int | None = None,  # a record failed in earlier runs: the how-many-th retry
+        failed_key: str | None = None,  # and its key in the failed-records store
+    ) -> None:
+        self.stream = stream
+        self.seq = seq
+        self.ouid = ouid
+        self.didomi_id = didomi_id
+        self.ts = ts
+        self._stamp = (
+            _CANONICAL
+            if ts is not None and timestamp is not None and len(timestamp) == 24
+            and timestamp == canonical_stamp(ts)
+            else timestamp
+        )  # fmt: skip
+        self.choices = choices
+        self.spooled = spooled
+        self._rare: list[Any] | None = (
+            None
+            if outcome is None and error is None and fields is None and retry is None
+            and failed_key is None
+            else [outcome, error, fields, retry, failed_key]
+        )  # fmt: skip
+
+    @property
+    def timestamp(self) -> str | None:
+        stamp = self._stamp
+        if stamp is _CANONICAL:
+            assert self.ts is not None
+            return canonical_stamp(self.ts)
+        return stamp
+
+    @timestamp.setter
+    def timestamp(self, value: str | None) -> None:
+        self._stamp = value
+
+    def _set_rare(self, index: int, value: Any) -> None:
+        if self._rare is None:
+            if value is None:
+                return
+            self._rare = [None] * 5
+        self._rare[index] = value
+
+    @property
+    def outcome(self) -> Outcome | None:
+        rare = self._rare
+        return None if rare is None else rare[0]
+
+    @outcome.setter
+    def outcome(self, value: Outcome | None) -> None:
+        self._set_rare(0, value)
+
+    @property
+    def error(self) -> str | None:
+        rare = self._rare
+        return None if rare is None else rare[1]
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._set_rare(1, value)
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        rare = self._rare
+        return None if rare is None else rare[2]
+
+    @fields.setter
+    def fields(self, value: dict[str, Any] | None) -> None:
+        self._set_rare(2, value)
+
+    @property
+    def retry(self) -> int | None:
+        rare = self._rare
+        return None if rare is None else rare[3]
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        self._set_rare(3, value)
+
+    @property
+    def failed_key(self) -> str | None:
+        rare = self._rare
+        return None if rare is None else rare[4]
+
+    @failed_key.setter
+    def failed_key(self, value: str | None) -> None:
+        self._set_rare(4, value)
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.stream, self.seq, self.ouid, self.didomi_id, self.timestamp, self.ts,
+            self.choices, self.outcome, self.error, self.fields, self.spooled, self.retry,
+            self.failed_key,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, BufferedRecord)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        names = ("stream", "seq", "ouid", "didomi_id", "timestamp", "ts", "choices", "outcome",
+                 "error", "fields", "spooled", "retry", "failed_key")  # fmt: skip
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True))
+        return f"BufferedRecord({shown})"
+
+
+#: BufferedRecord's timestamp text when it is the canonical form of its ``ts``.
+_CANONICAL: Any = object()
+
+_EPOCH_DATE = date(1970, 1, 1)
+_HOURS: dict[int, str] = {}  # hours since the epoch -> "YYYY-MM-DDTHH:" (a run spans a few)
+
+
+def canonical_stamp(ts: int) -> str | None:
+    """``format_timestamp`` of the instant `ts` microseconds after the epoch (milliseconds,
+    truncated, ``Z``), without a datetime; None outside years 1-9999."""
+    hour, millis = divmod(ts // 1000, 3_600_000)
+    prefix = _HOURS.get(hour)
+    if prefix is None:
+        day, hour_of_day = divmod(hour, 24)
+        try:
+            prefix = f"{(_EPOCH_DATE + timedelta(days=day)).isoformat()}T{hour_of_day:02d}:"
+        except OverflowError:
+            return None
+        if len(_HOURS) >= 1024:  # bounded: records mostly come in time order
+            _HOURS.clear()
+        _HOURS[hour] = prefix
+    minute, millis = divmod(millis, 60_000)
+    return f"{prefix}{minute:02d}:{millis / 1000:06.3f}Z"  # exact: millis < 60,000
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:

@@ -38,8 +38,8 @@ from typing import Any, Protocol
 import msgspec
 
 __all__ = [
-    "NO_TIMESTAMP",
     "FILTER_START_LOG2",
+    "NO_TIMESTAMP",
     "KeyFilter",
     "PersonBatch",
     "PersonRecord",
