@@ -367,12 +367,36 @@ def _sort_key(item: BufferedRecord) -> tuple[int, int]:
     return (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
 
 
-@dataclass(slots=True)  # one per person of a batch: no __dict__
 class _Group:
-    state: PersonState
-    # (position in the batch, record) of each record; most people have one
-    members: Sequence[tuple[int, BufferedRecord]]
-    plan: GroupPlan | None = None
+    """One person's records in a batch, merged state and plan.
+
+    ``members``: (position in the batch, record) of each record, in arrival order. Most
+    people have one record: it is kept without the tuples (made when read, once or twice).
+    """
+
+    __slots__ = ("_item", "_members", "_seq", "plan", "state")
+
+    def __init__(
+        self,
+        state: PersonState,
+        members: Sequence[tuple[int, BufferedRecord]],
+        plan: GroupPlan | None = None,
+    ) -> None:
+        self.state = state
+        self.plan = plan
+        self._members: tuple[tuple[int, BufferedRecord], ...] | None = None
+        self._item: BufferedRecord | None = None
+        if len(members) == 1:
+            self._seq, self._item = members[0]
+        else:
+            self._seq, self._members = -1, tuple(members)
+
+    @property
+    def members(self) -> tuple[tuple[int, BufferedRecord], ...]:
+        if self._members is None:
+            assert self._item is not None
+            return ((self._seq, self._item),)
+        return self._members
 
 
 @dataclass
@@ -442,6 +466,7 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        self._position_ints: list[int] = []
         # A matched record as a struct of the selected fields: a fraction of a dict's memory.
         self.record_type = query_record_type(rs.settings.salesforce_object, rs.select_fields)
         # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
@@ -815,12 +840,11 @@ class BatchProcessor:
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
     ) -> dict[str, _Group]:
         """Decided records get their line; the others fold into the run's merged state."""
-        # key -> (position, record) of its records in arrival order: a tuple for the first
-        # (most people have one), a list once there are more
-        members: dict[str, Sequence[tuple[int, BufferedRecord]]] = {}
+        # key -> (position, record) of its records in arrival order
+        members: dict[str, list[tuple[int, BufferedRecord]]] = {}
         # key -> its record, or its records in arrival order when it has several
         records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
-        for seq, item in enumerate(buffer):
+        for seq, item in zip(self._positions(len(buffer)), buffer, strict=False):
             if item.outcome is not None:
                 lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
             if item.choices is None or item.ouid is None:
@@ -841,15 +865,20 @@ class BatchProcessor:
             if item.outcome is None:  # a failed record only blocks older choices (see read)
                 group = members.get(key)
                 if group is None:
-                    members[key] = ((seq, item),)
-                elif isinstance(group, list):
-                    group.append((seq, item))
+                    members[key] = [(seq, item)]
                 else:
-                    members[key] = [*group, (seq, item)]
+                    group.append((seq, item))
         batch = {key: _person(held) for key, held in records.items()}
         del records
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
+
+    def _positions(self, count: int) -> list[int]:
+        """0 .. count-1, the same int objects for every batch: the three batches in flight key
+        their members and lines by them."""
+        if len(self._position_ints) < count:
+            self._position_ints = list(range(count))
+        return self._position_ints
 
     def _fetch(self, soql: str) -> list[Any]:
         """One query's records: a match query's as ``record_type``, any other (the field

@@ -12,7 +12,8 @@ from target_salesforce_consent.didomi import format_timestamp
 from target_salesforce_consent.extract import FieldChoice
 from target_salesforce_consent.plan import from_micros, to_micros
 from target_salesforce_consent.report import Outcome
-from target_salesforce_consent.sinks import BufferedRecord, canonical_stamp
+from target_salesforce_consent.sinks import BufferedRecord, _Group, canonical_stamp
+from target_salesforce_consent.store import PersonState
 
 TRUE = FieldChoice("true")
 MAX_TS = to_micros(from_micros(0).replace(year=9999, month=12, day=31, hour=23, minute=59))
@@ -97,3 +98,16 @@ def test_records_compare_by_value() -> None:
     same.retry = 1
     assert one != same
     assert "timestamp='2024-06-18T16:40:03.512Z'" in repr(one)
+
+
+def test_a_group_gives_back_its_members_in_arrival_order() -> None:
+    state = PersonState("Jane", {}, None)
+    first = BufferedRecord("users", 1, "Jane", None, None, 5, {"A": TRUE})
+    second = BufferedRecord("events", 2, "JANE", None, None, 6, {"A": TRUE})
+    alone = _Group(state, [(3, first)])
+    assert alone.members == ((3, first),)
+    assert alone._members is None  # one record: no tuples kept
+    both = _Group(state, [(3, first), (8, second)])
+    assert both.members == ((3, first), (8, second))
+    assert [seq for seq, _ in both.members] == [3, 8]
+    assert alone.state is both.state is state and alone.plan is None
