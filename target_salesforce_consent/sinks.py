@@ -17,6 +17,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,7 +116,6 @@ class RunError(Exception):
     """The run cannot finish cleanly: something is left unresolved. No STATE follows."""
 
 
-@dataclass(slots=True)  # one per record: a frozen __init__ is 3x slower
 class BufferedRecord:
     """A record as the batch keeps it: reduced on arrival to what the report and the merge need.
 
@@ -123,22 +123,162 @@ class BufferedRecord:
     failed with ``error`` ("CODE: message"). Such a record has no ``choices``, except one whose
     values cannot be written: it keeps "no choice" for the fields it speaks to, so that it
     still outranks older records there. ``seq`` is the record's arrival order in the run; ``ts``
-    its timestamp in microseconds since the epoch.
+    its timestamp in microseconds since the epoch (not changed once made).
+
+    Three batches of these are alive at once, so a record is kept lean: its ``timestamp``
+    text is not kept when it is the canonical form of ``ts`` (made again when read), and the
+    fields few records use (``outcome``, ``error``, ``fields``, ``retry``, ``failed_key``)
+    share one slot that is empty for most.
     """
 
-    stream: str
-    seq: int
-    ouid: str | None
-    didomi_id: str | None
-    timestamp: str | None  # as reported
-    ts: int | None = None
-    choices: dict[str, FieldChoice] | None = None
-    outcome: Outcome | None = None
-    error: str | None = None
-    fields: dict[str, Any] | None = None  # of a record failed on arrival, for the report
-    spooled: bool = False  # the record as sent is kept on disk should it fail (failed_records)
-    retry: int | None = None  # a record failed in earlier runs: the how-many-th retry
-    failed_key: str | None = None  # and its key in the failed-records store
+    __slots__ = ("_rare", "_stamp", "choices", "didomi_id", "ouid", "seq", "spooled", "stream",
+                 "ts")  # fmt: skip
+
+    def __init__(
+        self,
+        stream: str,
+        seq: int,
+        ouid: str | None,
+        didomi_id: str | None,
+        timestamp: str | None,  # as reported
+        ts: int | None = None,
+        choices: dict[str, FieldChoice] | None = None,
+        outcome: Outcome | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,  # of a record failed on arrival, for the report
+        spooled: bool = False,  # the record as sent is kept on disk should it fail
+        retry: int | None = None,  # a record failed in earlier runs: the how-many-th retry
+        failed_key: str | None = None,  # and its key in the failed-records store
+    ) -> None:
+        self.stream = stream
+        self.seq = seq
+        self.ouid = ouid
+        self.didomi_id = didomi_id
+        self.ts = ts
+        self._stamp = (
+            _CANONICAL
+            if ts is not None and timestamp is not None and len(timestamp) == 24
+            and timestamp == canonical_stamp(ts)
+            else timestamp
+        )  # fmt: skip
+        self.choices = choices
+        self.spooled = spooled
+        self._rare: list[Any] | None = (
+            None
+            if outcome is None and error is None and fields is None and retry is None
+            and failed_key is None
+            else [outcome, error, fields, retry, failed_key]
+        )  # fmt: skip
+
+    @property
+    def timestamp(self) -> str | None:
+        stamp = self._stamp
+        if stamp is _CANONICAL:
+            assert self.ts is not None
+            return canonical_stamp(self.ts)
+        return stamp
+
+    @timestamp.setter
+    def timestamp(self, value: str | None) -> None:
+        self._stamp = value
+
+    def _set_rare(self, index: int, value: Any) -> None:
+        if self._rare is None:
+            if value is None:
+                return
+            self._rare = [None] * 5
+        self._rare[index] = value
+
+    @property
+    def outcome(self) -> Outcome | None:
+        rare = self._rare
+        return None if rare is None else rare[0]
+
+    @outcome.setter
+    def outcome(self, value: Outcome | None) -> None:
+        self._set_rare(0, value)
+
+    @property
+    def error(self) -> str | None:
+        rare = self._rare
+        return None if rare is None else rare[1]
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._set_rare(1, value)
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        rare = self._rare
+        return None if rare is None else rare[2]
+
+    @fields.setter
+    def fields(self, value: dict[str, Any] | None) -> None:
+        self._set_rare(2, value)
+
+    @property
+    def retry(self) -> int | None:
+        rare = self._rare
+        return None if rare is None else rare[3]
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        self._set_rare(3, value)
+
+    @property
+    def failed_key(self) -> str | None:
+        rare = self._rare
+        return None if rare is None else rare[4]
+
+    @failed_key.setter
+    def failed_key(self, value: str | None) -> None:
+        self._set_rare(4, value)
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.stream, self.seq, self.ouid, self.didomi_id, self.timestamp, self.ts,
+            self.choices, self.outcome, self.error, self.fields, self.spooled, self.retry,
+            self.failed_key,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, BufferedRecord)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        names = ("stream", "seq", "ouid", "didomi_id", "timestamp", "ts", "choices", "outcome",
+                 "error", "fields", "spooled", "retry", "failed_key")  # fmt: skip
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True))
+        return f"BufferedRecord({shown})"
+
+
+#: BufferedRecord's timestamp text when it is the canonical form of its ``ts``.
+_CANONICAL: Any = object()
+
+_EPOCH_DATE = date(1970, 1, 1)
+_HOURS: dict[int, str] = {}  # hours since the epoch -> "YYYY-MM-DDTHH:" (a run spans a few)
+
+
+def canonical_stamp(ts: int) -> str | None:
+    """``format_timestamp`` of the instant `ts` microseconds after the epoch (milliseconds,
+    truncated, ``Z``), without a datetime; None outside years 1-9999."""
+    hour, millis = divmod(ts // 1000, 3_600_000)
+    prefix = _HOURS.get(hour)
+    if prefix is None:
+        day, hour_of_day = divmod(hour, 24)
+        try:
+            prefix = f"{(_EPOCH_DATE + timedelta(days=day)).isoformat()}T{hour_of_day:02d}:"
+        except OverflowError:
+            return None
+        if len(_HOURS) >= 1024:  # bounded: records mostly come in time order
+            _HOURS.clear()
+        _HOURS[hour] = prefix
+    minute, millis = divmod(millis, 60_000)
+    return f"{prefix}{minute:02d}:{millis / 1000:06.3f}Z"  # exact: millis < 60,000
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
@@ -182,6 +322,8 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+#: The state of every planned group (the plan holds what settling reads): one for all.
+_PLANNED_STATE = PersonState("", _PLANNED, None)
 
 
 def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
@@ -226,11 +368,36 @@ def _sort_key(item: BufferedRecord) -> tuple[int, int]:
     return (NO_TIMESTAMP if item.ts is None else item.ts, item.seq)
 
 
-@dataclass
 class _Group:
-    state: PersonState
-    members: list[tuple[int, BufferedRecord]]
-    plan: GroupPlan | None = None
+    """One person's records in a batch, merged state and plan.
+
+    ``members``: (position in the batch, record) of each record, in arrival order. Most
+    people have one record: it is kept without the tuples (made when read, once or twice).
+    """
+
+    __slots__ = ("_item", "_members", "_seq", "plan", "state")
+
+    def __init__(
+        self,
+        state: PersonState,
+        members: Sequence[tuple[int, BufferedRecord]],
+        plan: GroupPlan | None = None,
+    ) -> None:
+        self.state = state
+        self.plan = plan
+        self._members: tuple[tuple[int, BufferedRecord], ...] | None = None
+        self._item: BufferedRecord | None = None
+        if len(members) == 1:
+            self._seq, self._item = members[0]
+        else:
+            self._seq, self._members = -1, tuple(members)
+
+    @property
+    def members(self) -> tuple[tuple[int, BufferedRecord], ...]:
+        if self._members is None:
+            assert self._item is not None
+            return ((self._seq, self._item),)
+        return self._members
 
 
 @dataclass
@@ -300,6 +467,7 @@ class BatchProcessor:
             url_prefix=client.data_path("query"),
         )
         self._arrivals = 0
+        self._position_ints: list[int] = []
         # A matched record as a struct of the selected fields: a fraction of a dict's memory.
         self.record_type = query_record_type(rs.settings.salesforce_object, rs.select_fields)
         # Match queries a few at a time; the previous batch's jobs run meanwhile (pipeline.py).
@@ -547,6 +715,8 @@ class BatchProcessor:
 
     def _start_part(self, batch: _Batch, groups: dict[str, _Group]) -> None:
         """Jobs for the planned writes of `groups`, on a background thread."""
+        for group in groups.values():  # planned: the plan holds what the rest reads
+            group.state = _PLANNED_STATE
         if self.rs.settings.dry_run:
             return
         writes = {
@@ -681,17 +851,21 @@ class BatchProcessor:
         self, buffer: list[BufferedRecord], lines: dict[int, OutcomeLine]
     ) -> dict[str, _Group]:
         """Decided records get their line; the others fold into the run's merged state."""
+        # key -> (position, record) of its records in arrival order
         members: dict[str, list[tuple[int, BufferedRecord]]] = {}
         # key -> its record, or its records in arrival order when it has several
         records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
-        for seq, item in enumerate(buffer):
+        for seq, item in zip(self._positions(len(buffer)), buffer, strict=False):
             if item.outcome is not None:
                 lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
             if item.choices is None or item.ouid is None:
                 continue
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
-            key = item.ouid.lower()
+            ouid = item.ouid
+            key = ouid.lower()
+            if key == ouid:  # most ids: one string for the record, its group and its state
+                key = ouid
             held = records.get(key)
             if held is None:
                 records[key] = item
@@ -709,6 +883,13 @@ class BatchProcessor:
         del records
         states = self.store.merge_batch(batch)
         return {key: _Group(states[key], group) for key, group in members.items()}
+
+    def _positions(self, count: int) -> list[int]:
+        """0 .. count-1, the same int objects for every batch: the three batches in flight key
+        their members and lines by them."""
+        if len(self._position_ints) < count:
+            self._position_ints = list(range(count))
+        return self._position_ints
 
     def _fetch(self, soql: str) -> list[Any]:
         """One query's records: a match query's as ``record_type``, any other (the field

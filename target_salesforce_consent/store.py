@@ -5,7 +5,8 @@ mapped field; newest-consent-wins across batches needs, for every Salesforce rec
 the run wrote, the consent timestamp it held before. Both grow with the stream, and memory
 must stay flat, so they live in SQLite's private temporary database: an
 on-disk file that SQLite deletes itself when the connection closes (or the process dies),
-with a page cache of a few MiB.
+with a page cache of 1 MiB (its pages are read back from the OS's file cache: a larger
+cache measured no less CPU).
 
 Most people have one record in a batch and were never seen before in the run, so a batch
 folds in without work per field for them:
@@ -13,9 +14,10 @@ folds in without work per field for them:
 - a person with one record in the batch (:class:`PersonRecord`) is not merged field by
   field: its choices are that record's, all at the record's (timestamp, arrival); several
   records of one person come as a :class:`PersonBatch`, already reduced;
-- a membership filter (:class:`KeyFilter`, a Bloom filter of 2 MiB however long the run)
-  says which people of the batch the table may already hold: only those are read back (a
-  false positive costs one lookup that finds nothing);
+- a membership filter (:class:`KeyFilter`, a Bloom filter of 128 KiB growing with the
+  people held to at most 2 MiB however long the run) says which people of the batch the
+  table may already hold: only those are read back (a false positive costs one lookup that
+  finds nothing);
 - a person's row keeps the (timestamp, arrival) of the record that spelled its id (the id
   itself only when spelled otherwise than the lower-cased key); choices made by that record
   are stored without one, and those of a lone record as two small numbers (the fields it
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 import msgspec
 
 __all__ = [
+    "FILTER_START_LOG2",
     "NO_TIMESTAMP",
     "KeyFilter",
     "PersonBatch",
@@ -168,11 +171,12 @@ class KeyFilter:
     within one process, which is all the run needs.
     """
 
-    __slots__ = ("_bits", "_mask", "_shift")
+    __slots__ = ("_bits", "_mask", "_shift", "bits_log2")
 
     def __init__(self, bits_log2: int = 24) -> None:
         if not 3 <= bits_log2 <= 32:
             raise ValueError(f"bits_log2 must be between 3 and 32, not {bits_log2}")
+        self.bits_log2 = bits_log2
         self._bits = bytearray(1 << (bits_log2 - 3))
         self._mask = (1 << bits_log2) - 1
         self._shift = 32  # the second probe reads the hash's upper half
@@ -298,8 +302,15 @@ def _spelling(key: str, ouid: str) -> str | None:
     return None if ouid == key else ouid
 
 
+#: The membership filter's first size (128 KiB), and the keys per bit it holds before it
+#: grows: 2 probes at 32 bits a key give about 0.4% false positives at most.
+FILTER_START_LOG2 = 20
+_FILTER_BITS_PER_KEY = 32
+
+
 class RunStore:
-    def __init__(self, cache_kib: int = 4096, filter_bits_log2: int = 24) -> None:
+    def __init__(self, cache_kib: int = 1024, filter_bits_log2: int = 24) -> None:
+        """`filter_bits_log2`: the membership filter's largest size (2**24 bits: 2 MiB)."""
         # "" is SQLite's private temporary on-disk database, removed when closed.
         # Used by one thread at a time: the batch worker, then the thread that ends the run.
         self._db = sqlite3.connect("", check_same_thread=False)
@@ -308,7 +319,11 @@ class RunStore:
         self._db.execute("PRAGMA journal_mode = OFF")  # nothing to recover: the run owns it
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
-        self._stored = KeyFilter(filter_bits_log2)  # the people the table may hold
+        # The people the table may hold: small at first, grown as they come (most runs are
+        # short; a long one reaches the largest size once it holds ~500,000 people).
+        self._filter_max_log2 = filter_bits_log2
+        self._stored = KeyFilter(min(FILTER_START_LOG2, filter_bits_log2))
+        self._filtered = 0  # keys given to the filter: at least the people held
         self._codes = _CellCodes()
         self._field_numbers: dict[str, int] = {}
         self._field_names: list[str] = []
@@ -321,6 +336,21 @@ class RunStore:
         with self._db:
             self._db.execute("DELETE FROM batch_key")
             self._db.executemany("INSERT OR IGNORE INTO batch_key VALUES (?)", ((k,) for k in keys))
+
+    def _filter(self, keys: Mapping[str, Any]) -> list[str]:
+        """Adds `keys` to the membership filter; returns those the table may hold.
+
+        A filter about to hold more keys than its size suits is rebuilt larger from the
+        table's keys first (a Bloom filter cannot be resized in place)."""
+        self._filtered += len(keys)
+        size = self._stored.bits_log2
+        while self._filtered * _FILTER_BITS_PER_KEY > 1 << size and size < self._filter_max_log2:
+            size = min(size + 2, self._filter_max_log2)
+        if size != self._stored.bits_log2:
+            grown = KeyFilter(size)
+            grown.add(key for (key,) in self._db.execute("SELECT person FROM person"))
+            self._stored = grown
+        return self._stored.add(keys)
 
     def _number(self, field: str) -> int:
         number = self._field_numbers.get(field)
@@ -391,7 +421,7 @@ class RunStore:
         A PersonBatch takes in what earlier batches held (updated in place).
         """
         # Every key is in the filter from now on (a failed insert only adds false positives).
-        held = self._held(self._stored.add(batch))
+        held = self._held(self._filter(batch))
         rows = []
         states = {}
         for key, person in batch.items():

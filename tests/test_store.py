@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
+    FILTER_START_LOG2,
     NO_TIMESTAMP,
     KeyFilter,
     PersonBatch,
@@ -219,5 +220,39 @@ def test_an_id_spelled_as_its_key_is_read_back_as_spelled() -> None:
         assert newer["john"].ouid == "John"
         again = store.merge_batch({"john": PersonRecord("JOHN", 150, 4, 150, {"C": TRUE})})
         assert again["john"].ouid == "John"
+    finally:
+        store.close()
+
+
+def test_the_filter_starts_small_and_grows_without_losing_a_held_person() -> None:
+    store = RunStore(filter_bits_log2=16)  # grows from 2**FILTER_START_LOG2, capped at 2**16
+    start = min(FILTER_START_LOG2, 16)
+    try:
+        assert store._stored.bits_log2 == start == 16  # capped: never larger than asked
+    finally:
+        store.close()
+    store = RunStore()
+    try:
+        assert store._stored.bits_log2 == FILTER_START_LOG2 < 24
+        people = 0
+        for batch in range(12):  # 12 x 4,000 people: past what the first size suits
+            store.merge_batch(
+                {
+                    f"p{batch}-{i}": PersonRecord(f"P{batch}-{i}", batch, i, batch, {"A": TRUE})
+                    for i in range(4_000)
+                }
+            )
+            people += 4_000
+        grown = store._stored.bits_log2
+        assert FILTER_START_LOG2 < grown <= 24
+        assert people * 32 <= 1 << grown
+        # every person held is still found after the rebuild: a later record folds in
+        keys = [f"p{batch}-{i}" for batch in range(12) for i in range(0, 4_000, 97)]
+        assert store._stored.maybe(keys) == keys
+        states = store.merge_batch({"p0-5": PersonRecord("p0-5", 100, 100, 100, {"B": FALSE})})
+        assert states["p0-5"] == PersonState(
+            "p0-5", {"A": StoredChoice(0, "true", False), "B": StoredChoice(100, "false", False)},
+            100,
+        )
     finally:
         store.close()
