@@ -1091,22 +1091,40 @@ def read_plain(raw: Any, needs: Needs) -> PlainRecord | None:
                 vendors = _fast_vendors(consents.get("vendors"))
             if needs.channels:
                 channels = _fast_channels(consents.get("channels"))
-        return PlainRecord(
-            "event" if user is not None else "user",
-            ouid,
-            didomi_id,
-            regulation.lower() if regulation is not None else "gdpr",
-            status.lower() if status is not None else None,
-            updated_at or created_at,
-            created_at,
-            updated_at,
-            metadata or {},
-            purposes,
-            channels,
-            vendors,
-        )
+        return _plain_record(user is not None, ouid, didomi_id, regulation, status, created_at,
+                             updated_at, metadata, purposes, channels, vendors)
     except _Unusual:
         return None
+
+
+def _plain_record(
+    event: bool,
+    ouid: str | None,
+    didomi_id: str | None,
+    regulation: str | None,
+    status: str | None,
+    created_at: tuple[str, int] | None,
+    updated_at: tuple[str, int] | None,
+    metadata: dict[str, Any] | None,
+    purposes: dict[str, dict[str, Any]],
+    channels: dict[str, bool | None],
+    vendors: Mapping[str, set[str]],
+) -> PlainRecord:
+    """A PlainRecord of the values read, with Didomi's defaults (regulation gdpr) and case."""
+    return PlainRecord(
+        "event" if event else "user",
+        ouid,
+        didomi_id,
+        regulation.lower() if regulation is not None else "gdpr",
+        status.lower() if status is not None else None,
+        updated_at or created_at,
+        created_at,
+        updated_at,
+        metadata or {},
+        purposes,
+        channels,
+        vendors,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1235,19 +1253,7 @@ def read_shape(shape: PlainShape) -> PlainRecord | None:
         updated_at = created_at if updated == created else fast_stamp(updated)
         regulation = _fast_text(shape.regulation)
         status = _fast_text(shape.status)
-        return PlainRecord(
-            "event" if user is not None else "user",
-            ouid,
-            _fast_text(shape.id),
-            regulation.lower() if regulation is not None else "gdpr",
-            status.lower() if status is not None else None,
-            updated_at or created_at,
-            created_at,
-            updated_at,
-            metadata or {},
-            {},
-            {},
-            _NO_VENDORS,
-        )
+        return _plain_record(user is not None, ouid, _fast_text(shape.id), regulation, status,
+                             created_at, updated_at, metadata, {}, {}, _NO_VENDORS)
     except _Unusual:
         return None
