@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -376,66 +380,14 @@ def test_query_records_reads_the_same_records_as_query_all(
     assert first.get("Email") == "changed@x.com"
 
 
-def test_query_records_reads_an_answer_of_another_shape_as_query_all() -> None:
-    """A page whose records are not all objects (or any other shape the struct does not fit)
-    is read as query_all reads it: the objects kept, the rest left out; a body that is not
-    JSON fails alike."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    page = {
-        "totalSize": 3, "done": True,
-        "records": [7, {"attributes": {"type": "Lead"}, "Id": "00Q1", "Email": "a@b.c"},
-                    {"Id": "00Q2", "Email": None, "Extra": [1]}],
-    }  # fmt: skip
-    bodies = {"/ok": json.dumps(page).encode(), "/bad": b"<html>not json</html>"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, body: bytes) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            port = self.server.server_port  # type: ignore[attr-defined]
-            token = {"access_token": "00D!tok", "instance_url": f"http://127.0.0.1:{port}"}
-            self._send(json.dumps(token).encode())
-
-        def do_GET(self) -> None:
-            self._send(bodies["/bad" if "bad" in self.path else "/ok"])
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        c = SalesforceClient(f"http://127.0.0.1:{server.server_address[1]}", "id", "secret")
-        record_type = query_record_type("Lead", ["Id", "Email"])
-        records = c.query_records("SELECT Id, Email FROM Lead", record_type)
-        assert [(r["Id"], r.get("Email")) for r in records] == [
-            (d["Id"], d.get("Email")) for d in c.query_all("SELECT Id, Email FROM Lead")
-        ] == [("00Q1", "a@b.c"), ("00Q2", None)]
-        for query in (lambda: c.query_records("SELECT bad", record_type),
-                      lambda: list(c.query_all("SELECT bad"))):  # fmt: skip
-            with pytest.raises(SalesforceError) as info:
-                query()
-            assert info.value.code == "INVALID_RESPONSE"
-    finally:
-        server.shutdown()
-        server.server_close()
+Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers
 
 
-def test_retry_after_header_is_honoured() -> None:
-    """The sandbox cannot send Retry-After, so a minimal stdlib HTTP server plays the gateway."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    hits: list[str] = []
+@contextlib.contextmanager
+def stub_gateway(answer_get: Callable[[str], Answer]) -> Iterator[str]:
+    """A minimal stdlib HTTP server in front of a fake org, for answers the sandbox cannot
+    give: every POST is a token request (answered with a token for this server), every GET is
+    answered by `answer_get(path)`. Yields the server's URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -456,19 +408,60 @@ def test_retry_after_header_is_honoured() -> None:
             self._send(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
 
         def do_GET(self) -> None:
-            hits.append(self.path)
-            if len(hits) == 1:
-                self._send(503, b"busy", {"Retry-After": "7", "Content-Type": "text/plain"})
-            else:
-                self._send(200, b"{}", {"Content-Type": "application/json"})
+            self._send(*answer_get(self.path))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_query_records_reads_an_answer_of_another_shape_as_query_all() -> None:
+    """A page whose records are not all objects (or any other shape the struct does not fit)
+    is read as query_all reads it: the objects kept, the rest left out; a body that is not
+    JSON fails alike."""
+    page = {
+        "totalSize": 3, "done": True,
+        "records": [7, {"attributes": {"type": "Lead"}, "Id": "00Q1", "Email": "a@b.c"},
+                    {"Id": "00Q2", "Email": None, "Extra": [1]}],
+    }  # fmt: skip
+    json_type = {"Content-Type": "application/json"}
+
+    def answer(path: str) -> Answer:
+        body = b"<html>not json</html>" if "bad" in path else json.dumps(page).encode()
+        return 200, body, json_type
+
+    with stub_gateway(answer) as url:
+        c = SalesforceClient(url, "id", "secret")
+        record_type = query_record_type("Lead", ["Id", "Email"])
+        records = c.query_records("SELECT Id, Email FROM Lead", record_type)
+        assert [(r["Id"], r.get("Email")) for r in records] == [
+            (d["Id"], d.get("Email")) for d in c.query_all("SELECT Id, Email FROM Lead")
+        ] == [("00Q1", "a@b.c"), ("00Q2", None)]
+        for query in (lambda: c.query_records("SELECT bad", record_type),
+                      lambda: list(c.query_all("SELECT bad"))):  # fmt: skip
+            with pytest.raises(SalesforceError) as info:
+                query()
+            assert info.value.code == "INVALID_RESPONSE"
+
+
+def test_retry_after_header_is_honoured() -> None:
+    """The sandbox cannot send Retry-After, so a minimal stdlib HTTP server plays the gateway."""
+    hits: list[str] = []
+
+    def answer(path: str) -> Answer:
+        hits.append(path)
+        if len(hits) == 1:
+            return 503, b"busy", {"Retry-After": "7", "Content-Type": "text/plain"}
+        return 200, b"{}", {"Content-Type": "application/json"}
+
+    with stub_gateway(answer) as url:
         sleeps: list[float] = []
         c = SalesforceClient(
-            f"http://127.0.0.1:{server.server_address[1]}",
+            url,
             "id",
             "secret",
             retry=RetryPolicy(base_delay=0.0, max_delay=30.0),
@@ -477,6 +470,3 @@ def test_retry_after_header_is_honoured() -> None:
         assert c.get_json("limits") == {}
         assert sleeps == [7.0]
         assert len(hits) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
