@@ -723,11 +723,9 @@ class BatchProcessor:
             k: g for k, g in groups.items() if g.plan is not None and g.plan.outcome is None
         }
         if writes:
-            # The job refers to the batch's list of fatal errors, never to the batch: a batch
-            # that held its own job (batch -> job -> batch) would be a reference cycle, freed
-            # (every record, plan and line of it) only by a full garbage collection.
-            fatal = batch.fatal
-            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, fatal))))
+            # InFlight forgets this closure once the jobs are done, so the batch does not stay
+            # in a reference cycle through its own writes.
+            batch.parts.append((writes, InFlight(lambda: self._run_jobs(writes, batch.fatal))))
 
     def _skip_batch(self, buffer: list[BufferedRecord], error: BaseException) -> None:
         """A batch read after the run stopped: reported, nothing sent to Salesforce."""
