@@ -22,11 +22,11 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from run import CLIENT_ID, CLIENT_SECRET, CUSTOM_FIELDS, WALL_FIELDS, WALL_MAPPINGS, lead_for
+from run import CLIENT_ID, CLIENT_SECRET, WALL_MAPPINGS, Dataset, lead_for, start_sandbox
 from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.pipeline import MATCH_CONCURRENCY, MatchPool
@@ -116,21 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each way")
     args = parser.parse_args(argv)
 
-    seed: dict[str, Any] = {
-        "org": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                "daily_api_limit": 10_000_000},
-        "objects": {"Lead": {"custom_fields": CUSTOM_FIELDS + WALL_FIELDS, "records": []}},
-    }  # fmt: skip
     rng = random.Random(7)
     emails = [f"person{i:07d}.{rng.randrange(10**6):06d}@example.com" for i in range(args.ids)]
-    with Sandbox(seed=seed, job_polls_to_complete=0, latency=args.latency) as sandbox:
-        # Seven in ten people have a Lead; the rest of the org is nobody in the batch.
-        leads = [lead_for(rng, e, i, f"P{i}") for i, e in enumerate(emails) if i % 10 < 7]
-        others = [lead_for(rng, f"other{i:07d}@example.org", i, f"O{i}")
-                  for i in range(max(0, args.org_size - len(leads)))]  # fmt: skip
-        for part in (leads, others):
-            for start in range(0, len(part), 50_000):
-                sandbox.add_records("Lead", part[start:start + 50_000])
+    # Seven in ten people have a Lead; the rest of the org is nobody in the batch.
+    leads = [lead_for(rng, e, i, f"P{i}") for i, e in enumerate(emails) if i % 10 < 7]
+    dataset = Dataset(len(emails), leads, Counter())
+    sandbox = start_sandbox(dataset, max(0, args.org_size - len(leads)), latency=args.latency)
+    try:
         client = SalesforceClient(sandbox.url, CLIENT_ID, CLIENT_SECRET)
         client.authenticate()
         results: dict[str, list[tuple[float, int, int]]] = {"REST": [], "query jobs": []}
@@ -138,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["REST"].append(measure(sandbox, client, emails, rest_match))
             results["query jobs"].append(measure(sandbox, client, emails, query_job_match))
         client.close()
+    finally:
+        sandbox.stop()
 
     print(f"{args.ids:,} people, {len(leads):,} with a Lead, {args.org_size:,} Leads in the org, "
           f"{args.latency * 1000:.0f} ms per answer, {MATCH_CONCURRENCY} calls at a time")
