@@ -170,6 +170,27 @@ class BufferedRecord:
             else [outcome, error, fields, retry, failed_key]
         )  # fmt: skip
 
+    @classmethod
+    def read(
+        cls, stream: str, seq: int, ouid: str, didomi_id: str | None, ts: int | None,
+        choices: dict[str, FieldChoice],
+    ) -> BufferedRecord:
+        """A record read with choices and no outcome, whose timestamp text (when it has one) is
+        known to be the canonical form of ``ts``: the plain reader's (see ``fast_stamp``).
+        The same as ``BufferedRecord(stream, seq, ouid, didomi_id, canonical_stamp(ts), ts,
+        choices)``, without making the text to compare it."""
+        item = cls.__new__(cls)
+        item.stream = stream
+        item.seq = seq
+        item.ouid = ouid
+        item.didomi_id = didomi_id
+        item.ts = ts
+        item._stamp = None if ts is None else _CANONICAL
+        item.choices = choices
+        item.spooled = False
+        item._rare = None
+        return item
+
     @property
     def timestamp(self) -> str | None:
         stamp = self._stamp
@@ -585,8 +606,24 @@ class BatchProcessor:
         if plain is None:
             return None
         seq = self._arrivals
-        self._arrivals += 1
-        return self._read_plain(stream, seq, *plain)
+        self._arrivals = seq + 1
+        rec, choices = plain
+        ouid = rec.ouid
+        if (
+            ouid is None
+            or rec.status not in (None, "confirmed")
+            or rec.regulation not in self.regulations
+            or _CONTROL_CHARS.search(ouid)
+            or not ouid.isascii()
+            or self.queries.problem(ouid) is not None
+        ):
+            return self._read_plain(stream, seq, rec, choices)
+        # Most records: to be merged, with the plain reader's timestamp (canonical).
+        timestamp = rec.timestamp
+        return BufferedRecord.read(
+            stream, seq, ouid, rec.didomi_id, None if timestamp is None else timestamp[1],
+            choices,
+        )  # fmt: skip
 
     def _read_plain(
         self, stream: str, seq: int, rec: PlainRecord, choices: dict[str, FieldChoice]

@@ -160,17 +160,46 @@ class SingerLineReader(MsgSpecReader):
     #: quiet for the seconds it returned last (None: wait for the next line however long).
     idle_check: Callable[[], float | None] | None = None
 
+    #: Set by the target: reads a RECORD line in Didomi's own shape (its stream, the record
+    #: decoded as ``PlainShape``, the line) straight into its batch, and says whether it did.
+    #: The SDK's loop (messages as dicts, a callback per type) then sees only the other lines,
+    #: and counts the records read this way with its own.
+    read_plain_record: Callable[[str, PlainShape, str], bool] | None = None
+
     #: The line last read and the message decoded from it: the failed-records spool keeps a
     #: RECORD's line as sent (decoded again only should the record fail), not its JSON.
     line: str = ""
     message: dict | None = None
+    #: A line in the plain shape that ``read_plain_record`` did not read: decoded whole next.
+    _refused: str | None = None
 
     def deserialize_json(self, line: str) -> dict:
+        if line is self._refused:
+            self._refused = None
+            return self.decode_whole(line)
         try:
             plain = _plain_message(line)
         except (msgspec.DecodeError, RecursionError):  # not in the plain shape: decoded whole
             return self.decode_whole(line)
         return {"type": "RECORD", "stream": plain.stream, "record": PlainLine(plain.record, line)}
+
+    def _unread_lines(self, lines: Iterable[str], read: list[int]) -> Iterator[str]:
+        """The lines of ``lines`` that ``read_plain_record`` does not read (it reads the others
+        as they come, in order), counting in ``read[0]`` those it read."""
+        read_plain = self.read_plain_record
+        assert read_plain is not None
+        decode = _plain_message
+        for line in lines:
+            try:
+                plain = decode(line)
+            except (msgspec.DecodeError, RecursionError):
+                yield line
+                continue
+            if read_plain(plain.stream, plain.record, line):
+                read[0] += 1
+            else:
+                self._refused = line
+                yield line
 
     def decode_whole(self, line: str) -> dict:
         """The message of ``line`` as a dict (the record as sent)."""
@@ -199,10 +228,17 @@ class SingerLineReader(MsgSpecReader):
 
     def process_lines(self, file_input: IO[str] | None,
                       callbacks: dict[str, Callable[[dict], None]]) -> Any:
-        if self.idle_check is None:
-            return super().process_lines(file_input, callbacks)
-        lines = lines_with_idle_checks(file_input or self.default_input, self.idle_check)
-        return super().process_lines(cast("IO[str]", lines), callbacks)
+        lines: Iterable[str] = file_input or self.default_input
+        if self.idle_check is not None:
+            lines = lines_with_idle_checks(lines, self.idle_check)
+        if self.read_plain_record is None:
+            return super().process_lines(cast("IO[str]", lines), callbacks)
+        read = [0]
+        counts = super().process_lines(cast("IO[str]", self._unread_lines(lines, read)),
+                                       callbacks)
+        if read[0]:
+            counts["RECORD"] += read[0]
+        return counts
 
 
 def too_deep_message(line: str) -> dict:
@@ -477,6 +513,8 @@ class TargetSalesforceConsent(TextAbout, Target):
         self.max_parallelism = 1
         self._buffer: list[BufferedRecord] = []
         self._plain_sinks: dict[Any, ConsentSink | None] = {}
+        # Records of the batch being read before it is handed over, by sink (_batch_limit).
+        self._read_limits: dict[ConsentSink, int] = {}
         self._processor: BatchProcessor | None = None
         self._report: RunReport | None = None
         self._summary_logged = False
@@ -494,6 +532,8 @@ class TargetSalesforceConsent(TextAbout, Target):
             if self._max_latency is not None and isinstance(self.message_reader,
                                                             SingerLineReader):
                 self.message_reader.idle_check = self._drain_if_late
+        if isinstance(self.message_reader, SingerLineReader):
+            self.message_reader.read_plain_record = self._read_plain_record
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -674,7 +714,10 @@ class TargetSalesforceConsent(TextAbout, Target):
         record = message_dict.get("record")
         if record.__class__ is PlainLine:
             sink = self._plain_sink(message_dict.get("stream"))
-            item = None if sink is None else self._read_plain_line(sink.stream_name, record)
+            item = (
+                None if sink is None
+                else self._read_plain_line(sink.stream_name, record.shape, record.line)
+            )  # fmt: skip
             if item is not None:
                 assert sink is not None
                 self._buffer_read(sink, item)
@@ -700,26 +743,48 @@ class TargetSalesforceConsent(TextAbout, Target):
         line = reader.line_of(message_dict) if isinstance(reader, SingerLineReader) else None
         self._buffer_read(sink, self.read_record(sink.stream_name, record, line))
 
+    def _read_plain_record(self, stream: str, shape: PlainShape, line: str) -> bool:
+        """``SingerLineReader.read_plain_record``: what ``_process_record_message`` does with
+        a RECORD in the plain shape, when the plain reader reads it (False: it did nothing)."""
+        sink = self._plain_sink(stream)
+        if sink is None:
+            return False
+        item = self._read_plain_line(sink.stream_name, shape, line)
+        if item is None:
+            return False
+        self._buffer_read(sink, item)
+        return True
+
     def _buffer_read(self, sink: ConsentSink, item: BufferedRecord) -> None:
         sink.tally_record_read()
-        self.buffer(item)
+        buffer = self._buffer
+        if not buffer:
+            self._oldest_buffered_at = time.monotonic()
+        buffer.append(item)
+        self._progress.record_read()
         sink.record_counter_metric.increment()
-        if self.buffered >= self._batch_limit(sink.max_size):
+        limit = self._read_limits.get(sink)
+        if limit is None:
+            limit = self._read_limits[sink] = self._batch_limit(sink.max_size)
+        if len(buffer) >= limit:
             self.drain_one(sink)
         self._handle_max_record_age()
 
-    def _read_plain_line(self, stream: str, plain: PlainLine) -> BufferedRecord | None:
+    def _read_plain_line(self, stream: str, shape: PlainShape, line: str
+                         ) -> BufferedRecord | None:
         """``read_record`` for a record the plain reader reads; None when it does not."""
-        if self._processor is None:
-            self._start_run()
-            assert self._processor is not None
-        spool = self._failed is not None and not self._failed.dry_run
-        if spool and self._failed is not None and self._failed.spool.record_of_line is None:
+        processor = self._processor
+        if processor is None:
+            processor = self._start_run()
+        failed = self._failed
+        if failed is None or failed.dry_run:
+            return processor.read_shape(stream, shape)
+        spool = failed.spool
+        if spool.record_of_line is None:
             return None  # only the record as sent can be kept
-        item = self._processor.read_shape(stream, plain.shape)
-        if item is not None and spool and item.outcome in (None, Outcome.FAILED):
-            assert self._failed is not None
-            self._failed.keep_record(item.seq, None, plain.line)  # should the record fail
+        item = processor.read_shape(stream, shape)
+        if item is not None and item.outcome in (None, Outcome.FAILED):
+            spool.put_line(item.seq, line)  # should the record fail (as keep_record keeps it)
             item.spooled = True
         return item
 
@@ -811,6 +876,7 @@ class TargetSalesforceConsent(TextAbout, Target):
         try:
             if batch:
                 self._handed_over += 1
+                self._read_limits.clear()
                 self._processor.submit(batch)
             if settle:
                 self._processor.drain()
