@@ -486,7 +486,7 @@ class PlainChoiceReader:
             rec = read_shape(shape)
             if rec is None:
                 return None
-            key = (rec.kind == "event", bytes(shape.consents))
+            key = (shape.user is not None, bytes(shape.consents))  # (is an event, text)
             read = self._consents.get(key)
             if read is None:
                 read = self._read_consents(rec.kind, shape.consents)
