@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from target_salesforce_consent.didomi import format_timestamp
+from target_salesforce_consent.didomi import fast_stamp, format_timestamp
 from target_salesforce_consent.extract import FieldChoice
 from target_salesforce_consent.plan import from_micros, to_micros
 from target_salesforce_consent.report import Outcome
@@ -111,3 +111,35 @@ def test_a_group_gives_back_its_members_in_arrival_order() -> None:
     assert both.members == ((3, first), (8, second))
     assert [seq for seq, _ in both.members] == [3, 8]
     assert alone.state is both.state is state and alone.plan is None
+
+
+@pytest.mark.parametrize("ts", [1_718_728_803_512_000, 1_718_728_803_512_999, -1, 0, None])
+def test_a_record_read_with_a_canonical_timestamp_is_the_record_given_its_text(
+    ts: int | None,
+) -> None:
+    choices = {"A": TRUE}
+    read = BufferedRecord.read("users", 7, "Jane", "u-1", ts, choices)
+    text = None if ts is None else canonical_stamp(ts)
+    assert read == BufferedRecord("users", 7, "Jane", "u-1", text, ts, choices)
+    assert read.timestamp == text
+    assert read.choices is choices
+    assert (read.outcome, read.error, read.fields, read.spooled) == (None, None, None, False)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2024-06-18T16:40:03.512Z",  # Didomi's form
+        "2024-06-18T18:40:03.512+02:00",
+        "2024-06-18T16:40:03.512999Z",  # finer than milliseconds: truncated
+        "2024-06-18T16:40:03Z",
+        "0001-01-01T00:00:00.000Z",
+        "1969-12-31T23:59:59.999999Z",
+    ],
+)
+def test_the_plain_readers_timestamp_text_is_the_canonical_one_of_its_instant(stamp: str) -> None:
+    # BufferedRecord.read relies on it: the text is made again from the instant when read.
+    read = fast_stamp(stamp)
+    assert read is not None
+    text, ts = read
+    assert text == canonical_stamp(ts)

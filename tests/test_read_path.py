@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import logging
 import random
 from collections.abc import Iterator
+from contextlib import redirect_stdout
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 import pytest
+from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.didomi import PlainShape
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.salesforce.client import SalesforceClient
 from target_salesforce_consent.settings import ResolvedSettings, Settings
 from target_salesforce_consent.sinks import BatchProcessor
+from target_salesforce_consent.target import PlainLine, SingerLineReader
+from tests.conftest import SEED, FastTarget, base_config, event, newsletter, singer_lines, user
 from tests.test_didomi import mutate
 from tests.test_extract import MAPPINGS, ODD_MAPPINGS, ODD_TYPES, TYPES, _record
 
@@ -179,3 +186,112 @@ def test_records_that_give_the_same_choices_share_one_dict() -> None:
         assert third.choices["News__c"].cell == "false"
     finally:
         processor.close()
+
+
+# -- the reading loop: plain RECORD lines straight to the target, the others as messages -------
+
+
+def _line(message: dict[str, Any]) -> str:
+    return json.dumps(message) + "\n"
+
+
+def test_the_reader_reads_plain_records_itself_and_leaves_the_rest_to_the_sdk_in_order() -> None:
+    plain_user = {"id": "u-1", "organization_user_id": "jane@example.com"}
+    refused = {"id": "u-2", "organization_user_id": "john@example.com", "created_at": 5}
+    unusual = {"id": "u-3", "organization_user_id": "ann@example.com", "custom": 1}
+    lines = [
+        _line({"type": "SCHEMA", "stream": "users", "schema": {}, "key_properties": []}),
+        _line({"type": "RECORD", "stream": "users", "record": plain_user}),
+        _line({"type": "RECORD", "stream": "users", "record": refused}),
+        _line({"type": "RECORD", "stream": "users", "record": unusual}),
+        _line({"type": "STATE", "value": {"bookmarks": {}}}),
+        _line({"type": "RECORD", "stream": "events", "record": plain_user}),
+    ]
+    seen: list[tuple[str, Any]] = []
+
+    def read_plain_record(stream: str, shape: PlainShape, line: str) -> bool:
+        assert line == lines[[1, 2, 5][len([s for s in seen if s[0] == "plain"])]]
+        seen.append(("plain", (stream, shape.id)))
+        return shape.id != "u-2"  # the plain reader refuses the second record
+
+    def callback(kind: str) -> Any:
+        return lambda message: seen.append((kind, message))
+
+    reader = SingerLineReader()
+    reader.read_plain_record = read_plain_record
+    counts = reader.process_lines(
+        io.StringIO("".join(lines)),
+        {kind: callback(kind) for kind in ("SCHEMA", "RECORD", "STATE")},
+    )
+    assert [kind for kind, _ in seen] == ["SCHEMA", "plain", "plain", "RECORD", "RECORD",
+                                         "STATE", "plain"]  # fmt: skip
+    assert seen[1][1] == ("users", "u-1") and seen[6][1] == ("events", "u-1")
+    # A refused line reaches the SDK decoded whole, as any line outside the plain shape.
+    assert seen[3][1] == {"type": "RECORD", "stream": "users", "record": refused}
+    assert seen[4][1] == {"type": "RECORD", "stream": "users", "record": unusual}
+    assert counts == {"SCHEMA": 1, "RECORD": 4, "STATE": 1}
+
+
+def test_without_a_plain_reader_every_line_is_a_message() -> None:
+    record = {"id": "u-1", "organization_user_id": "jane@example.com"}
+    messages: list[dict[str, Any]] = []
+    counts = SingerLineReader().process_lines(
+        io.StringIO(_line({"type": "RECORD", "stream": "users", "record": record})),
+        {"RECORD": messages.append},
+    )
+    assert counts == {"RECORD": 1}
+    assert messages[0]["record"].__class__ is PlainLine
+    assert messages[0]["record"].shape.id == "u-1"
+
+
+class _MessagesOnly(FastTarget):
+    """The target with every line read as a message by the SDK's loop (no plain reading)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(SingerLineReader, self.message_reader).read_plain_record = None
+
+
+def _listen(target_class: type[FastTarget], config: dict[str, Any], messages: str
+            ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The report lines (without job ids) and the SDK's summary of the lines it read."""
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    logger = logging.getLogger(target_class.name)
+    logger.addHandler(handler)
+    try:
+        with redirect_stdout(io.StringIO()):
+            target_class(config=config, validate_config=True).listen(io.StringIO(messages))
+    finally:
+        logger.removeHandler(handler)
+    report = [json.loads(line) for line in Path(config["report_path"]).read_text().splitlines()]
+    for line in report:
+        line.pop("job_id", None)
+    return report, [line for line in logs.getvalue().splitlines() if "completed processing" in line]
+
+
+def test_a_run_reads_as_it_does_with_every_line_a_message(tmp_path: Path) -> None:
+    records = [
+        user("jane@example.com", purposes=[newsletter(False)]),
+        user("john@example.com", purposes=[newsletter(True)], created_at=5),  # refused
+        user("ann@example.com", purposes=[newsletter(True)], custom=1),  # not the plain shape
+        user("line\nbreak@example.com", purposes=[newsletter(True)]),
+        user(None, purposes=[newsletter(True)]),
+        event("jane@example.com", purposes=[newsletter(True)], status="pending"),
+    ]
+    messages = singer_lines(records, state={"bookmarks": {"users": 1}}) + singer_lines(
+        [event("john@example.com", purposes=[newsletter(False)])], stream="events"
+    )
+    runs = []
+    for target_class in (FastTarget, _MessagesOnly):
+        with Sandbox(seed=copy.deepcopy(SEED)) as sb:
+            path = tmp_path / f"{target_class.__name__}.jsonl"
+            runs.append(_listen(target_class, base_config(sb, path), messages))
+    (plain_report, plain_summary), (report, summary) = runs
+    assert plain_report == report
+    assert [line["outcome"] for line in report] == [
+        "updated", "failed", "skipped_unmatched", "failed", "skipped_no_ouid", "skipped_filtered",
+        "skipped_unchanged",
+    ]  # fmt: skip
+    assert plain_summary == summary
+    assert "(2 schemas, 7 records, 0 batch manifests, 1 state messages" in summary[0]
