@@ -258,12 +258,15 @@ def _listen(target_class: type[FastTarget], config: dict[str, Any], messages: st
     logs = io.StringIO()
     handler = logging.StreamHandler(logs)
     logger = logging.getLogger(target_class.name)
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         with redirect_stdout(io.StringIO()):
             target_class(config=config, validate_config=True).listen(io.StringIO(messages))
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     report = [json.loads(line) for line in Path(config["report_path"]).read_text().splitlines()]
     for line in report:
         line.pop("job_id", None)
