@@ -10,10 +10,13 @@ sink runs the resulting rows through Bulk API 2.0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+import msgspec
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
@@ -157,6 +160,14 @@ class Row(Mapping[str, str]):
             raise ValueError(f"duplicate column in {list(columns)!r}")
         self._values = tuple(cells)
 
+    @classmethod
+    def _of(cls, index: dict[str, int], cells: tuple[str, ...]) -> Row:
+        """A row of ``cells`` under an index from :func:`_columns_index` (checked there)."""
+        row = cls.__new__(cls)
+        row._index = index
+        row._values = cells
+        return row
+
     def __getitem__(self, name: str) -> str:
         return self._values[self._index[name]]
 
@@ -212,19 +223,23 @@ class GroupPlan:
 
 
 # Per ResolvedSettings (by identity, held so the id is not reused): its fields' memos.
-_FIELD_VALUES: dict[int, tuple[ResolvedSettings, dict[str, FieldValues]]] = {}
+_FIELD_VALUES: dict[int, tuple[ResolvedSettings, dict[str, FieldValues], _PlanMemo]] = {}
+
+
+def _memos(rs: ResolvedSettings) -> tuple[ResolvedSettings, dict[str, FieldValues], _PlanMemo]:
+    entry = _FIELD_VALUES.get(id(rs))
+    if entry is not None and entry[0] is rs:
+        return entry
+    if len(_FIELD_VALUES) >= 8:
+        _FIELD_VALUES.clear()
+    values = {name: FieldValues(ftype) for name, ftype in rs.field_types.items()}
+    entry = _FIELD_VALUES[id(rs)] = (rs, values, _PlanMemo(rs, values))
+    return entry
 
 
 def field_values(rs: ResolvedSettings) -> dict[str, FieldValues]:
     """The memoized report and comparison of each field ``rs`` writes (see FieldValues)."""
-    entry = _FIELD_VALUES.get(id(rs))
-    if entry is not None and entry[0] is rs:
-        return entry[1]
-    if len(_FIELD_VALUES) >= 8:
-        _FIELD_VALUES.clear()
-    values = {name: FieldValues(ftype) for name, ftype in rs.field_types.items()}
-    _FIELD_VALUES[id(rs)] = (rs, values)
-    return values
+    return _memos(rs)[1]
 
 
 #: A person's choices with a cell, each with its field's memo.
@@ -238,6 +253,26 @@ def plan_group(
     written: Mapping[str, WrittenRecord] | None = None,
 ) -> GroupPlan:
     """Decide what to do for one person, given what the run merged and what matches it."""
+    memo = _memos(rs)[2]
+    if not matches:
+        plan = memo.unmatched(person)
+        if plan is not None:
+            return plan
+    elif len(matches) == 1 and not matches[0].get("IsConverted"):
+        plan = memo.matched(person, matches[0], written or {})
+        if plan is not None:
+            return plan
+    return plan_in_full(person, matches, rs, written)
+
+
+def plan_in_full(
+    person: PersonState,
+    matches: Sequence[Mapping[str, Any]],
+    rs: ResolvedSettings,
+    written: Mapping[str, WrittenRecord] | None = None,
+) -> GroupPlan:
+    """:func:`plan_group`, field by field for the person (without the memo of
+    :class:`_PlanMemo`): what the memo's plans are checked against."""
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
     values = field_values(rs)
@@ -390,6 +425,262 @@ def _stamp(newest: int | None) -> int | None:
 
 def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(str(r["Id"]) for r in records)
+
+
+_CELL_OF = attrgetter("cell")
+_CELL_AND_LIST_OF = attrgetter("cell", "is_list")
+_TS_OF = attrgetter("ts")
+_encode_value = msgspec.json.encode
+
+
+class _RecordPlan(NamedTuple):
+    """What planning decides for one combination of a person's choices and a record's values
+    (see :meth:`_PlanMemo.matched`), apart from the record's Id and the consent timestamp."""
+
+    written: tuple[str, ...]  # the mapped fields written, in the person's order
+    cells: tuple[str, ...]  # their cells
+    columns: dict[str, int] | None  # the row's columns: Id, then ``written``; None: no row
+    columns_stamped: dict[str, int] | None  # ... then the consent timestamp field
+    shown: bytes | None  # the report's fields as JSON, without its closing brace; None: none
+
+
+class _UnmatchedPlan(NamedTuple):
+    """What planning decides for one combination of choices of an unmatched person."""
+
+    shown: bytes | None  # the report's fields as JSON, without its closing brace; None: none
+    insert: dict[str, str] | None  # the insert row before its match field and timestamp
+
+
+class _PlanMemo:
+    """The part of a plan shared by every person with the same choices (and, matched, whose
+    record holds the same values): people share a handful of combinations, so the work per
+    mapped field (comparing, the cells, the report's values and their JSON) is done once per
+    combination instead of once per person. Only the person's Id, consent timestamp and
+    record's timestamp are handled per person.
+
+    :meth:`matched` and :meth:`unmatched` give None where :func:`plan_in_full` decides (a
+    value that is not a plain JSON scalar, a mapped consent timestamp field, a report value
+    the JSON encoder refuses); both keep at most ``LIMIT`` combinations, then start over.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self, rs: ResolvedSettings, values: Mapping[str, FieldValues]) -> None:
+        self.rs = rs
+        self.values = values
+        self.ts_field = rs.consent_timestamp_field
+        self._ts_key = (
+            b"," + _encode_value(self.ts_field) + b":" if self.ts_field else b""
+        )
+        self._matched: dict[Any, _RecordPlan | None] = {}
+        self._unmatched: dict[Any, _UnmatchedPlan | None] = {}
+        self._getters: dict[tuple[type, tuple[str, ...]], Callable[[Any], tuple[Any, ...]]] = {}
+
+    def _fields(self, shown: bytes | None, stamp: str | None) -> Mapping[str, Any]:
+        """The report's fields from a memo's JSON and, when not None, the consent timestamp."""
+        if shown is None:
+            return {}
+        if stamp is None:
+            return ReportFields(shown + b"}")
+        return ReportFields(shown + self._ts_key + _encode_value(stamp) + b"}")
+
+    @staticmethod
+    def _prefix(shown: dict[str, Any]) -> bytes | None:
+        encoded = ReportFields.of(shown)
+        if not isinstance(encoded, ReportFields):
+            raise TypeError("not encodable")
+        return encoded.json[:-1]
+
+    # -- unmatched ------------------------------------------------------------------------
+
+    def unmatched(self, person: PersonState) -> GroupPlan | None:
+        choices = person.choices
+        ts_field = self.ts_field
+        if ts_field and ts_field in choices:
+            return None
+        names = tuple(choices)
+        key = (names, tuple(map(_CELL_OF, choices.values())))
+        memo = self._unmatched
+        if key in memo:
+            entry = memo[key]
+        else:
+            entry = self._unmatched_entry(names, key[1])
+            if len(memo) >= self.LIMIT:
+                memo.clear()
+            memo[key] = entry
+        if entry is None:
+            return None
+        newest = person.newest if ts_field else None
+        ts_cell = format_micros(newest) if newest is not None else None
+        fields = self._fields(entry.shown, ts_cell)
+        if not self.rs.settings.upsert_mode:
+            return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
+        if entry.insert is None:
+            return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
+        row = dict(entry.insert)
+        row[self.rs.match_field] = person.ouid
+        if ts_cell and ts_field:
+            row[ts_field] = ts_cell
+        return GroupPlan(None, (), fields, insert_row=row, stamp=_stamp(newest))
+
+    def _unmatched_entry(
+        self, names: tuple[str, ...], cells: tuple[str, ...]
+    ) -> _UnmatchedPlan | None:
+        values = self.values
+        chosen = [
+            (name, cell, values[name]) for name, cell in zip(names, cells, strict=True) if cell
+        ]
+        shown = {name: value.report(cell) for name, cell, value in chosen}
+        try:
+            prefix = self._prefix(shown) if shown else None
+        except TypeError:
+            return None
+        if not chosen:
+            return _UnmatchedPlan(prefix, None)
+        row = dict(self.rs.insert_defaults)
+        # On insert an empty cell means "not set"; there is nothing to clear.
+        row.update({name: ("" if cell == CLEAR else value.cell(cell))
+                    for name, cell, value in chosen})  # fmt: skip
+        return _UnmatchedPlan(prefix, row)
+
+    # -- matched by one record ------------------------------------------------------------
+
+    def matched(
+        self, person: PersonState, record: Mapping[str, Any], written: Mapping[str, WrittenRecord]
+    ) -> GroupPlan | None:
+        choices = person.choices
+        ts_field = self.ts_field
+        if "Id" in choices or (ts_field and ts_field in choices):
+            return None
+        names = tuple(choices)
+        stored = tuple(choices.values())
+        record_id = str(record["Id"])
+        current = current_stamp(record, ts_field) if ts_field else None
+        baseline = baseline_of(record_id, current, written) if ts_field else None
+        newest = person.newest if ts_field else None
+        # Whether each choice is newer than the record's consent (one answer for all when
+        # the choices share their timestamp, as a lone record's do).
+        newer: bool | tuple[bool, ...] = True
+        if baseline is not None:
+            stamps = set(map(_TS_OF, stored))
+            if len(stamps) == 1:
+                (ts,) = stamps
+                newer = ts is not None and ts // 1000 * 1000 > baseline
+            else:
+                newer = tuple(
+                    ts is not None and ts // 1000 * 1000 > baseline for ts in map(_TS_OF, stored)
+                )
+        held = self._held(record, names)
+        # The types as well: 1, 1.0 and True are equal keys, but are not reported alike.
+        key = (names, tuple(map(_CELL_AND_LIST_OF, stored)), newer, held, tuple(map(type, held)))
+        memo = self._matched
+        try:
+            entry = memo[key]
+        except KeyError:
+            entry = self._matched_entry(names, key[1], newer, held)
+            if len(memo) >= self.LIMIT:
+                memo.clear()
+            memo[key] = entry
+        except TypeError:  # a value that is not a plain scalar
+            return None
+        if entry is None:
+            return None
+        ids = (record_id,)
+        stale_at = baseline if ts_field and baseline is not None else None
+        baselines = {record_id: baseline}
+        if entry.columns is None:  # nothing to write
+            stamp = None
+            if ts_field and entry.shown is not None:
+                held_stamp = record.get(ts_field)
+                if held_stamp is not None:
+                    stamp = held_value(held_stamp, self.values[ts_field].ftype)
+                    if stamp.__class__ is not str:
+                        return None
+            outcome = (
+                Outcome.SKIPPED_UNCHANGED if _is_newer(newest, baseline)
+                else Outcome.SKIPPED_STALE
+            )  # fmt: skip
+            return GroupPlan(outcome, ids, self._fields(entry.shown, stamp), stale_at=stale_at)
+        ts_cell = format_micros(newest) if newest is not None else None
+        if ts_cell and ts_field and _is_newer(newest, current):
+            # never moves the record's consent timestamp back
+            assert entry.columns_stamped is not None
+            row = Row._of(entry.columns_stamped, (record_id, *entry.cells, ts_cell))
+            stamp = ts_cell
+        else:
+            row = Row._of(entry.columns, (record_id, *entry.cells))
+            stamp = None
+            if ts_field:
+                held_stamp = record.get(ts_field)
+                if held_stamp is not None:
+                    stamp = held_value(held_stamp, self.values[ts_field].ftype)
+                    if stamp.__class__ is not str:
+                        return None
+        return GroupPlan(None, ids, self._fields(entry.shown, stamp), update_rows=[row],
+                         stale_at=stale_at, baselines=baselines, stamp=_stamp(newest))  # fmt: skip
+
+    def _held(self, record: Mapping[str, Any], names: tuple[str, ...]) -> tuple[Any, ...]:
+        """``record.get(name)`` of each name (the struct's attributes read in one call)."""
+        kind = type(record)
+        getter = self._getters.get((kind, names))
+        if getter is None:
+            selected = getattr(kind, "_names", None)
+            if len(names) > 1 and isinstance(selected, frozenset) and selected.issuperset(names):
+                getter = attrgetter(*names)
+            else:
+                getter = _gets(names)
+            if len(self._getters) >= 256:
+                self._getters.clear()
+            self._getters[(kind, names)] = getter
+        return getter(record)
+
+    def _matched_entry(
+        self,
+        names: tuple[str, ...],
+        cells: tuple[tuple[str, bool], ...],
+        newer: bool | tuple[bool, ...],
+        held: tuple[Any, ...],
+    ) -> _RecordPlan | None:
+        values = self.values
+        written: list[str] = []
+        written_cells: list[str] = []
+        shown: dict[str, Any] = {}
+        for place, (name, (cell, is_list)) in enumerate(zip(names, cells, strict=True)):
+            if not cell:
+                continue
+            value = values[name]
+            same = value.same(cell, held[place], is_list)
+            if newer if isinstance(newer, bool) else newer[place]:
+                if same:
+                    shown[name] = value.report(cell)  # held already, same value
+                else:
+                    written.append(name)
+                    written_cells.append(value.cell(cell))
+                    shown[name] = value.report(written_cells[-1])
+            elif same:
+                shown[name] = value.report(cell)
+            else:
+                shown[name] = held_value(held[place], value.ftype)  # not written (older)
+        try:
+            prefix = self._prefix(shown) if shown else None
+        except TypeError:
+            return None
+        if not written:
+            return _RecordPlan((), (), None, None, prefix)
+        columns = ("Id", *written)
+        if len(set(columns)) != len(columns):
+            return None
+        return _RecordPlan(
+            tuple(written), tuple(written_cells), _columns_index(columns),
+            _columns_index((*columns, self.ts_field)) if self.ts_field else None, prefix,
+        )  # fmt: skip
+
+
+def _gets(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    def held(record: Any) -> tuple[Any, ...]:
+        return tuple(map(record.get, names))
+
+    return held
 
 
 def csv_columns(
