@@ -10,7 +10,8 @@ sink runs the resulting rows through Bulk API 2.0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
@@ -219,7 +220,8 @@ class GroupPlan:
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 
     def __post_init__(self) -> None:
-        self.fields = ReportFields.of(self.fields)  # held until settled: as the JSON written
+        if self.fields.__class__ is not ReportFields:  # (its truth would decode it)
+            self.fields = ReportFields.of(self.fields)  # held until settled: as JSON written
 
 
 # Per ResolvedSettings (by identity, held so the id is not reused): its fields' memos.
@@ -433,17 +435,6 @@ _TS_OF = attrgetter("ts")
 _encode_value = msgspec.json.encode
 
 
-class _RecordPlan(NamedTuple):
-    """What planning decides for one combination of a person's choices and a record's values
-    (see :meth:`_PlanMemo.matched`), apart from the record's Id and the consent timestamp."""
-
-    written: tuple[str, ...]  # the mapped fields written, in the person's order
-    cells: tuple[str, ...]  # their cells
-    columns: dict[str, int] | None  # the row's columns: Id, then ``written``; None: no row
-    columns_stamped: dict[str, int] | None  # ... then the consent timestamp field
-    shown: bytes | None  # the report's fields as JSON, without its closing brace; None: none
-
-
 class _UnmatchedPlan(NamedTuple):
     """What planning decides for one combination of choices of an unmatched person."""
 
@@ -472,7 +463,7 @@ class _PlanMemo:
         self._ts_key = (
             b"," + _encode_value(self.ts_field) + b":" if self.ts_field else b""
         )
-        self._matched: dict[Any, _RecordPlan | None] = {}
+        self._cells: dict[Any, tuple[str | None, bytes] | None] = {}
         self._unmatched: dict[Any, _UnmatchedPlan | None] = {}
         self._getters: dict[tuple[type, tuple[str, ...]], Callable[[Any], tuple[Any, ...]]] = {}
 
@@ -553,73 +544,98 @@ class _PlanMemo:
         if "Id" in choices or (ts_field and ts_field in choices):
             return None
         names = tuple(choices)
-        stored = tuple(choices.values())
+        stored = choices.values()
         record_id = str(record["Id"])
         current = current_stamp(record, ts_field) if ts_field else None
         baseline = baseline_of(record_id, current, written) if ts_field else None
         newest = person.newest if ts_field else None
         # Whether each choice is newer than the record's consent (one answer for all when
         # the choices share their timestamp, as a lone record's do).
-        newer: bool | tuple[bool, ...] = True
+        newer: Iterable[bool] = _ALWAYS
         if baseline is not None:
             stamps = set(map(_TS_OF, stored))
             if len(stamps) == 1:
                 (ts,) = stamps
-                newer = ts is not None and ts // 1000 * 1000 > baseline
+                newer = _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
             else:
-                newer = tuple(
-                    ts is not None and ts // 1000 * 1000 > baseline for ts in map(_TS_OF, stored)
-                )
-        held = self._held(record, names)
-        # The types as well: 1, 1.0 and True are equal keys, but are not reported alike.
-        key = (names, tuple(map(_CELL_AND_LIST_OF, stored)), newer, held, tuple(map(type, held)))
-        memo = self._matched
-        try:
-            entry = memo[key]
-        except KeyError:
-            entry = self._matched_entry(names, key[1], newer, held)
-            if len(memo) >= self.LIMIT:
-                memo.clear()
-            memo[key] = entry
-        except TypeError:  # a value that is not a plain scalar
-            return None
-        if entry is None:
-            return None
+                newer = [ts is not None and ts // 1000 * 1000 > baseline
+                         for ts in map(_TS_OF, stored)]  # fmt: skip
+        memo = self._cells
+        columns = ["Id"]
+        cells = [record_id]
+        shown: list[bytes] = []
+        held_values = self._held(record, names)
+        # (newer may repeat one answer without end)
+        for name, choice, held, is_newer in zip(names, stored, held_values, newer, strict=False):
+            cell = choice.cell
+            if not cell:
+                continue
+            # The type as well: 1, 1.0 and True are equal keys, but are not reported alike.
+            key = (name, cell, choice.is_list, is_newer, held, held.__class__)
+            try:
+                entry = memo[key]
+            except KeyError:
+                entry = self._cell_entry(name, cell, choice.is_list, is_newer, held)
+                if len(memo) >= self.LIMIT:
+                    memo.clear()
+                memo[key] = entry
+            except TypeError:  # a value that is not a plain scalar
+                return None
+            if entry is None:
+                return None
+            if entry[0] is not None:
+                columns.append(name)
+                cells.append(entry[0])
+            shown.append(entry[1])
+        fields: Mapping[str, Any] = {}
         ids = (record_id,)
         stale_at = baseline if ts_field and baseline is not None else None
-        baselines = {record_id: baseline}
-        if entry.columns is None:  # nothing to write
-            stamp = None
-            if ts_field and entry.shown is not None:
-                held_stamp = record.get(ts_field)
-                if held_stamp is not None:
-                    stamp = held_value(held_stamp, self.values[ts_field].ftype)
-                    if stamp.__class__ is not str:
-                        return None
+        if len(columns) == 1:  # nothing to write
+            if shown:
+                stamp = self._held_stamp(record)
+                if stamp is _UNREPORTABLE:
+                    return None
+                fields = self._report(shown, stamp)
             outcome = (
                 Outcome.SKIPPED_UNCHANGED if _is_newer(newest, baseline)
                 else Outcome.SKIPPED_STALE
             )  # fmt: skip
-            return GroupPlan(outcome, ids, self._fields(entry.shown, stamp), stale_at=stale_at)
+            return GroupPlan(outcome, ids, fields, stale_at=stale_at)
         ts_cell = format_micros(newest) if newest is not None else None
         if ts_cell and ts_field and _is_newer(newest, current):
             # never moves the record's consent timestamp back
-            assert entry.columns_stamped is not None
-            row = Row._of(entry.columns_stamped, (record_id, *entry.cells, ts_cell))
+            columns.append(ts_field)
+            cells.append(ts_cell)
             stamp = ts_cell
         else:
-            row = Row._of(entry.columns, (record_id, *entry.cells))
-            stamp = None
-            if ts_field:
-                held_stamp = record.get(ts_field)
-                if held_stamp is not None:
-                    stamp = held_value(held_stamp, self.values[ts_field].ftype)
-                    if stamp.__class__ is not str:
-                        return None
-        return GroupPlan(None, ids, self._fields(entry.shown, stamp), update_rows=[row],
-                         stale_at=stale_at, baselines=baselines, stamp=_stamp(newest))  # fmt: skip
+            stamp = self._held_stamp(record)
+            if stamp is _UNREPORTABLE:
+                return None
+        row = Row._of(_columns_index(tuple(columns)), tuple(cells))
+        fields = self._report(shown, stamp)
+        return GroupPlan(None, ids, fields, update_rows=[row], stale_at=stale_at,
+                         baselines={record_id: baseline}, stamp=_stamp(newest))  # fmt: skip
 
-    def _held(self, record: Mapping[str, Any], names: tuple[str, ...]) -> tuple[Any, ...]:
+    def _report(self, shown: list[bytes], stamp: str | None) -> ReportFields:
+        """The report's fields from each field's JSON and, when not None, the timestamp."""
+        if stamp is None:
+            return ReportFields(b"{" + b",".join(shown) + b"}")
+        return ReportFields(
+            b"{" + b",".join(shown) + self._ts_key + _encode_value(stamp) + b"}"
+        )
+
+    def _held_stamp(self, record: Mapping[str, Any]) -> Any:
+        """The record's consent timestamp as the report shows it (None: not shown);
+        _UNREPORTABLE for a value only :func:`plan_in_full` reports."""
+        if not self.ts_field:
+            return None
+        held = record.get(self.ts_field)
+        if held is None:
+            return None
+        stamp = held_value(held, self.values[self.ts_field].ftype)
+        return stamp if stamp.__class__ is str else _UNREPORTABLE
+
+    def _held(self, record: Mapping[str, Any], names: tuple[str, ...]) -> Iterable[Any]:
         """``record.get(name)`` of each name (the struct's attributes read in one call)."""
         kind = type(record)
         getter = self._getters.get((kind, names))
@@ -632,48 +648,32 @@ class _PlanMemo:
             if len(self._getters) >= 256:
                 self._getters.clear()
             self._getters[(kind, names)] = getter
-        return getter(record)
+        held: Iterable[Any] = getter(record)
+        return held
 
-    def _matched_entry(
-        self,
-        names: tuple[str, ...],
-        cells: tuple[tuple[str, bool], ...],
-        newer: bool | tuple[bool, ...],
-        held: tuple[Any, ...],
-    ) -> _RecordPlan | None:
-        values = self.values
-        written: list[str] = []
-        written_cells: list[str] = []
-        shown: dict[str, Any] = {}
-        for place, (name, (cell, is_list)) in enumerate(zip(names, cells, strict=True)):
-            if not cell:
-                continue
-            value = values[name]
-            same = value.same(cell, held[place], is_list)
-            if newer if isinstance(newer, bool) else newer[place]:
-                if same:
-                    shown[name] = value.report(cell)  # held already, same value
-                else:
-                    written.append(name)
-                    written_cells.append(value.cell(cell))
-                    shown[name] = value.report(written_cells[-1])
-            elif same:
-                shown[name] = value.report(cell)
-            else:
-                shown[name] = held_value(held[place], value.ftype)  # not written (older)
-        try:
-            prefix = self._prefix(shown) if shown else None
-        except TypeError:
+    def _cell_entry(
+        self, name: str, cell: str, is_list: bool, is_newer: bool, held: Any
+    ) -> tuple[str | None, bytes] | None:
+        """For one field: the cell written (None: not written) and the report's JSON of the
+        field (``"name":value``); None when the JSON encoder refuses the value."""
+        value = self.values[name]
+        written: str | None = None
+        if value.same(cell, held, is_list):
+            shown = value.report(cell)  # held already, same value
+        elif is_newer:
+            written = value.cell(cell)
+            shown = value.report(written)
+        else:
+            shown = held_value(held, value.ftype)  # not written (older)
+        encoded = ReportFields.of({name: shown})
+        if not isinstance(encoded, ReportFields):
             return None
-        if not written:
-            return _RecordPlan((), (), None, None, prefix)
-        columns = ("Id", *written)
-        if len(set(columns)) != len(columns):
-            return None
-        return _RecordPlan(
-            tuple(written), tuple(written_cells), _columns_index(columns),
-            _columns_index((*columns, self.ts_field)) if self.ts_field else None, prefix,
-        )  # fmt: skip
+        return written, encoded.json[1:-1]
+
+
+_ALWAYS = itertools.repeat(True)
+_NEVER = itertools.repeat(False)
+_UNREPORTABLE = object()
 
 
 def _gets(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
