@@ -557,9 +557,9 @@ class _PlanMemo:
             if len(stamps) == 1:
                 (ts,) = stamps
                 newer = _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
-            else:
-                newer = [ts is not None and ts // 1000 * 1000 > baseline
-                         for ts in map(_TS_OF, stored)]  # fmt: skip
+            else:  # answered once per timestamp
+                answers = {ts: ts is not None and ts // 1000 * 1000 > baseline for ts in stamps}
+                newer = map(answers.__getitem__, map(_TS_OF, stored))
         memo = self._cells
         columns = ["Id"]
         cells = [record_id]
