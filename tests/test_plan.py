@@ -380,3 +380,17 @@ def test_plans_shared_by_people_of_the_same_choices_are_the_plans_made_in_full(
         plan_group(person, [msgspec.convert(record, record_type) if as_struct else record], rs)
         sizes.append(len(memo._cells))
     assert sizes == [2, 2]  # one entry per field, made for the first person only
+
+
+def test_a_row_picks_its_cells_as_get_reads_them() -> None:
+    """A job's CSV reads each row's cells in one call: the same cells as ``get`` per column,
+    None for a column the row lacks, whatever the columns asked (one, none, in any order)."""
+    row = Row(["Id", "HasOptedOutOfEmail", "Consent_At__c"], ["00Q1", "true", "2024"])
+    other = Row(["Id", "Topics__c"], ["00Q2", "A;B"])
+    asked = [("Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"),
+             ("Consent_At__c", "Id"), ("Topics__c",), ("Id",), (), ("Nope", "Id")]  # fmt: skip
+    for columns in asked:
+        for each in (row, other, row):  # the second time from the memo
+            assert each.pick(columns) == tuple(each.get(c) for c in columns)
+    columns = ["Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"]
+    assert build_csv(columns, [row, other]) == build_csv(columns, [dict(row), dict(other)])
