@@ -392,5 +392,5 @@ def test_a_row_picks_its_cells_as_get_reads_them() -> None:
     for columns in asked:
         for each in (row, other, row):  # the second time from the memo
             assert each.pick(columns) == tuple(each.get(c) for c in columns)
-    columns = ["Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"]
-    assert build_csv(columns, [row, other]) == build_csv(columns, [dict(row), dict(other)])
+    header = ["Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"]
+    assert build_csv(header, [row, other]) == build_csv(header, [dict(row), dict(other)])
