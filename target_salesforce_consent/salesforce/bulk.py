@@ -113,11 +113,9 @@ def upload_bound(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> i
     separator."""
     total = 4 * sum(len(c) for c in columns) + 3 * len(columns) + 2
     per_row = 3 * len(columns) + 1
-    for row in rows:
+    for cells in _cells(columns, rows):
         total += per_row
-        get = row.get
-        for column in columns:
-            value = get(column)
+        for value in cells:
             if value is not None:
                 total += 4 * len(value if isinstance(value, str) else str(value))
     return total
