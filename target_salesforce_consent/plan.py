@@ -600,9 +600,11 @@ class _PlanMemo:
                 entry = memo[key]
             except KeyError:
                 entry = self._cell_entry(name, cell, choice.is_list, is_newer, held)
-                if len(memo) >= self.LIMIT:
-                    memo.clear()
-                memo[key] = entry
+                # Long texts are rarely shared: not kept.
+                if len(cell) <= _SHORT and (held.__class__ is not str or len(held) <= _SHORT):
+                    if len(memo) >= self.LIMIT:
+                        memo.clear()
+                    memo[key] = entry
             except TypeError:  # a value that is not a plain scalar
                 return None
             if entry is None:
@@ -695,6 +697,7 @@ class _PlanMemo:
         return written, encoded.json[1:-1]
 
 
+_SHORT = FieldValues.SHORT
 _ALWAYS = itertools.repeat(True)
 _NEVER = itertools.repeat(False)
 _UNREPORTABLE = object()
