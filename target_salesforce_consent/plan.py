@@ -10,10 +10,14 @@ sink runs the resulting rows through Bulk API 2.0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple
+
+import msgspec
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
@@ -157,8 +161,33 @@ class Row(Mapping[str, str]):
             raise ValueError(f"duplicate column in {list(columns)!r}")
         self._values = tuple(cells)
 
+    @classmethod
+    def _of(cls, index: dict[str, int], cells: tuple[str, ...]) -> Row:
+        """A row of ``cells`` under an index from :func:`_columns_index` (checked there)."""
+        row = cls.__new__(cls)
+        row._index = index
+        row._values = cells
+        return row
+
     def __getitem__(self, name: str) -> str:
         return self._values[self._index[name]]
+
+    def pick(self, columns: tuple[str, ...]) -> tuple[str | None, ...]:
+        """``tuple(self.get(c) for c in columns)`` in one call: a job's CSV reads every row
+        this way (the getter made once per set of columns)."""
+        key = (id(self._index), columns)
+        found = _PICKERS.get(key)
+        if found is None or found[0] is not self._index:
+            missing = len(self._index)  # a column the row lacks reads the None put last
+            places = [self._index.get(name, missing) for name in columns]
+            getter: Callable[[Any], Any] = (
+                itemgetter(*places) if len(places) > 1 else _one_cell(places)
+            )
+            if len(_PICKERS) >= 1024:
+                _PICKERS.clear()
+            found = _PICKERS[key] = (self._index, getter)
+        cells: tuple[str | None, ...] = found[1]((*self._values, None))
+        return cells
 
     def get(self, name: str, default: Any = None) -> Any:
         place = self._index.get(name)
@@ -177,7 +206,14 @@ class Row(Mapping[str, str]):
         return f"Row({dict(self.items())!r})"
 
 
+def _one_cell(places: list[int]) -> Callable[[Any], Any]:
+    """An itemgetter's answer as a tuple, for no place or one place as well."""
+    return lambda values: tuple(values[place] for place in places)
+
+
 _COLUMNS_INDEX: dict[tuple[str, ...], dict[str, int]] = {}
+#: (id of a row's index, columns) -> that index (so its id stays its own), its cells' getter
+_PICKERS: dict[tuple[int, tuple[str, ...]], tuple[dict[str, int], Callable[[Any], Any]]] = {}
 
 
 def _columns_index(columns: tuple[str, ...]) -> dict[str, int]:
@@ -208,23 +244,28 @@ class GroupPlan:
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 
     def __post_init__(self) -> None:
-        self.fields = ReportFields.of(self.fields)  # held until settled: as the JSON written
+        if self.fields.__class__ is not ReportFields:  # (its truth would decode it)
+            self.fields = ReportFields.of(self.fields)  # held until settled: as JSON written
 
 
 # Per ResolvedSettings (by identity, held so the id is not reused): its fields' memos.
-_FIELD_VALUES: dict[int, tuple[ResolvedSettings, dict[str, FieldValues]]] = {}
+_FIELD_VALUES: dict[int, tuple[ResolvedSettings, dict[str, FieldValues], _PlanMemo]] = {}
+
+
+def _memos(rs: ResolvedSettings) -> tuple[ResolvedSettings, dict[str, FieldValues], _PlanMemo]:
+    entry = _FIELD_VALUES.get(id(rs))
+    if entry is not None and entry[0] is rs:
+        return entry
+    if len(_FIELD_VALUES) >= 8:
+        _FIELD_VALUES.clear()
+    values = {name: FieldValues(ftype) for name, ftype in rs.field_types.items()}
+    entry = _FIELD_VALUES[id(rs)] = (rs, values, _PlanMemo(rs, values))
+    return entry
 
 
 def field_values(rs: ResolvedSettings) -> dict[str, FieldValues]:
     """The memoized report and comparison of each field ``rs`` writes (see FieldValues)."""
-    entry = _FIELD_VALUES.get(id(rs))
-    if entry is not None and entry[0] is rs:
-        return entry[1]
-    if len(_FIELD_VALUES) >= 8:
-        _FIELD_VALUES.clear()
-    values = {name: FieldValues(ftype) for name, ftype in rs.field_types.items()}
-    _FIELD_VALUES[id(rs)] = (rs, values)
-    return values
+    return _memos(rs)[1]
 
 
 #: A person's choices with a cell, each with its field's memo.
@@ -238,6 +279,26 @@ def plan_group(
     written: Mapping[str, WrittenRecord] | None = None,
 ) -> GroupPlan:
     """Decide what to do for one person, given what the run merged and what matches it."""
+    memo = _memos(rs)[2]
+    if not matches:
+        plan = memo.unmatched(person)
+        if plan is not None:
+            return plan
+    elif len(matches) == 1 and not matches[0].get("IsConverted"):
+        plan = memo.matched(person, matches[0], written or {})
+        if plan is not None:
+            return plan
+    return plan_in_full(person, matches, rs, written)
+
+
+def plan_in_full(
+    person: PersonState,
+    matches: Sequence[Mapping[str, Any]],
+    rs: ResolvedSettings,
+    written: Mapping[str, WrittenRecord] | None = None,
+) -> GroupPlan:
+    """:func:`plan_group`, field by field for the person (without the memo of
+    :class:`_PlanMemo`): what the memo's plans are checked against."""
     settings = rs.settings
     ts_field = rs.consent_timestamp_field
     values = field_values(rs)
@@ -390,6 +451,263 @@ def _stamp(newest: int | None) -> int | None:
 
 def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(str(r["Id"]) for r in records)
+
+
+_CELL_OF = attrgetter("cell")
+_CELL_AND_LIST_OF = attrgetter("cell", "is_list")
+_TS_OF = attrgetter("ts")
+_encode_value = msgspec.json.encode
+
+
+class _UnmatchedPlan(NamedTuple):
+    """What planning decides for one combination of choices of an unmatched person."""
+
+    shown: bytes | None  # the report's fields as JSON, without its closing brace; None: none
+    insert: dict[str, str] | None  # the insert row before its match field and timestamp
+
+
+class _PlanMemo:
+    """The part of a plan shared by every person with the same choices (and, matched, whose
+    record holds the same values): people share a handful of combinations, so the work per
+    mapped field (comparing, the cells, the report's values and their JSON) is done once per
+    combination instead of once per person. Only the person's Id, consent timestamp and
+    record's timestamp are handled per person.
+
+    :meth:`matched` and :meth:`unmatched` give None where :func:`plan_in_full` decides (a
+    value that is not a plain JSON scalar, a mapped consent timestamp field, a report value
+    the JSON encoder refuses); both keep at most ``LIMIT`` combinations, then start over.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self, rs: ResolvedSettings, values: Mapping[str, FieldValues]) -> None:
+        self.rs = rs
+        self.values = values
+        self.ts_field = rs.consent_timestamp_field
+        self._ts_key = (
+            b"," + _encode_value(self.ts_field) + b":" if self.ts_field else b""
+        )
+        self._cells: dict[Any, tuple[str | None, bytes] | None] = {}
+        self._unmatched: dict[Any, _UnmatchedPlan | None] = {}
+        self._getters: dict[tuple[type, tuple[str, ...]], Callable[[Any], tuple[Any, ...]]] = {}
+
+    def _fields(self, shown: bytes | None, stamp: str | None) -> Mapping[str, Any]:
+        """The report's fields from a memo's JSON and, when not None, the consent timestamp."""
+        if shown is None:
+            return {}
+        if stamp is None:
+            return ReportFields(shown + b"}")
+        return ReportFields(shown + self._ts_key + _encode_value(stamp) + b"}")
+
+    @staticmethod
+    def _prefix(shown: dict[str, Any]) -> bytes | None:
+        encoded = ReportFields.of(shown)
+        if not isinstance(encoded, ReportFields):
+            raise TypeError("not encodable")
+        return encoded.json[:-1]
+
+    # -- unmatched ------------------------------------------------------------------------
+
+    def unmatched(self, person: PersonState) -> GroupPlan | None:
+        choices = person.choices
+        ts_field = self.ts_field
+        if ts_field and ts_field in choices:
+            return None
+        names = tuple(choices)
+        key = (names, tuple(map(_CELL_OF, choices.values())))
+        memo = self._unmatched
+        if key in memo:
+            entry = memo[key]
+        else:
+            entry = self._unmatched_entry(names, key[1])
+            if len(memo) >= self.LIMIT:
+                memo.clear()
+            memo[key] = entry
+        if entry is None:
+            return None
+        newest = person.newest if ts_field else None
+        ts_cell = format_micros(newest) if newest is not None else None
+        fields = self._fields(entry.shown, ts_cell)
+        if not self.rs.settings.upsert_mode:
+            return GroupPlan(Outcome.SKIPPED_UNMATCHED, (), fields)
+        if entry.insert is None:
+            return GroupPlan(Outcome.SKIPPED_UNCHANGED, (), {})
+        row = dict(entry.insert)
+        row[self.rs.match_field] = person.ouid
+        if ts_cell and ts_field:
+            row[ts_field] = ts_cell
+        return GroupPlan(None, (), fields, insert_row=row, stamp=_stamp(newest))
+
+    def _unmatched_entry(
+        self, names: tuple[str, ...], cells: tuple[str, ...]
+    ) -> _UnmatchedPlan | None:
+        values = self.values
+        chosen = [
+            (name, cell, values[name]) for name, cell in zip(names, cells, strict=True) if cell
+        ]
+        shown = {name: value.report(cell) for name, cell, value in chosen}
+        try:
+            prefix = self._prefix(shown) if shown else None
+        except TypeError:
+            return None
+        if not chosen:
+            return _UnmatchedPlan(prefix, None)
+        row = dict(self.rs.insert_defaults)
+        # On insert an empty cell means "not set"; there is nothing to clear.
+        row.update({name: ("" if cell == CLEAR else value.cell(cell))
+                    for name, cell, value in chosen})  # fmt: skip
+        return _UnmatchedPlan(prefix, row)
+
+    # -- matched by one record ------------------------------------------------------------
+
+    def matched(
+        self, person: PersonState, record: Mapping[str, Any], written: Mapping[str, WrittenRecord]
+    ) -> GroupPlan | None:
+        choices = person.choices
+        ts_field = self.ts_field
+        if "Id" in choices or (ts_field and ts_field in choices):
+            return None
+        names = tuple(choices)
+        stored = choices.values()
+        record_id = str(record["Id"])
+        current = current_stamp(record, ts_field) if ts_field else None
+        baseline = baseline_of(record_id, current, written) if ts_field else None
+        newest = person.newest if ts_field else None
+        # Whether each choice is newer than the record's consent (one answer for all when
+        # the choices share their timestamp, as a lone record's do).
+        newer: Iterable[bool] = _ALWAYS
+        if baseline is not None:
+            stamps = set(map(_TS_OF, stored))
+            if len(stamps) == 1:
+                (ts,) = stamps
+                newer = _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
+            else:  # answered once per timestamp
+                answers = {ts: ts is not None and ts // 1000 * 1000 > baseline for ts in stamps}
+                newer = map(answers.__getitem__, map(_TS_OF, stored))
+        memo = self._cells
+        columns = ["Id"]
+        cells = [record_id]
+        shown: list[bytes] = []
+        held_values = self._held(record, names)
+        # (newer may repeat one answer without end)
+        for name, choice, held, is_newer in zip(names, stored, held_values, newer, strict=False):
+            cell = choice.cell
+            if not cell:
+                continue
+            # The type as well: 1, 1.0 and True are equal keys, but are not reported alike.
+            key = (name, cell, choice.is_list, is_newer, held, held.__class__)
+            try:
+                entry = memo[key]
+            except KeyError:
+                entry = self._cell_entry(name, cell, choice.is_list, is_newer, held)
+                # Long texts are rarely shared: not kept.
+                if len(cell) <= _SHORT and (held.__class__ is not str or len(held) <= _SHORT):
+                    if len(memo) >= self.LIMIT:
+                        memo.clear()
+                    memo[key] = entry
+            except TypeError:  # a value that is not a plain scalar
+                return None
+            if entry is None:
+                return None
+            if entry[0] is not None:
+                columns.append(name)
+                cells.append(entry[0])
+            shown.append(entry[1])
+        fields: Mapping[str, Any] = {}
+        ids = (record_id,)
+        stale_at = baseline if ts_field and baseline is not None else None
+        if len(columns) == 1:  # nothing to write
+            if shown:
+                stamp = self._held_stamp(record)
+                if stamp is _UNREPORTABLE:
+                    return None
+                fields = self._report(shown, stamp)
+            outcome = (
+                Outcome.SKIPPED_UNCHANGED if _is_newer(newest, baseline)
+                else Outcome.SKIPPED_STALE
+            )  # fmt: skip
+            return GroupPlan(outcome, ids, fields, stale_at=stale_at)
+        ts_cell = format_micros(newest) if newest is not None else None
+        if ts_cell and ts_field and _is_newer(newest, current):
+            # never moves the record's consent timestamp back
+            columns.append(ts_field)
+            cells.append(ts_cell)
+            stamp = ts_cell
+        else:
+            stamp = self._held_stamp(record)
+            if stamp is _UNREPORTABLE:
+                return None
+        row = Row._of(_columns_index(tuple(columns)), tuple(cells))
+        fields = self._report(shown, stamp)
+        return GroupPlan(None, ids, fields, update_rows=[row], stale_at=stale_at,
+                         baselines={record_id: baseline}, stamp=_stamp(newest))  # fmt: skip
+
+    def _report(self, shown: list[bytes], stamp: str | None) -> ReportFields:
+        """The report's fields from each field's JSON and, when not None, the timestamp."""
+        if stamp is None:
+            return ReportFields(b"{" + b",".join(shown) + b"}")
+        return ReportFields(
+            b"{" + b",".join(shown) + self._ts_key + _encode_value(stamp) + b"}"
+        )
+
+    def _held_stamp(self, record: Mapping[str, Any]) -> Any:
+        """The record's consent timestamp as the report shows it (None: not shown);
+        _UNREPORTABLE for a value only :func:`plan_in_full` reports."""
+        if not self.ts_field:
+            return None
+        held = record.get(self.ts_field)
+        if held is None:
+            return None
+        stamp = held_value(held, self.values[self.ts_field].ftype)
+        return stamp if stamp.__class__ is str else _UNREPORTABLE
+
+    def _held(self, record: Mapping[str, Any], names: tuple[str, ...]) -> Iterable[Any]:
+        """``record.get(name)`` of each name (the struct's attributes read in one call)."""
+        kind = type(record)
+        getter = self._getters.get((kind, names))
+        if getter is None:
+            selected = getattr(kind, "_names", None)
+            if len(names) > 1 and isinstance(selected, frozenset) and selected.issuperset(names):
+                getter = attrgetter(*names)
+            else:
+                getter = _gets(names)
+            if len(self._getters) >= 256:
+                self._getters.clear()
+            self._getters[(kind, names)] = getter
+        held: Iterable[Any] = getter(record)
+        return held
+
+    def _cell_entry(
+        self, name: str, cell: str, is_list: bool, is_newer: bool, held: Any
+    ) -> tuple[str | None, bytes] | None:
+        """For one field: the cell written (None: not written) and the report's JSON of the
+        field (``"name":value``); None when the JSON encoder refuses the value."""
+        value = self.values[name]
+        written: str | None = None
+        if value.same(cell, held, is_list):
+            shown = value.report(cell)  # held already, same value
+        elif is_newer:
+            written = value.cell(cell)
+            shown = value.report(written)
+        else:
+            shown = held_value(held, value.ftype)  # not written (older)
+        encoded = ReportFields.of({name: shown})
+        if not isinstance(encoded, ReportFields):
+            return None
+        return written, encoded.json[1:-1]
+
+
+_SHORT = FieldValues.SHORT
+_ALWAYS = itertools.repeat(True)
+_NEVER = itertools.repeat(False)
+_UNREPORTABLE = object()
+
+
+def _gets(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    def held(record: Any) -> tuple[Any, ...]:
+        return tuple(map(record.get, names))
+
+    return held
 
 
 def csv_columns(

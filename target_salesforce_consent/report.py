@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -161,13 +162,23 @@ _encode_lines = msgspec.json.Encoder(decimal_format="number").encode_lines
 
 
 _LINES_PER_WRITE = 256
+_OUTCOME_OF = attrgetter("outcome")
 
 
 def encode_lines(lines: Sequence[OutcomeLine]) -> str:
     """The report text of ``lines``, one :meth:`OutcomeLine.to_json` each with its newline:
     encoded in one pass, or line by line when one of them needs the fallback encoder."""
-    try:
-        return _encode_lines([line._as_struct() for line in lines]).decode()
+    try:  # (OutcomeLine._as_struct, inline: one call less per line)
+        return _encode_lines([
+            _LineJSON(
+                line.stream, line.organization_user_id, line.didomi_id, line.timestamp,
+                line.outcome, line.salesforce_ids,
+                msgspec.Raw(line.fields.json) if line.fields.__class__ is ReportFields
+                else line.fields,
+                line.error, line.job_id, line.salesforce_kept, line.retry,
+            )
+            for line in lines
+        ]).decode()  # fmt: skip
     except (TypeError, UnicodeEncodeError):
         return "".join(line.to_json() + "\n" for line in lines)
 
@@ -213,7 +224,7 @@ class RunReport:
     def write_batch(self, lines: Iterable[OutcomeLine]) -> Counter[Outcome]:
         """Record a batch's outcomes; returns that batch's counts."""
         lines = lines if isinstance(lines, list) else list(lines)
-        batch_counts: Counter[Outcome] = Counter(line.outcome for line in lines)
+        batch_counts: Counter[Outcome] = Counter(map(_OUTCOME_OF, lines))
         if self._file is not None:
             # In slices: the text of a whole batch at once would add to the peak memory.
             for start in range(0, len(lines), _LINES_PER_WRITE):

@@ -998,6 +998,8 @@ class BatchProcessor:
         Returns the keys of rows left unresolved.
         """
         rs = self.rs
+        dry_run = rs.settings.dry_run
+        stamping = bool(rs.consent_timestamp_field)
         unresolved: list[str] = []
         stamped: list[tuple[str, int | None, int]] = []  # (Id, baseline, stamp) written
         for group in groups.values():
@@ -1007,24 +1009,24 @@ class BatchProcessor:
             error: str | None = None
             job_id: str | None = None
             ids = plan.salesforce_ids
-            results: list[RowResult] = []
-            if outcome is None and rs.settings.dry_run:
-                outcome = Outcome.WOULD_UPDATE if plan.update_rows else Outcome.WOULD_INSERT
-            elif outcome is None and plan.update_rows:
-                results = [updates.result(row["Id"]) for row in plan.update_rows]
-                outcome, error, job_id = _combine(results, Outcome.UPDATED)
-            elif outcome is None and plan.insert_row is not None:
-                results = [inserts.result(plan.insert_row[rs.match_field])]
-                outcome, error, job_id = _combine(results, Outcome.INSERTED)
-                if outcome is Outcome.INSERTED and results[0].sf_id:
-                    ids = (results[0].sf_id,)
-            unresolved += [r.key for r in results if r.status == "unresolved"]
-            if plan.stamp is not None and rs.consent_timestamp_field:
-                stamped += [
-                    (r.sf_id or r.key, plan.baselines.get(r.key), plan.stamp)
-                    for r in results
-                    if r.status == "succeeded" and (r.sf_id or r.key)
-                ]
+            if outcome is None:
+                results: list[RowResult] = []
+                if dry_run:
+                    outcome = Outcome.WOULD_UPDATE if plan.update_rows else Outcome.WOULD_INSERT
+                elif plan.update_rows:
+                    results = [updates.result(row["Id"]) for row in plan.update_rows]
+                    outcome, error, job_id = _combine(results, Outcome.UPDATED)
+                elif plan.insert_row is not None:
+                    results = [inserts.result(plan.insert_row[rs.match_field])]
+                    outcome, error, job_id = _combine(results, Outcome.INSERTED)
+                    if outcome is Outcome.INSERTED and results[0].sf_id:
+                        ids = (results[0].sf_id,)
+                stamp = plan.stamp if stamping else None
+                for r in results:
+                    if r.status == "unresolved":
+                        unresolved.append(r.key)
+                    elif stamp is not None and r.status == "succeeded" and (r.sf_id or r.key):
+                        stamped.append((r.sf_id or r.key, plan.baselines.get(r.key), stamp))
             assert outcome is not None
             # What every line of the person shares, once (see _line): only a stale record's
             # line differs.
@@ -1146,6 +1148,11 @@ def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str |
     `success` when any row was written (several matches); the first row error is kept in the
     report either way, so a partial failure is never hidden.
     """
+    if len(results) == 1:  # most people: one row
+        result = results[0]
+        if result.status == "succeeded":
+            return success, None, result.job_id
+        return Outcome.FAILED, result.error or "UNKNOWN_EXCEPTION: no result row", result.job_id
     errors = [r for r in results if r.status != "succeeded"]
     first_error = (errors[0].error or "UNKNOWN_EXCEPTION: no result row") if errors else None
     for result in results:

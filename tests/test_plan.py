@@ -6,6 +6,7 @@ import random
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 from target_salesforce_consent.didomi import format_timestamp, parse_record
@@ -13,17 +14,20 @@ from target_salesforce_consent.extract import choices_of
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.plan import (
     Row,
+    _memos,
     csv_columns,
     current_stamp,
     format_micros,
     from_micros,
     parse_salesforce_datetime,
     plan_group,
+    plan_in_full,
     shown_fields,
     to_micros,
 )
-from target_salesforce_consent.report import Outcome
+from target_salesforce_consent.report import Outcome, ReportFields
 from target_salesforce_consent.salesforce.bulk import build_csv
+from target_salesforce_consent.salesforce.client import query_record_type
 from target_salesforce_consent.settings import ResolvedSettings, Settings
 from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
@@ -306,3 +310,89 @@ def test_a_records_stamp_read_from_its_minute_is_the_stamp_read_in_full(held: An
     expected = to_micros(parsed) // 1000 * 1000 if parsed is not None else None
     assert current_stamp({"At__c": held}, "At__c") == expected
     assert current_stamp({"At__c": held}, "At__c") == expected  # from the memo
+
+
+def _plan_parts(plan: Any) -> tuple[Any, ...]:
+    """A plan as comparable values: rows and fields with their order, fields' JSON as is."""
+    fields = plan.fields
+    shown = (type(fields), fields.json if isinstance(fields, ReportFields) else fields)
+    rows = [list(row.items()) for row in plan.update_rows]
+    insert = list(plan.insert_row.items()) if plan.insert_row is not None else None
+    return (plan.outcome, plan.salesforce_ids, shown, rows, insert, plan.stale_at,
+            plan.baselines, plan.stamp, plan.kept)  # fmt: skip
+
+
+@pytest.mark.parametrize("upsert", [False, True])
+@pytest.mark.parametrize("stamped", [False, True])
+@pytest.mark.parametrize("as_struct", [False, True])
+def test_plans_shared_by_people_of_the_same_choices_are_the_plans_made_in_full(
+    upsert: bool, stamped: bool, as_struct: bool
+) -> None:
+    """People with the same choices and record values share one plan's fields, cells and
+    report JSON: every plan, line for line and byte for byte, is the one made field by field
+    for that person, whatever the values held (1, 1.0 and True included) and the stamps."""
+    pick = random.Random(f"{upsert}{stamped}{as_struct}")
+    rs = resolved(consent_timestamp_field=stamped, upsert_mode=upsert)
+    record_type = query_record_type(
+        "Lead", ["Id", "Email", "IsConverted", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"]
+    )
+    stamps = [None, "", "2024-06-18T16:40:03.000+0000", "2024-06-18T16:40:03.512+0000",
+              "2024-06-18T16:40:04.000+0000", "2023-01-01T00:00:00.000+0000", "not a time"]
+    held_flags = [True, False, None, 1, 1.0, 0, "true", "", "x"]
+    seen: set[Outcome | None] = set()
+    for n in range(1500):
+        person = consent(
+            pick.choice([True, False, None]),
+            pick.choice([None, "dK7", "", "A", "B", "A,B"]),
+            at=pick.choice(["2024-06-18T16:40:03.512Z", "2024-06-18T16:40:03.999Z",
+                            "2024-06-18T16:40:04.000Z"]),
+            ouid=f"p{n}@b.c",
+        )  # fmt: skip
+        if person.choices and pick.random() < 0.4:  # a choice older than the person's newest
+            name = pick.choice(list(person.choices))
+            old = person.choices[name]
+            older = StoredChoice((old.ts or 0) - pick.choice([1, 600_000, 10**9]), old.cell,
+                                 old.is_list)  # fmt: skip
+            person.choices = {**person.choices, name: older}
+        record = {"Id": f"00Q{n:015d}", "Email": person.ouid, "IsConverted": False,
+                  "HasOptedOutOfEmail": pick.choice(held_flags),
+                  "Topics__c": pick.choice([None, "A", "B;A", "", "A;B", "A;" * 40 + "B"]),
+                  "Consent_At__c": pick.choice(stamps)}  # fmt: skip
+        matches: list[Any] = []
+        if pick.random() < 0.8:
+            matches = [msgspec.convert(record, record_type) if as_struct else record]
+        written: dict[str, WrittenRecord] = {}
+        if pick.random() < 0.3:
+            written[f"00Q{n:015d}"] = WrittenRecord(
+                pick.choice([None, 1718728803000000]), pick.choice([1718728803512000, 5])
+            )
+        plan = plan_group(person, matches, rs, written)
+        seen.add(plan.outcome)
+        assert _plan_parts(plan) == _plan_parts(plan_in_full(person, matches, rs, written))
+    assert {None, Outcome.SKIPPED_UNCHANGED} <= seen
+    memo = _memos(rs)[2]
+    held_texts = [key[4] for key in memo._cells if isinstance(key[4], str)]
+    assert held_texts and max(map(len, held_texts)) <= 64  # long texts are not kept
+    # Two people of the same choices, matched by records of the same values: one entry each.
+    memo._cells.clear()
+    sizes = []
+    for n in range(2):
+        person = consent(True, "A", ouid=f"same{n}@b.c")
+        record = lead(Id=f"00Q{n}", HasOptedOutOfEmail=True, Topics__c="B")
+        plan_group(person, [msgspec.convert(record, record_type) if as_struct else record], rs)
+        sizes.append(len(memo._cells))
+    assert sizes == [2, 2]  # one entry per field, made for the first person only
+
+
+def test_a_row_picks_its_cells_as_get_reads_them() -> None:
+    """A job's CSV reads each row's cells in one call: the same cells as ``get`` per column,
+    None for a column the row lacks, whatever the columns asked (one, none, in any order)."""
+    row = Row(["Id", "HasOptedOutOfEmail", "Consent_At__c"], ["00Q1", "true", "2024"])
+    other = Row(["Id", "Topics__c"], ["00Q2", "A;B"])
+    asked = [("Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"),
+             ("Consent_At__c", "Id"), ("Topics__c",), ("Id",), (), ("Nope", "Id")]  # fmt: skip
+    for columns in asked:
+        for each in (row, other, row):  # the second time from the memo
+            assert each.pick(columns) == tuple(each.get(c) for c in columns)
+    header = ["Id", "HasOptedOutOfEmail", "Topics__c", "Consent_At__c"]
+    assert build_csv(header, [row, other]) == build_csv(header, [dict(row), dict(other)])

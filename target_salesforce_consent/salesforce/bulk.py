@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from target_salesforce_consent.mapping import as_sent
 
@@ -66,7 +66,7 @@ def build_csv(
         # The usual case: no cell holds a CR or a NUL, so as_sent changes none and the
         # cells are written as they are (the csv module writes None as "" and anything
         # else as str(), as cell() below does). Checked on the whole text.
-        text = _csv_text(columns, ([row.get(c) for c in columns] for row in rows), terminator)
+        text = _csv_text(columns, _cells(columns, rows), terminator)
         if "\r" not in text and "\x00" not in text:
             return text.encode("utf-8")
     buffer = io.StringIO(newline="")
@@ -83,7 +83,23 @@ def build_csv(
     return buffer.getvalue().encode("utf-8")
 
 
-def _csv_text(columns: Sequence[str], cells: Iterable[list[Any]], terminator: str) -> str:
+def _cells(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Iterator[Sequence[Any]]:
+    """``[row.get(c) for c in columns]`` of each row; a row that can ``pick`` its cells (a
+    plan's Row) gives them in one call."""
+    names = tuple(columns)
+    picks: dict[type, bool] = {}
+    for row in rows:
+        kind = row.__class__
+        picks_cells = picks.get(kind)
+        if picks_cells is None:
+            picks_cells = picks[kind] = callable(getattr(kind, "pick", None))
+        if picks_cells:
+            yield row.pick(names)  # type: ignore[attr-defined]
+        else:
+            yield [row.get(c) for c in names]
+
+
+def _csv_text(columns: Sequence[str], cells: Iterable[Sequence[Any]], terminator: str) -> str:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator=terminator)
     writer.writerow(columns)
@@ -97,11 +113,9 @@ def upload_bound(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> i
     separator."""
     total = 4 * sum(len(c) for c in columns) + 3 * len(columns) + 2
     per_row = 3 * len(columns) + 1
-    for row in rows:
+    for cells in _cells(columns, rows):
         total += per_row
-        get = row.get
-        for column in columns:
-            value = get(column)
+        for value in cells:
             if value is not None:
                 total += 4 * len(value if isinstance(value, str) else str(value))
     return total
@@ -131,9 +145,9 @@ def parse_result_csv(body: bytes) -> list[dict[str, str]]:
     return rows
 
 
-@dataclass(frozen=True, slots=True)
-class ResultRow:
-    """What reconciling needs of one row of a result file (the rest of the row is not kept)."""
+class ResultRow(NamedTuple):
+    """What reconciling needs of one row of a result file (the rest of the row is not kept).
+    A named tuple: made once per row of every result file, cheaper than a frozen class."""
 
     key: str | None  # the key column's cell; None when the file has no such column
     sf_id: str | None
@@ -163,6 +177,18 @@ def read_result_rows(body: bytes, key_column: str) -> Iterator[ResultRow]:
             id_place = places.get("sf__Id")
             created_place = places.get("sf__Created")
             error_place = places.get("sf__Error")
+            continue
+        if (
+            len(record) == width and key_place is not None and id_place is not None
+            and created_place is not None and error_place is not None
+        ):  # the usual row: every cell there, read without the checks of _cell  # fmt: skip
+            created = record[created_place]
+            yield ResultRow(
+                record[key_place],
+                record[id_place] or None,
+                created == "true" or created.strip().lower() == "true",
+                record[error_place],
+            )
             continue
         yield ResultRow(
             _cell(record, key_place) if key_place is not None and key_place < width else None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,10 +386,13 @@ Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers
 
 
 @contextlib.contextmanager
-def stub_gateway(answer_get: Callable[[str], Answer]) -> Iterator[str]:
+def stub_gateway(
+    answer_get: Callable[[str], Answer], seen: list[tuple[str, str | None]] | None = None
+) -> Iterator[str]:
     """A minimal stdlib HTTP server in front of a fake org, for answers the sandbox cannot
     give: every POST is a token request (answered with a token for this server), every GET is
-    answered by `answer_get(path)`. Yields the server's URL."""
+    answered by `answer_get(path)` (and appended to `seen` with its Authorization header when
+    given). Yields the server's URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -408,6 +413,8 @@ def stub_gateway(answer_get: Callable[[str], Answer]) -> Iterator[str]:
             self._send(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
 
         def do_GET(self) -> None:
+            if seen is not None:
+                seen.append((self.path, self.headers.get("Authorization")))
             self._send(*answer_get(self.path))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -470,3 +477,42 @@ def test_retry_after_header_is_honoured() -> None:
         assert c.get_json("limits") == {}
         assert sleeps == [7.0]
         assert len(hits) == 2
+
+
+def test_proxies_and_netrc_of_the_environment_apply_to_every_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The environment is read once per host, not per call, and still applies: a proxy named
+    by HTTP_PROXY carries every call (the org itself sees none), and a ~/.netrc login for the
+    host is sent as requests sends it."""
+    json_type = {"Content-Type": "application/json"}
+    org_seen: list[tuple[str, str | None]] = []
+    proxy_seen: list[tuple[str, str | None]] = []
+    with stub_gateway(lambda path: (200, b'{"from": "org"}', json_type), org_seen) as org_url, \
+            stub_gateway(lambda path: (200, b'{"from": "proxy"}', json_type),
+                         proxy_seen) as proxy_url:  # fmt: skip
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        c = SalesforceClient(org_url, "id", "secret")
+        c.authenticate()  # the token from the org, before the environment names a proxy
+        assert c.get_json("limits") == {"from": "org"}
+        assert org_seen[-1][1] == "Bearer 00D!tok"
+
+        proxied = SalesforceClient(org_url, "id", "secret")
+        proxied.authenticate()
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        assert [proxied.get_json("limits") for _ in range(2)] == [{"from": "proxy"}] * 2
+        assert [path for path, _ in proxy_seen] == [
+            f"{org_url}/services/data/v62.0/limits"  # the absolute form a proxy receives
+        ] * 2
+        monkeypatch.delenv("HTTP_PROXY")
+
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login someone password pw\n")
+        monkeypatch.setenv("NETRC", str(netrc))
+        with_netrc = SalesforceClient(org_url, "id", "secret")
+        with_netrc.authenticate()
+        for _ in range(2):
+            with_netrc.get_json("limits")
+        basic = "Basic " + base64.b64encode(b"someone:pw").decode()
+        assert [auth for _, auth in org_seen[-2:]] == [basic, basic]
