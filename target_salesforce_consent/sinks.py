@@ -474,7 +474,9 @@ class BatchProcessor:
         self.match_pool = MatchPool(self._fetch)
         # Batches whose outcome is not settled yet, in input order (at most two).
         self._unsettled: deque[_Batch] = deque()
-        # Batches are processed on a thread of their own while the next one is read.
+        # Batches are processed on a thread of their own; the next one is read once this one
+        # is processed, while its jobs run (read ahead, it measured no faster and held one
+        # more batch: see pipeline.py).
         self.worker: BatchWorker[list[BufferedRecord]] = BatchWorker(
             self.process, self._skip_batch
         )
@@ -883,7 +885,7 @@ class BatchProcessor:
         return {key: _Group(states[key], group) for key, group in members.items()}
 
     def _positions(self, count: int) -> list[int]:
-        """0 .. count-1, the same int objects for every batch: the three batches in flight key
+        """0 .. count-1, the same int objects for every batch: the batches in flight key
         their members and lines by them."""
         if len(self._position_ints) < count:
             self._position_ints = list(range(count))

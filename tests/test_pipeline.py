@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from typing import Any
 
-from target_salesforce_consent.pipeline import MatchPool
+from target_salesforce_consent.pipeline import BatchWorker, MatchPool
 
 
 def test_match_queries_leave_no_long_url_in_the_split_cache() -> None:
@@ -25,3 +26,47 @@ def test_match_queries_leave_no_long_url_in_the_split_cache() -> None:
             assert urllib.parse.urlsplit.cache_info().currsize == 0  # type: ignore[attr-defined]
     finally:
         pool.close()
+
+
+def test_the_next_batch_is_read_once_the_worker_has_processed_the_previous_one() -> None:
+    """A hand-over returns only once the batch is processed (its jobs started): the reading
+    thread never holds a batch read ahead beside the two the worker and the jobs hold."""
+    returned = threading.Event()
+    seen_returned: list[bool] = []
+
+    def handle(batch: int) -> None:
+        # Had the hand-over returned at once, the reading thread would have said so by now.
+        seen_returned.append(returned.wait(timeout=0.5))
+
+    def skip(batch: int, error: BaseException) -> None:
+        raise AssertionError(f"batch {batch} skipped: {error}")
+
+    worker: BatchWorker[int] = BatchWorker(handle, skip)
+    for batch in (1, 2):
+        returned.clear()
+        worker.submit(batch)
+        returned.set()
+        assert len(seen_returned) == batch  # processed before submit returned
+    worker.wait()
+    assert seen_returned == [False, False]
+
+
+def test_with_read_ahead_the_next_batch_is_read_while_the_worker_processes() -> None:
+    taken = threading.Event()
+    release = threading.Event()
+    handled: list[int] = []
+
+    def handle(batch: int) -> None:
+        taken.set()
+        release.wait()
+        handled.append(batch)
+
+    def skip(batch: int, error: BaseException) -> None:
+        raise AssertionError(f"batch {batch} skipped: {error}")
+
+    worker: BatchWorker[int] = BatchWorker(handle, skip, read_ahead=True)
+    worker.submit(1)  # returns once taken, while the worker is still processing it
+    assert taken.is_set() and handled == []
+    release.set()
+    worker.wait()
+    assert handled == [1]
