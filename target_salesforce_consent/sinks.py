@@ -421,16 +421,23 @@ class _Batch:
 
     def writing(self) -> tuple[set[str], set[str]]:
         """Case-folded keys and Salesforce Ids this batch's jobs write or may write."""
-        keys: set[str] = {key.casefold() for key in self.late}
+        keys: set[str] = {_casefold(key) for key in self.late}
         ids: set[str] = set(self.late_ids)
         for key, group in self.groups.items():
             plan = group.plan
             if plan is None or plan.outcome is not None:
                 continue
             if plan.update_rows or plan.insert_row is not None:
-                keys.add(key.casefold())
+                keys.add(_casefold(key))
             ids.update(row["Id"] for row in plan.update_rows)
         return keys, ids
+
+
+def _casefold(key: str) -> str:
+    """``key.casefold()``, the key itself when that is the same text (most keys, lower-cased
+    already): not another copy of every key of the batch."""
+    folded = key.casefold()
+    return key if folded == key else folded
 
 
 class BatchProcessor:
@@ -648,6 +655,7 @@ class BatchProcessor:
                 keys |= more_keys
                 ids |= more_ids
             batch.late = conflicting_keys(batch.groups, matches, keys, ids)
+            del keys, ids  # not held while this batch is planned and the earlier one settled
             batch.late_ids = {
                 str(r.get("Id")) for key in batch.late for r in matches.get(key, ())
             }
