@@ -322,6 +322,10 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+#: A planned group's empty ``kept`` and ``baselines``, once settling is all that reads them
+#: (never changed: settling only reads them).
+_NO_KEPT: dict[str, list[str]] = {}
+_NO_BASELINES: dict[str, int | None] = {}
 #: The state of every planned group (the plan holds what settling reads): one for all.
 _PLANNED_STATE = PersonState("", _PLANNED, None)
 
@@ -727,6 +731,12 @@ class BatchProcessor:
         """Jobs for the planned writes of `groups`, on a background thread."""
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
+            plan = group.plan
+            if plan is not None:  # held until settled: one empty container for all
+                if not plan.kept:
+                    plan.kept = _NO_KEPT
+                if not plan.baselines:
+                    plan.baselines = _NO_BASELINES
         if self.rs.settings.dry_run:
             return
         writes = {

@@ -446,6 +446,7 @@ class BulkIngest:
                 raise ValueError(f"duplicate {key_column} {key!r}")
             seen.add(norm)
             entries.append(_Row(key, norm, row))
+        del seen  # a large table, not held while the job runs
 
         outcome = IngestOutcome(results={}, job_ids=[])
         if not entries:
