@@ -50,12 +50,27 @@ class ReportFields(Mapping[str, Any]):
     """A report line's ``fields``, kept as the JSON text they are written as: a batch's plans
     hold them until it is settled, and the text is a fraction of the dict's memory (and is
     encoded once per person, not once per line). Read and compared as the dict it was made
-    of (JSON keeps every value the report holds as it was: text, booleans, numbers, null)."""
+    of (JSON keeps every value the report holds as it was: text, booleans, numbers, null).
 
-    __slots__ = ("json",)
+    The text is held in two parts, cut before its last member: the last member is the one
+    that differs from person to person (the consent timestamp, when the report shows it),
+    while the members before it take a few values across a run, so that part is shared by
+    every person who has it (see :func:`_shared_head`)."""
+
+    __slots__ = ("_head", "_tail")
 
     def __init__(self, json: bytes) -> None:
-        self.json = json
+        # Inside a JSON string a quote is always escaped, so `,"` starts a member.
+        cut = json.rfind(b',"')
+        if cut > 0:
+            self._head, self._tail = _shared_head(json[:cut]), json[cut:]
+        else:
+            self._head, self._tail = json, b""
+
+    @property
+    def json(self) -> bytes:
+        """The fields as the JSON text written in the report."""
+        return self._head + self._tail if self._tail else self._head
 
     @classmethod
     def of(cls, fields: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -83,6 +98,21 @@ class ReportFields(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"ReportFields({self._decoded()!r})"
+
+
+#: The distinct leading parts of ReportFields' texts, each held once (bounded: a run meets
+#: a few hundred at most, and clearing only costs sharing).
+_HEADS: dict[bytes, bytes] = {}
+_MAX_HEADS = 8192
+
+
+def _shared_head(head: bytes) -> bytes:
+    shared = _HEADS.get(head)
+    if shared is None:
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        shared = _HEADS[head] = head
+    return shared
 
 
 @dataclass(slots=True)

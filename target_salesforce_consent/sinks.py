@@ -343,6 +343,10 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
+#: A planned group's empty ``kept`` and ``baselines``, once settling is all that reads them
+#: (never changed: settling only reads them).
+_NO_KEPT: dict[str, list[str]] = {}
+_NO_BASELINES: dict[str, int | None] = {}
 #: The state of every planned group (the plan holds what settling reads): one for all.
 _PLANNED_STATE = PersonState("", _PLANNED, None)
 
@@ -442,16 +446,23 @@ class _Batch:
 
     def writing(self) -> tuple[set[str], set[str]]:
         """Case-folded keys and Salesforce Ids this batch's jobs write or may write."""
-        keys: set[str] = {key.casefold() for key in self.late}
+        keys: set[str] = {_casefold(key) for key in self.late}
         ids: set[str] = set(self.late_ids)
         for key, group in self.groups.items():
             plan = group.plan
             if plan is None or plan.outcome is not None:
                 continue
             if plan.update_rows or plan.insert_row is not None:
-                keys.add(key.casefold())
+                keys.add(_casefold(key))
             ids.update(row["Id"] for row in plan.update_rows)
         return keys, ids
+
+
+def _casefold(key: str) -> str:
+    """``key.casefold()``, the key itself when that is the same text (most keys, lower-cased
+    already): not another copy of every key of the batch."""
+    folded = key.casefold()
+    return key if folded == key else folded
 
 
 class BatchProcessor:
@@ -495,7 +506,9 @@ class BatchProcessor:
         self.match_pool = MatchPool(self._fetch)
         # Batches whose outcome is not settled yet, in input order (at most two).
         self._unsettled: deque[_Batch] = deque()
-        # Batches are processed on a thread of their own while the next one is read.
+        # Batches are processed on a thread of their own; the next one is read once this one
+        # is processed, while its jobs run (read ahead, it measured no faster and held one
+        # more batch: see pipeline.py).
         self.worker: BatchWorker[list[BufferedRecord]] = BatchWorker(
             self.process, self._skip_batch
         )
@@ -683,6 +696,7 @@ class BatchProcessor:
                 keys |= more_keys
                 ids |= more_ids
             batch.late = conflicting_keys(batch.groups, matches, keys, ids)
+            del keys, ids  # not held while this batch is planned and the earlier one settled
             batch.late_ids = {
                 str(r.get("Id")) for key in batch.late for r in matches.get(key, ())
             }
@@ -754,6 +768,12 @@ class BatchProcessor:
         """Jobs for the planned writes of `groups`, on a background thread."""
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
+            plan = group.plan
+            if plan is not None:  # held until settled: one empty container for all
+                if not plan.kept:
+                    plan.kept = _NO_KEPT
+                if not plan.baselines:
+                    plan.baselines = _NO_BASELINES
         if self.rs.settings.dry_run:
             return
         writes = {
@@ -920,7 +940,7 @@ class BatchProcessor:
         return {key: _Group(states[key], group) for key, group in members.items()}
 
     def _positions(self, count: int) -> list[int]:
-        """0 .. count-1, the same int objects for every batch: the three batches in flight key
+        """0 .. count-1, the same int objects for every batch: the batches in flight key
         their members and lines by them."""
         if len(self._position_ints) < count:
             self._position_ints = list(range(count))

@@ -31,7 +31,7 @@ person's fields that hold the same choice (most hold true or false).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Protocol
@@ -211,16 +211,45 @@ class KeyFilter:
         return found
 
 
-def _shared_choices(cells: Mapping[str, Cell], ts: int | None) -> dict[str, StoredChoice]:
-    """A record's cells as stored choices: fields holding the same choice share one."""
-    choices: dict[str, StoredChoice] = {}
-    by_cell: dict[int, StoredChoice] = {}  # the reader hands out shared constants
-    for field, cell in cells.items():
-        stored = by_cell.get(id(cell))
-        if stored is None:
-            stored = by_cell[id(cell)] = StoredChoice(ts, cell.cell, cell.is_list)
-        choices[field] = stored
-    return choices
+class _RecordChoices(Mapping[str, StoredChoice]):
+    """A lone record's cells as stored choices, all at the record's time, made when read.
+
+    A batch's people are merged before any of them is planned, and planning reads each
+    person's choices once: made then, they are freed person by person instead of being held
+    for the whole batch (half a KiB a person). The cells are the reader's, shared by the
+    records that gave the same choices.
+    """
+
+    __slots__ = ("_cells", "_ts")
+
+    def __init__(self, cells: Mapping[str, Cell], ts: int | None) -> None:
+        self._cells = cells
+        self._ts = ts
+
+    def __getitem__(self, field: str) -> StoredChoice:
+        cell = self._cells[field]
+        return StoredChoice(self._ts, cell.cell, cell.is_list)
+
+    def __contains__(self, field: object) -> bool:
+        return field in self._cells
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cells)
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def items(self) -> list[tuple[str, StoredChoice]]:  # type: ignore[override]
+        """Fields holding the same choice share one."""
+        ts = self._ts
+        by_cell: dict[int, StoredChoice] = {}  # the reader hands out shared constants
+        choices = []
+        for field, cell in self._cells.items():
+            stored = by_cell.get(id(cell))
+            if stored is None:
+                stored = by_cell[id(cell)] = StoredChoice(ts, cell.cell, cell.is_list)
+            choices.append((field, stored))
+        return choices
 
 
 def _merged_choices(
@@ -435,7 +464,7 @@ class RunStore:
                 )  # fmt: skip
                 states[key] = PersonState(
                     person.ouid,
-                    _shared_choices(person.cells, None if ts == NO_TIMESTAMP else ts),
+                    _RecordChoices(person.cells, None if ts == NO_TIMESTAMP else ts),
                     person.newest,
                 )
                 continue

@@ -87,3 +87,19 @@ def test_the_report_file_holds_each_line_as_to_json_writes_it(tmp_path: Path) ->
     text = (tmp_path / "report.jsonl").read_text(encoding="utf-8")
     expected = "".join(one.to_json() + "\n" for one in lines)
     assert text == expected.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def test_people_with_the_same_fields_but_the_last_share_the_text_before_it() -> None:
+    """The members before the last (the consent timestamp, which differs per person) take few
+    values in a run: that part of the text is held once for everyone who has it."""
+    first = {"HasOptedOutOfEmail": False, "Topics__c": "News", "At__c": "2024-06-18T16:40:03.512Z"}
+    second = {**first, "At__c": "2024-06-19T08:00:00.000Z"}
+    kept = [ReportFields.of(first), ReportFields.of(second)]
+    assert all(isinstance(k, ReportFields) for k in kept)
+    a, b = kept
+    assert isinstance(a, ReportFields) and isinstance(b, ReportFields)
+    assert a._head is b._head
+    assert a == first and b == second
+    assert line(a).to_json() == line(first).to_json()
+    assert line(b).to_json() == line(second).to_json()
+    assert ReportFields.of({"Only__c": 'a,"b'}) == {"Only__c": 'a,"b'}  # a text with `,"`
