@@ -134,23 +134,18 @@ def conflicting_keys(
 class BatchWorker(Generic[T]):
     """Processes batches one at a time, in order, on a thread of its own.
 
-    With ``read_ahead`` the reading thread hands a batch over and goes on reading the next one
-    while this one is matched, planned and waits for the batch before it to be confirmed (a
-    hand-over waits until the worker has taken the batch, so at most one batch is read
-    ahead). Without it, a hand-over returns once the worker has processed the batch: the next
-    one is read while this one's jobs run, and one batch fewer is held at a time (the
-    default: reading ahead measured no faster, against an org writing 1,000 or 10,000 rows a
-    second, since reading and processing share one interpreter lock, and held 3 to 4 MiB
-    more at 100,000 records). The first
-    exception stops the worker: the batches handed over after it go to ``skip`` with it, and
-    ``submit`` and ``wait`` raise it.
+    The reading thread hands a batch over and waits until the worker has processed it
+    (matched, planned, started its jobs, settled the batch before): the next batch is read
+    while this one's jobs run, so at most two batches are held at a time. Reading ahead as
+    well measured no faster, since reading and processing share one interpreter lock, and
+    held one batch more. The first exception stops the worker: the batches handed over after
+    it go to ``skip`` with it, and ``submit`` and ``wait`` raise it.
     """
 
     def __init__(self, handle: Callable[[T], None],
-                 skip: Callable[[T, BaseException], None], *, read_ahead: bool = False) -> None:
+                 skip: Callable[[T, BaseException], None]) -> None:
         self._handle = handle
         self._skip = skip
-        self._read_ahead = read_ahead
         self._cond = threading.Condition()
         self._pending: T | None = None
         self._has_pending = False
@@ -181,7 +176,7 @@ class BatchWorker(Generic[T]):
                     self._pending, self._has_pending = None, False
                     error = self._error
                 else:
-                    while not self._read_ahead and self._busy:  # an error ends it too
+                    while self._busy:  # until processed (an error ends it too)
                         self._cond.wait()
                     return
         assert error is not None

@@ -125,7 +125,7 @@ class BufferedRecord:
     still outranks older records there. ``seq`` is the record's arrival order in the run; ``ts``
     its timestamp in microseconds since the epoch (not changed once made).
 
-    Three batches of these are alive at once, so a record is kept lean: its ``timestamp``
+    Two batches of these are alive at once, so a record is kept lean: its ``timestamp``
     text is not kept when it is the canonical form of ``ts`` (made again when read), and the
     fields few records use (``outcome``, ``error``, ``fields``, ``retry``, ``failed_key``)
     share one slot that is empty for most.

@@ -49,24 +49,3 @@ def test_the_next_batch_is_read_once_the_worker_has_processed_the_previous_one()
         assert len(seen_returned) == batch  # processed before submit returned
     worker.wait()
     assert seen_returned == [False, False]
-
-
-def test_with_read_ahead_the_next_batch_is_read_while_the_worker_processes() -> None:
-    taken = threading.Event()
-    release = threading.Event()
-    handled: list[int] = []
-
-    def handle(batch: int) -> None:
-        taken.set()
-        release.wait()
-        handled.append(batch)
-
-    def skip(batch: int, error: BaseException) -> None:
-        raise AssertionError(f"batch {batch} skipped: {error}")
-
-    worker: BatchWorker[int] = BatchWorker(handle, skip, read_ahead=True)
-    worker.submit(1)  # returns once taken, while the worker is still processing it
-    assert taken.is_set() and handled == []
-    release.set()
-    worker.wait()
-    assert handled == [1]
