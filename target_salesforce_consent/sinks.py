@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
@@ -116,6 +116,30 @@ class RunError(Exception):
     """The run cannot finish cleanly: something is left unresolved. No STATE follows."""
 
 
+_V = TypeVar("_V")
+
+
+class _Rare(Generic[_V]):
+    """An attribute of :class:`BufferedRecord` that few records set: held at ``index`` of the
+    record's one ``_rare`` list, which stays None while none of them is set."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    @overload
+    def __get__(self, item: None, owner: type) -> _Rare[_V]: ...
+    @overload
+    def __get__(self, item: BufferedRecord, owner: type) -> _V | None: ...
+    def __get__(self, item: BufferedRecord | None, owner: type) -> _Rare[_V] | _V | None:
+        if item is None:
+            return self
+        rare = item._rare
+        return None if rare is None else rare[self.index]
+
+    def __set__(self, item: BufferedRecord, value: _V | None) -> None:
+        item._set_rare(self.index, value)
+
+
 class BufferedRecord:
     """A record as the batch keeps it: reduced on arrival to what the report and the merge need.
 
@@ -210,50 +234,11 @@ class BufferedRecord:
             self._rare = [None] * 5
         self._rare[index] = value
 
-    @property
-    def outcome(self) -> Outcome | None:
-        rare = self._rare
-        return None if rare is None else rare[0]
-
-    @outcome.setter
-    def outcome(self, value: Outcome | None) -> None:
-        self._set_rare(0, value)
-
-    @property
-    def error(self) -> str | None:
-        rare = self._rare
-        return None if rare is None else rare[1]
-
-    @error.setter
-    def error(self, value: str | None) -> None:
-        self._set_rare(1, value)
-
-    @property
-    def fields(self) -> dict[str, Any] | None:
-        rare = self._rare
-        return None if rare is None else rare[2]
-
-    @fields.setter
-    def fields(self, value: dict[str, Any] | None) -> None:
-        self._set_rare(2, value)
-
-    @property
-    def retry(self) -> int | None:
-        rare = self._rare
-        return None if rare is None else rare[3]
-
-    @retry.setter
-    def retry(self, value: int | None) -> None:
-        self._set_rare(3, value)
-
-    @property
-    def failed_key(self) -> str | None:
-        rare = self._rare
-        return None if rare is None else rare[4]
-
-    @failed_key.setter
-    def failed_key(self, value: str | None) -> None:
-        self._set_rare(4, value)
+    outcome: _Rare[Outcome] = _Rare(0)
+    error: _Rare[str] = _Rare(1)
+    fields: _Rare[dict[str, Any]] = _Rare(2)
+    retry: _Rare[int] = _Rare(3)
+    failed_key: _Rare[str] = _Rare(4)
 
     def _values(self) -> tuple[Any, ...]:
         return (
