@@ -16,7 +16,6 @@ Nothing here touches the run store or the report: the batch worker does, one bat
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -30,23 +29,6 @@ T = TypeVar("T")
 MATCH_CONCURRENCY = 4
 
 
-def forget_split_urls() -> None:
-    """Empty the cache of ``urllib.parse.urlsplit``.
-
-    requests splits every URL it sends several times (proxies from the environment, .netrc,
-    the adapter), and Python keeps the last 128 URLs split, with their parts. A query's URL
-    carries its SOQL, up to 16 KB: those 128 would hold 4 MiB for the whole run. Splitting a
-    short URL again costs microseconds.
-    """
-    _clear_split_cache()
-
-
-# functools.lru_cache's method on Python 3.11 and later (older ones keep a few dozen URLs).
-_clear_split_cache: Callable[[], None] = getattr(
-    urllib.parse.urlsplit, "cache_clear", lambda: None
-)
-
-
 class MatchPool:
     """Runs a batch's match queries a few at a time; results come back in query order."""
 
@@ -54,15 +36,9 @@ class MatchPool:
                  concurrency: int = MATCH_CONCURRENCY) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._fetch_query = fetch
+        self._fetch = fetch
         self._concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
-
-    def _fetch(self, query: str) -> list[dict[str, Any]]:
-        try:
-            return self._fetch_query(query)
-        finally:
-            forget_split_urls()  # the query's long URL, split by requests
 
     def fetch_all(self, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
         if len(queries) <= 1 or self._concurrency == 1:

@@ -8,6 +8,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -388,9 +389,13 @@ class SalesforceClient:
             params=params or {}, auth=auth,
         )  # fmt: skip
         prepared = session.prepare_request(request)
-        return session.send(
-            prepared, timeout=self.timeout, allow_redirects=True, **send_settings
-        )
+        try:
+            return session.send(
+                prepared, timeout=self.timeout, allow_redirects=True, **send_settings
+            )
+        finally:
+            if len(prepared.url or "") > _LONG_URL:
+                _forget_split_urls()
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._json(self.request("GET", path, params=params), path)
@@ -455,6 +460,17 @@ class SalesforceClient:
             if page.get("done", True) or not next_url:
                 return
             page = self.get_json(str(next_url))
+
+
+#: requests splits every URL it sends (the adapter, the proxy choice) and Python keeps the last
+#: 128 URLs split, with their parts: a query's URL carries its SOQL, up to 16 KB, so those
+#: would hold megabytes for the whole run. A URL longer than this is not left there (splitting
+#: a short URL again costs microseconds).
+_LONG_URL = 2048
+# functools.lru_cache's method on Python 3.11 and later (older ones keep a few dozen URLs).
+_forget_split_urls: Callable[[], None] = getattr(
+    urllib.parse.urlsplit, "cache_clear", lambda: None
+)
 
 
 def _unchanged(request: requests.PreparedRequest) -> requests.PreparedRequest:

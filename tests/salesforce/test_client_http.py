@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -453,6 +454,22 @@ def test_query_records_reads_an_answer_of_another_shape_as_query_all() -> None:
             with pytest.raises(SalesforceError) as info:
                 query()
             assert info.value.code == "INVALID_RESPONSE"
+
+
+def test_a_long_query_leaves_no_url_in_the_split_cache() -> None:
+    """requests splits each URL it sends and Python caches the last 128 split: a query's URL
+    (its SOQL, up to 16 KB) must not stay there after the query."""
+    long_query = "SELECT Id FROM Lead WHERE Email IN (" + ",".join(["'x@y.z'"] * 2000) + ")"
+    page = {"totalSize": 0, "done": True, "records": []}
+
+    def answer(path: str) -> Answer:
+        return 200, json.dumps(page).encode(), {"Content-Type": "application/json"}
+
+    with stub_gateway(answer) as url:
+        c = SalesforceClient(url, "id", "secret")
+        for _ in range(2):
+            assert list(c.query_all(long_query)) == []
+            assert urllib.parse.urlsplit.cache_info().currsize == 0  # type: ignore[attr-defined]
 
 
 def test_retry_after_header_is_honoured() -> None:
