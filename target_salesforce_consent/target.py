@@ -757,16 +757,12 @@ class TargetSalesforceConsent(TextAbout, Target):
 
     def _buffer_read(self, sink: ConsentSink, item: BufferedRecord) -> None:
         sink.tally_record_read()
-        buffer = self._buffer
-        if not buffer:
-            self._oldest_buffered_at = time.monotonic()
-        buffer.append(item)
-        self._progress.record_read()
+        self.buffer(item)
         sink.record_counter_metric.increment()
         limit = self._read_limits.get(sink)
         if limit is None:
             limit = self._read_limits[sink] = self._batch_limit(sink.max_size)
-        if len(buffer) >= limit:
+        if len(self._buffer) >= limit:
             self.drain_one(sink)
         self._handle_max_record_age()
 
