@@ -181,18 +181,6 @@ def read_result_rows(body: bytes, key_column: str) -> Iterator[ResultRow]:
             created_place = places.get("sf__Created")
             error_place = places.get("sf__Error")
             continue
-        if (
-            len(record) == width and key_place is not None and id_place is not None
-            and created_place is not None and error_place is not None
-        ):  # the usual row: every cell there, read without the checks of _cell  # fmt: skip
-            created = record[created_place]
-            yield ResultRow(
-                record[key_place],
-                record[id_place] or None,
-                created == "true" or created.strip().lower() == "true",
-                record[error_place],
-            )
-            continue
         yield ResultRow(
             _cell(record, key_place) if key_place is not None and key_place < width else None,
             _cell(record, id_place) or None,
