@@ -611,9 +611,7 @@ class BatchProcessor:
             ouid is None
             or rec.status not in (None, "confirmed")
             or rec.regulation not in self.regulations
-            or _CONTROL_CHARS.search(ouid)
-            or not ouid.isascii()
-            or self.queries.problem(ouid) is not None
+            or ouid_problem(ouid, self.queries) is not None
         ):
             return self._read_plain(stream, seq, rec, choices)
         # Most records: to be merged, with the plain reader's timestamp (canonical).
