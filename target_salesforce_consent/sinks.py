@@ -1151,11 +1151,6 @@ def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str |
     `success` when any row was written (several matches); the first row error is kept in the
     report either way, so a partial failure is never hidden.
     """
-    if len(results) == 1:  # most people: one row
-        result = results[0]
-        if result.status == "succeeded":
-            return success, None, result.job_id
-        return Outcome.FAILED, result.error or "UNKNOWN_EXCEPTION: no result row", result.job_id
     errors = [r for r in results if r.status != "succeeded"]
     first_error = (errors[0].error or "UNKNOWN_EXCEPTION: no result row") if errors else None
     for result in results:
