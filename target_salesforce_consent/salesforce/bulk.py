@@ -212,12 +212,14 @@ def format_sf_error(text: str) -> str:
 RESULT_FILES = ("successfulResults", "failedResults", "unprocessedrecords")
 
 
-def _result_files(info: Mapping[str, Any], uploaded: int) -> tuple[str, ...]:
+def _result_files(info: Mapping[str, Any], uploaded: int, *, by_id: bool) -> tuple[str, ...]:
     """The result files worth reading (each GET is an API call, and the benchmark counts them).
 
     A completed job whose counters say every row was processed and none failed has empty
     failed and unprocessed files; anything else (a Failed job, missing or odd counters) reads
-    all three.
+    all three. When such a job updated records by Id (``by_id``), its successful file says
+    nothing the counters do not: every row succeeded, on the record its Id names, and none was
+    created. So none is read (the file echoes every uploaded cell: most of a job's download).
     """
     processed, failed = info.get("numberRecordsProcessed"), info.get("numberRecordsFailed")
     if info.get("state") != "JobComplete" or not isinstance(processed, int):
@@ -225,7 +227,7 @@ def _result_files(info: Mapping[str, Any], uploaded: int) -> tuple[str, ...]:
     if not isinstance(failed, int) or processed != uploaded:
         return RESULT_FILES
     if failed == 0:
-        return ("successfulResults",)
+        return () if by_id else ("successfulResults",)
     if failed == processed:
         return ("failedResults",)
     return ("successfulResults", "failedResults")
@@ -389,6 +391,9 @@ class _JobRun:
     failed: dict[str, ResultRow] = field(default_factory=dict)
     unprocessed: set[str] = field(default_factory=set)
     timed_out: bool = False
+    #: The job's counters say every uploaded row succeeded: an update by Id, whose
+    #: successful file was not read (see _result_files).
+    all_succeeded: bool = False
 
 
 def _norm(value: str | None) -> str:
@@ -595,6 +600,10 @@ class BulkIngest:
         an update may be sent again (it is idempotent), an insert may not (it could create a
         duplicate), so it stays unresolved unless ``resubmit_missing``.
         """
+        if job.all_succeeded:
+            for row in pending:
+                results[row.key] = RowResult(row.key, "succeeded", row.key, False, None, job.job_id)
+            return
         for row in pending:
             success = job.succeeded.get(row.norm)
             if success is not None:
@@ -675,8 +684,11 @@ class BulkIngest:
         if timed_out:
             return job
         if state in ("JobComplete", "Failed"):
+            by_id = operation == "update" and key_column == "Id"
+            files = _result_files(info, len(rows), by_id=by_id)
+            job.all_succeeded = not files
             try:
-                self._collect(job, key_column, _result_files(info, len(rows)))
+                self._collect(job, key_column, files)
             except SalesforceError as exc:
                 if state != "Failed" or is_transient_job_error(error_message):
                     raise

@@ -10,6 +10,7 @@ import pytest
 from target_salesforce_consent.salesforce import (
     BulkIngest,
     JobFailedError,
+    RowResult,
     SalesforceClient,
     SalesforceError,
     build_csv,
@@ -186,20 +187,43 @@ def test_unprocessed_rows_are_resubmitted(sandbox: Any, bulk: BulkIngest) -> Non
     assert len(calls_to(sandbox, "/unprocessedrecords", "GET")) == 1
 
 
+def result_files_read(sandbox: Any) -> list[str]:
+    return [r.path.rstrip("/").rsplit("/", 1)[-1] for r in calls_to(sandbox, "Results", "GET")]
+
+
 def test_result_files_read_follow_the_job_counters(sandbox: Any, bulk: BulkIngest) -> None:
     ids = lead_ids(sandbox)
-    bulk.run("Lead", "update", ["Id", "Newsletter__c"], [{"Id": ids[0], "Newsletter__c": "true"}],
-             "Id")  # fmt: skip
-    assert [r.path.rsplit("/", 1)[-1] for r in calls_to(sandbox, "Results", "GET")] == [
-        "successfulResults"
-    ]
-    assert calls_to(sandbox, "/unprocessedrecords", "GET") == []
     rows = [{"Id": ids[1], "Newsletter__c": "true"}, {"Id": ids[2], "Newsletter__c": "maybe"}]
     outcome = bulk.run("Lead", "update", ["Id", "Newsletter__c"], rows, "Id")
     assert outcome.results[ids[1]].status == "succeeded"
     assert outcome.results[ids[2]].status == "failed"
-    assert len(calls_to(sandbox, "/failedResults", "GET")) == 1
+    assert sorted(result_files_read(sandbox)) == ["failedResults", "successfulResults"]
     assert calls_to(sandbox, "/unprocessedrecords", "GET") == []
+
+
+def test_update_whose_counters_show_every_row_succeeded_reads_no_result_file(
+    sandbox: Any, bulk: BulkIngest
+) -> None:
+    ids = lead_ids(sandbox)
+    rows = [{"Id": ids[0], "Newsletter__c": "true"}, {"Id": ids[1].lower(), "DoNotCall": "true"}]
+    outcome = bulk.run("Lead", "update", ["Id", "Newsletter__c", "DoNotCall"], rows, "Id")
+    assert result_files_read(sandbox) == []
+    [job_id] = outcome.job_ids
+    for key in (ids[0], ids[1].lower()):
+        assert outcome.results[key] == RowResult(key, "succeeded", key, False, None, job_id)
+    records = leads(sandbox)
+    assert truthy(records[ids[0]]["Newsletter__c"]) and truthy(records[ids[1]]["DoNotCall"])
+
+
+def test_insert_reads_its_successful_results_for_the_new_ids(
+    sandbox: Any, bulk: BulkIngest
+) -> None:
+    rows = [{"Email": "new@example.com", "LastName": "New", "Company": "Acme"}]
+    outcome = bulk.run("Lead", "insert", ["Email", "LastName", "Company"], rows, "Email")
+    assert result_files_read(sandbox) == ["successfulResults"]
+    result = outcome.results["new@example.com"]
+    assert result.status == "succeeded" and result.created
+    assert result.sf_id in leads(sandbox)
 
 
 def test_non_transient_job_failure_raises(sandbox: Any, bulk: BulkIngest) -> None:
@@ -320,14 +344,16 @@ def test_insert_missing_from_results_is_never_sent_again(sandbox: Any, bulk: Bul
 
 
 def test_update_missing_from_results_is_sent_again(sandbox: Any, bulk: BulkIngest) -> None:
+    # A row fails, so the result files are read; the successful one comes back empty.
     ids = lead_ids(sandbox)
     sandbox.fail_next(
         200, '"sf__Id","sf__Created",Id,HasOptedOutOfEmail\n', method="GET",
         path="successfulResults", content_type="text/csv; charset=UTF-8", after=True,
     )  # fmt: skip
-    rows = [{"Id": ids[0], "HasOptedOutOfEmail": "true"}]
+    rows = [{"Id": ids[0], "HasOptedOutOfEmail": "true"}, {"Id": ids[1], "HasOptedOutOfEmail": "x"}]
     outcome = bulk.run("Lead", "update", ["Id", "HasOptedOutOfEmail"], rows, "Id")
     assert outcome.results[ids[0]].status == "succeeded"
+    assert outcome.results[ids[1]].status == "failed"
     assert len(outcome.job_ids) == 2
 
 
