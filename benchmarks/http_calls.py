@@ -1,6 +1,6 @@
 """CPU per HTTP call of the Salesforce client, against the sandbox on loopback.
 
-    python benchmarks/http_calls.py [--calls 300] [--rounds 3]
+    python benchmarks/http_calls.py [--calls 300] [--rounds 3] [--latency SECONDS]
 
 Starts the sandbox in this process (its CPU is not counted), seeded with Leads, and runs a
 child process that makes each kind of call the target makes, ``--calls`` times per round:
@@ -15,6 +15,11 @@ child process that makes each kind of call the target makes, ``--calls`` times p
 The child measures its own user+system CPU seconds (``resource.getrusage``) around each kind's
 calls and prints CPU milliseconds per call, the lowest of ``--rounds`` rounds (the least
 disturbed by other work on the machine). Connections are kept alive, as the target's are.
+
+With ``--latency`` (the sandbox's: added to every answer, as a distant org's round trip) a call
+takes several times the CPU it takes on an answer that comes at once: the process sleeps
+between calls, and what a call runs (interpreter, requests, urllib3) is no longer in the
+processor's caches when it wakes. The target's calls in wall mode cost that.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="calls of each kind per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                        help="added by the sandbox to every answer")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -96,14 +103,15 @@ def main() -> None:
                 "daily_api_limit": 10_000_000},
         "objects": {"Lead": {"records": leads}},
     }  # fmt: skip
-    with Sandbox(seed=seed, job_polls_to_complete=0) as sandbox:
+    with Sandbox(seed=seed, job_polls_to_complete=0, latency=args.latency) as sandbox:
         result = subprocess.run(
             [sys.executable, __file__, "--child", sandbox.url, "--calls", str(args.calls),
              "--rounds", str(args.rounds)],
             check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
         )  # fmt: skip
     figures: dict[str, float] = json.loads(result.stdout)
-    print(f"CPU ms per call, lowest of {args.rounds} rounds of {args.calls} calls:")
+    print(f"CPU ms per call, lowest of {args.rounds} rounds of {args.calls} calls, "
+          f"{args.latency * 1000:g} ms of latency:")
     for name, ms in figures.items():
         print(f"  {name:<40} {ms:6.2f}")
 
