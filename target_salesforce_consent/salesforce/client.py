@@ -390,7 +390,7 @@ class SalesforceClient:
             params
             or not environment.plain_origin
             or session.params
-            or session.hooks["response"]
+            or session.hooks.get("response")
             or not _is_plain_target(url, len(origin))
         ):
             return self._send_through_session(method, url, environment, params, json, data,
