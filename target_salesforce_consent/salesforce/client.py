@@ -11,10 +11,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import requests
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar, merge_cookies
+from requests.sessions import preferred_clock
+from requests.structures import CaseInsensitiveDict
 
 from .auth import Token, fetch_token, instance_url_problem, normalise_instance_url
 from .errors import ApiLimitExceededError, SalesforceError
@@ -143,7 +147,7 @@ class SalesforceClient:
         self._token: Token | None = None
         self._token_lock = threading.Lock()
         # Per origin: the auth and send settings the environment gives (see _send).
-        self._environments: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._environments: dict[str, _Environment] = {}
         #: The latest ``Sforce-Limit-Info`` header, e.g. ``api-usage=18/15000``.
         self.api_usage: str | None = None
         self._headers = {
@@ -367,31 +371,77 @@ class SalesforceClient:
         data: bytes | None,
         headers: Mapping[str, str],
     ) -> requests.Response:
-        """``session.request(...)``, with what the environment says for ``origin`` (proxies,
-        CA bundle, a ~/.netrc login) read once per client and host: a session that trusts the
-        environment reads it again for every call otherwise (the netrc file, every proxy
-        variable, the whole URL parsed twice), a good part of a call's CPU."""
+        """What ``session.request(...)`` sends and answers, for less CPU.
+
+        The environment's settings for ``origin`` (proxies, CA bundle, a ~/.netrc login) are
+        read once per client and host: a session that trusts the environment reads them again
+        for every call otherwise (the netrc file, every proxy variable, the URL parsed twice).
+        A URL the client built is sent as it is when requests would leave it unchanged (its
+        check re-parses and re-quotes the whole URL, up to 16 KB for a query), straight through
+        the session's adapter (proxies, TLS, connection pool), with the session's headers,
+        cookies and auth, and redirects followed by requests' own code. Anything else (query
+        ``params``, a session with hooks or default params, an unusual URL) goes through the
+        session as it is."""
         session = self.session
         environment = self._environments.get(origin)
         if environment is None:
-            auth: Any = None
-            if session.trust_env and not session.auth:
-                # The netrc login when there is one (as requests would use); otherwise an auth
-                # that changes nothing, so that requests does not look for one on every call.
-                auth = requests.utils.get_netrc_auth(origin) or _unchanged
-            settings: dict[str, Any] = dict(
-                session.merge_environment_settings(origin, {}, None, None, None)
-            )
-            environment = self._environments[origin] = (auth, settings)
-        auth, send_settings = environment
+            environment = self._environments[origin] = _read_environment(session, origin)
+        if (
+            params
+            or not environment.plain_origin
+            or session.params
+            or session.hooks.get("response")
+            or not _is_plain_target(url, len(origin))
+        ):
+            return self._send_through_session(method, url, environment, params, json, data,
+                                              headers)  # fmt: skip
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = url
+        merged = CaseInsensitiveDict(session.headers)
+        merged.update(headers)
+        prepared.prepare_headers({k: v for k, v in merged.items() if v is not None})
+        if session.cookies:  # Salesforce sets a few: sent back as a session would
+            prepared.prepare_cookies(merge_cookies(RequestsCookieJar(), session.cookies))
+        prepared.prepare_body(data or {}, None, json)
+        auth = environment.auth if environment.auth is not None else session.auth
+        if auth is not None and auth is not _unchanged:
+            prepared.prepare_auth(auth)
+        settings = environment.settings
+        start = preferred_clock()
+        try:
+            response = session.get_adapter(url).send(prepared, timeout=self.timeout, **settings)
+            response.elapsed = timedelta(seconds=preferred_clock() - start)
+            if "Set-Cookie" in response.headers or "Set-Cookie2" in response.headers:
+                extract_cookies_to_jar(session.cookies, prepared, response.raw)
+            if response.is_redirect:
+                response = _follow_redirects(session, response, prepared, self.timeout, settings)
+            if not settings["stream"]:
+                response.content  # noqa: B018  # read now, as a session does
+            return response
+        finally:
+            if len(url) > _LONG_URL:
+                _forget_split_urls()
+
+    def _send_through_session(
+        self,
+        method: str,
+        url: str,
+        environment: _Environment,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        data: bytes | None,
+        headers: Mapping[str, str],
+    ) -> requests.Response:
+        session = self.session
         request = requests.Request(
             method, url, headers=headers, data=data or {}, json=json,
-            params=params or {}, auth=auth,
+            params=params or {}, auth=environment.auth,
         )  # fmt: skip
         prepared = session.prepare_request(request)
         try:
             return session.send(
-                prepared, timeout=self.timeout, allow_redirects=True, **send_settings
+                prepared, timeout=self.timeout, allow_redirects=True, **environment.settings
             )
         finally:
             if len(prepared.url or "") > _LONG_URL:
@@ -475,6 +525,80 @@ _forget_split_urls: Callable[[], None] = getattr(
 
 def _unchanged(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
+
+
+@dataclass(frozen=True)
+class _Environment:
+    """What a session would read from the environment for one origin, read once."""
+
+    #: The ~/.netrc login; ``_unchanged`` when there is none to look for; None: the session's.
+    auth: Any
+    #: ``proxies``, ``stream``, ``verify`` and ``cert``, as the session merges them.
+    settings: dict[str, Any]
+    #: Whether requests sends this origin's URLs as they are (see _is_plain_target).
+    plain_origin: bool
+
+
+def _read_environment(session: requests.Session, origin: str) -> _Environment:
+    auth: Any = None
+    if session.trust_env and not session.auth:
+        # The netrc login when there is one (as requests would use); otherwise an auth that
+        # changes nothing, so that requests does not look for one on every call.
+        auth = requests.utils.get_netrc_auth(origin) or _unchanged
+    settings = dict(session.merge_environment_settings(origin, {}, None, None, None))
+    probe = requests.PreparedRequest()
+    try:
+        probe.prepare_url(origin + "/", None)
+    except requests.RequestException:
+        return _Environment(auth, settings, plain_origin=False)
+    # A login in the URL would be requests' auth for the call: left to the session.
+    return _Environment(auth, settings, probe.url == origin + "/" and "@" not in origin)
+
+
+# A path and query requests sends as they are: RFC 3986's unreserved characters, its
+# sub-delimiters, ":", "@", "/" (and "?" in the query), and in the query percent-escapes as
+# form encoding writes them (upper-case hex, never of an unreserved character, which requests
+# would decode). Every one of them is left alone by urllib3's URL check and requests'
+# re-quoting; no fragment, no empty query (requests drops the "?").
+_PLAIN_TARGET = re.compile(
+    r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+)?"
+)
+_CHANGED_ESCAPE = re.compile(
+    r"%(?![0-9A-F]{2})|%(?:2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])"
+)
+
+
+def _is_plain_target(url: str, start: int) -> bool:
+    """Whether requests would send ``url`` as it is, its origin (up to ``start``) aside."""
+    if not _PLAIN_TARGET.fullmatch(url, start):
+        return False
+    if "%" in url and _CHANGED_ESCAPE.search(url, start):
+        return False
+    end = url.find("?", start)
+    path = url[start:] if end < 0 else url[start:end]
+    # urllib3 removes "." and ".." segments.
+    return "/." not in path or not any(part in (".", "..") for part in path.split("/"))
+
+
+def _follow_redirects(
+    session: requests.Session,
+    response: requests.Response,
+    prepared: requests.PreparedRequest,
+    timeout: float,
+    settings: dict[str, Any],
+) -> requests.Response:
+    """The answer at the end of ``response``'s redirects, followed as a session follows them
+    (by its own code: the Authorization header dropped on a change of host, a netrc login
+    for the new one, a 303 sent again as a GET, at most ``session.max_redirects``)."""
+    # The cookies a session prepares a request with, which redirects start from.
+    jar = merge_cookies(RequestsCookieJar(), session.cookies)
+    prepared._cookies = jar  # type: ignore[attr-defined]
+    history = [response]
+    history += session.resolve_redirects(response, prepared, timeout=timeout, **settings)
+    final = history.pop()
+    if history:
+        final.history = history
+    return final
 
 
 class QueryRecord(msgspec.Struct, dict=False, weakref=False, gc=False):

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import trustme
+from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.salesforce import (
     ApiLimitExceededError,
@@ -25,7 +28,7 @@ from target_salesforce_consent.salesforce import (
 )
 from target_salesforce_consent.salesforce.client import query_record_type
 
-from .conftest import CLIENT_SECRET
+from .conftest import CLIENT_ID, CLIENT_SECRET, seed
 
 SESSION_EXPIRED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 UNAVAILABLE = [{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}]
@@ -388,12 +391,14 @@ Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers
 
 @contextlib.contextmanager
 def stub_gateway(
-    answer_get: Callable[[str], Answer], seen: list[tuple[str, str | None]] | None = None
+    answer_get: Callable[[str], Answer],
+    seen: list[tuple[str, str | None]] | None = None,
+    headers_seen: list[dict[str, str]] | None = None,
 ) -> Iterator[str]:
     """A minimal stdlib HTTP server in front of a fake org, for answers the sandbox cannot
     give: every POST is a token request (answered with a token for this server), every GET is
     answered by `answer_get(path)` (and appended to `seen` with its Authorization header when
-    given). Yields the server's URL."""
+    given, its headers to `headers_seen`). Yields the server's URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -416,6 +421,8 @@ def stub_gateway(
         def do_GET(self) -> None:
             if seen is not None:
                 seen.append((self.path, self.headers.get("Authorization")))
+            if headers_seen is not None:
+                headers_seen.append(dict(self.headers.items()))
             self._send(*answer_get(self.path))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -533,3 +540,132 @@ def test_proxies_and_netrc_of_the_environment_apply_to_every_call(
             with_netrc.get_json("limits")
         basic = "Basic " + base64.b64encode(b"someone:pw").decode()
         assert [auth for _, auth in org_seen[-2:]] == [basic, basic]
+
+
+# -- what a session does, on the client's own way of sending ---------------------------------
+
+
+def test_redirects_are_followed_and_the_token_stays_with_its_host() -> None:
+    """A redirect is followed as requests follows it: to the same host with the access token,
+    to another host (here another port) without it."""
+    json_type = {"Content-Type": "application/json"}
+    org_seen: list[tuple[str, str | None]] = []
+    other_seen: list[tuple[str, str | None]] = []
+    with stub_gateway(lambda path: (200, b'{"from": "elsewhere"}', json_type),
+                      other_seen) as other_url:  # fmt: skip
+
+        def answer(path: str) -> Answer:
+            if path.endswith("/limits"):
+                return 307, b"", {"Location": "/services/data/v62.0/moved"}
+            if path.endswith("/away"):
+                return 302, b"", {"Location": f"{other_url}/services/data/v62.0/there"}
+            return 200, b'{"from": "org"}', json_type
+
+        with stub_gateway(answer, org_seen) as org_url:
+            c = SalesforceClient(org_url, "id", "secret")
+            assert c.get_json("limits") == {"from": "org"}
+            assert org_seen == [("/services/data/v62.0/limits", "Bearer 00D!tok"),
+                                ("/services/data/v62.0/moved", "Bearer 00D!tok")]  # fmt: skip
+            assert c.get_json("away") == {"from": "elsewhere"}
+            assert org_seen[-1] == ("/services/data/v62.0/away", "Bearer 00D!tok")
+            assert other_seen == [("/services/data/v62.0/there", None)]
+
+
+def test_cookies_the_org_sets_are_sent_back() -> None:
+    """Salesforce sets cookies (BrowserId) on API answers: a session sends them back."""
+    headers_seen: list[dict[str, str]] = []
+
+    def answer(path: str) -> Answer:
+        headers = {"Content-Type": "application/json"}
+        if not headers_seen[:-1]:  # the first call
+            headers["Set-Cookie"] = "BrowserId=b1; Path=/"
+        return 200, b"{}", headers
+
+    with stub_gateway(answer, headers_seen=headers_seen) as url:
+        c = SalesforceClient(url, "id", "secret")
+        for _ in range(3):
+            c.get_json("limits")
+        assert [h.get("Cookie") for h in headers_seen] == [None, "BrowserId=b1", "BrowserId=b1"]
+
+
+def test_a_session_of_the_callers_own_keeps_its_headers_auth_and_hooks() -> None:
+    """A session passed to the client: its default headers and its auth reach the org, its
+    response hooks see every answer."""
+    headers_seen: list[dict[str, str]] = []
+    session = requests.Session()
+    session.headers["X-Caller"] = "theirs"
+    session.headers["Accept-Encoding"] = None  # type: ignore[assignment]  # None: not sent
+    with stub_gateway(lambda path: (200, b"{}", {"Content-Type": "application/json"}),
+                      headers_seen=headers_seen) as url:  # fmt: skip
+        c = SalesforceClient(url, "id", "secret", session=session)
+        c.get_json("limits")
+        assert headers_seen[-1]["X-Caller"] == "theirs"
+        assert headers_seen[-1]["Accept-Encoding"] == "identity"  # http.client's, not gzip
+        assert headers_seen[-1]["Authorization"] == "Bearer 00D!tok"
+        session.auth = ("someone", "pw")  # as requests does, it replaces the Authorization
+        SalesforceClient(url, "id", "secret", session=session).get_json("limits")
+        basic = "Basic " + base64.b64encode(b"someone:pw").decode()
+        assert headers_seen[-1]["Authorization"] == basic
+        session.auth = None
+        answered: list[str] = []
+        session.hooks["response"].append(lambda r, **kwargs: answered.append(r.url))
+        SalesforceClient(url, "id", "secret", session=session).get_json("limits")
+        assert answered == [f"{url}/services/oauth2/token", f"{url}/services/data/v62.0/limits"]
+
+
+def test_no_proxy_of_the_environment_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    json_type = {"Content-Type": "application/json"}
+    org_seen: list[tuple[str, str | None]] = []
+    proxy_seen: list[tuple[str, str | None]] = []
+    with stub_gateway(lambda path: (200, b'{"from": "org"}', json_type), org_seen) as org_url, \
+            stub_gateway(lambda path: (200, b'{"from": "proxy"}', json_type),
+                         proxy_seen) as proxy_url:  # fmt: skip
+        for name in ("no_proxy", "all_proxy", "ALL_PROXY", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        c = SalesforceClient(org_url, "id", "secret")
+        assert [c.get_json("limits") for _ in range(2)] == [{"from": "org"}] * 2
+        assert proxy_seen == []
+        assert [path for path, _ in org_seen] == ["/services/data/v62.0/limits"] * 2
+
+
+@pytest.fixture
+def https_sandbox(tmp_path: Path) -> Iterator[tuple[Sandbox, str]]:
+    """The sandbox over https, its certificate signed by a CA of the test's own."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_path, key_path, ca_path = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    ca.cert_pem.write_to_path(str(ca_path))
+    with Sandbox(seed=seed(), certfile=cert_path, keyfile=key_path) as sb:
+        yield sb, str(ca_path)
+
+
+def test_tls_is_verified_against_the_ca_bundle_of_the_environment_or_session(
+    https_sandbox: tuple[Sandbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data calls over https trust the CA bundle REQUESTS_CA_BUNDLE names, or the caller's
+    session's (the system's CAs never signed the sandbox's certificate: refused)."""
+    sandbox, ca_path = https_sandbox
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    once = RetryPolicy(max_attempts=1)
+    with pytest.raises(SalesforceError) as info:
+        SalesforceClient(sandbox.url, CLIENT_ID, CLIENT_SECRET, retry=once).authenticate()
+    assert info.value.code == "CONNECTION_ERROR" and "SSL" in info.value.message
+
+    soql = "SELECT Id, Email FROM Lead WHERE Email IN ('lead1@example.com', 'a+b@example.com')"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_path)
+    c = SalesforceClient(sandbox.url, CLIENT_ID, CLIENT_SECRET, retry=once)
+    assert [r["Email"] for r in c.query_all(soql)] == ["lead1@example.com"]
+    assert "DailyApiRequests" in c.get_json("limits")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca_path
+    c = SalesforceClient(sandbox.url, CLIENT_ID, CLIENT_SECRET, retry=once, session=session)
+    assert [r["Email"] for r in c.query_all(soql)] == ["lead1@example.com"]
+    assert "DailyApiRequests" in c.get_json("limits")
