@@ -78,6 +78,16 @@ _decode = msgspec.msgpack.Decoder(list[Any]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
+#: The lookup, always with as many parameters (a shorter list is filled up with NULL, which
+#: equals no key). A statement per list length would be compiled and kept in the
+#: connection's statement cache once per batch (its last, shorter chunk), about 25 KiB
+#: each: up to 128 of them, memory that grew over a long run.
+_LOOKUP = (
+    "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person IN ("
+    + ",".join("?" * _LOOKUP_CHUNK)
+    + ")"
+)
+_NO_KEYS: list[str | None] = [None] * _LOOKUP_CHUNK
 _PERSON_COLUMNS = 6
 _ROWS_PER_INSERT = 64
 _INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
@@ -413,13 +423,10 @@ class RunStore:
         """The stored rows of `keys` (those the table holds)."""
         held: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for key, *row in self._db.execute(
-                "SELECT person, ouid, ts, seq, newest, choices FROM person "
-                f"WHERE person IN ({marks})",
-                chunk,
-            ):
+            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
+            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
+                chunk += _NO_KEYS[len(chunk) :]
+            for key, *row in self._db.execute(_LOOKUP, chunk):
                 held[key] = tuple(row)
         return held
 
