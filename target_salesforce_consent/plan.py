@@ -239,7 +239,7 @@ class GroupPlan:
     update_rows: list[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
-    baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
+    baselines: Mapping[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 

@@ -12,13 +12,16 @@ import platform
 import subprocess
 import sys
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.pipeline import InFlight
+from target_salesforce_consent.report import OutcomeLine, RunReport
+from target_salesforce_consent.salesforce.bulk import BulkIngest, IngestOutcome
 from target_salesforce_consent.target import GC_THRESHOLDS, tune_malloc
 from tests.conftest import base_config, newsletter, run_target, singer_lines, user
 
@@ -71,6 +74,35 @@ def test_settled_batches_leave_no_cyclic_garbage(
         gc.garbage.clear()
     held = leftovers & {"_Batch", "_Group", "BufferedRecord", "GroupPlan", "OutcomeLine"}
     assert not held, f"settled batches were left for the cycle collector: {sorted(held)}"
+
+
+def test_a_batch_frees_its_job_results_once_its_lines_are_made(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_automatic_gc: None
+) -> None:
+    # The results of a 10,000-row job are a few MiB: not held while the batch's report is
+    # written and its failed records kept (the moment of the run's peak memory).
+    outcomes: list[weakref.ref[IngestOutcome]] = []
+    alive_at_report: list[int] = []
+    run_job, write_batch = BulkIngest.run, RunReport.write_batch
+
+    def run_and_watch(self: BulkIngest, *args: Any, **kwargs: Any) -> IngestOutcome:
+        outcome = run_job(self, *args, **kwargs)
+        outcomes.append(weakref.ref(outcome))
+        return outcome
+
+    def count_and_write(self: RunReport, lines: Iterable[OutcomeLine]) -> Any:
+        alive_at_report.append(sum(1 for outcome in outcomes if outcome() is not None))
+        return write_batch(self, lines)
+
+    monkeypatch.setattr(BulkIngest, "run", run_and_watch)
+    monkeypatch.setattr(RunReport, "write_batch", count_and_write)
+    records = [user("jane@example.com", purposes=[newsletter(False)])]
+    config = base_config(sandbox, tmp_path / "report.jsonl")
+    result = run_target(config, singer_lines(records, state={"s": 1}))
+    assert result.error is None, result.stderr
+    assert result.line_for("jane@example.com")["outcome"] == "updated"
+    assert len(outcomes) == 1  # the update job's
+    assert alive_at_report == [0]
 
 
 def test_the_command_collects_garbage_rarely() -> None:
