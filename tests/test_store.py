@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
+    FILTER_MAX_LOG2,
     FILTER_START_LOG2,
     NO_TIMESTAMP,
     KeyFilter,
@@ -280,5 +281,18 @@ def test_lookups_of_any_number_of_people_share_one_statement() -> None:
         # (the trace shows each statement with its values: the same text means as many)
         sizes = {s.split(" IN (")[1].count(",") + 1 for s in statements if s.startswith("SELECT")}
         assert len(sizes) == 1, f"lookups of {sorted(sizes)} values"
+    finally:
+        store.close()
+
+
+def test_the_filter_of_a_long_run_stops_growing_at_one_mib() -> None:
+    store = RunStore()
+    try:
+        store._filtered = 5_000_000  # as if that many people had come in earlier batches
+        states = store.merge_batch({"p1": PersonRecord("p1", 1, 1, 1, {"A": TRUE})})
+        assert states["p1"].choices == {"A": StoredChoice(1, "true", False)}
+        assert store._stored.bits_log2 == FILTER_MAX_LOG2 == 23
+        assert len(store._stored._bits) == 1 << 20  # bytes
+        assert store._stored.maybe(["p1"]) == ["p1"]
     finally:
         store.close()
