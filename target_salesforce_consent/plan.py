@@ -236,7 +236,7 @@ class GroupPlan:
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
     fields: Mapping[str, Any] = field(default_factory=dict)  # kept as ReportFields
-    update_rows: list[Mapping[str, str]] = field(default_factory=list)
+    update_rows: Sequence[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
     baselines: Mapping[str, int | None] = field(default_factory=dict)  # Id -> before this run

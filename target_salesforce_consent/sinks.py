@@ -779,9 +779,12 @@ class BatchProcessor:
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
             plan = group.plan
-            if plan is not None:  # held until settled: one empty container for all
+            if plan is not None:  # held until settled: each part in its smallest form
                 if not plan.kept:
                     plan.kept = _NO_KEPT
+                rows = plan.update_rows
+                if rows.__class__ is list:  # a tuple is smaller, and () is one for all
+                    plan.update_rows = tuple(rows)
                 baselines = plan.baselines
                 if len(baselines) == 1 and baselines.__class__ is dict:  # most: one record
                     ((record_id, baseline),) = baselines.items()
