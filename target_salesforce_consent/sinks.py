@@ -328,8 +328,7 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
-#: A planned group's empty ``kept`` and ``baselines``, once settling is all that reads them
-#: (never changed: settling only reads them).
+#: A planned group's empty ``kept`` and ``baselines`` (never changed: only read once planned).
 _NO_KEPT: dict[str, list[str]] = {}
 _NO_BASELINES: dict[str, int | None] = {}
 
@@ -360,6 +359,24 @@ class _OneBaseline(Mapping[str, "int | None"]):
         return 1
 #: The state of every planned group (the plan holds what settling reads): one for all.
 _PLANNED_STATE = PersonState("", _PLANNED, None)
+
+
+def _lean(plan: GroupPlan) -> GroupPlan:
+    """``plan`` held in less memory (a batch's plans are held until it is settled): its empty
+    containers shared, its rows a tuple, one record's baseline without a dict. Whatever reads
+    the plan later (the Salesforce changes, a dry run, the jobs, settling) only reads them."""
+    if not plan.kept:
+        plan.kept = _NO_KEPT
+    rows = plan.update_rows
+    if rows.__class__ is list:  # a tuple is smaller, and () is one for all
+        plan.update_rows = tuple(rows)
+    baselines = plan.baselines
+    if len(baselines) == 1 and baselines.__class__ is dict:  # most: one record
+        ((record_id, baseline),) = baselines.items()
+        plan.baselines = _NO_BASELINES if baseline is None else _OneBaseline(record_id, baseline)
+    elif not baselines:
+        plan.baselines = _NO_BASELINES
+    return plan
 
 
 def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
@@ -766,7 +783,7 @@ class BatchProcessor:
     def _plan(self, groups: dict[str, _Group], matches: dict[str, list[dict[str, Any]]]) -> None:
         written = self._written(matches)
         for key, group in groups.items():
-            group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+            group.plan = _lean(plan_group(group.state, matches.get(key, []), self.rs, written))
         if self.salesforce_changes is not None:  # a field a person changed since is kept
             self.salesforce_changes.apply(groups, matches, self.match_pool.fetch_all)
         if self.planned is not None:  # a dry run's later batches plan on top of this plan
@@ -778,21 +795,8 @@ class BatchProcessor:
         """Jobs for the planned writes of `groups`, on a background thread."""
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
-            plan = group.plan
-            if plan is not None:  # held until settled: each part in its smallest form
-                if not plan.kept:
-                    plan.kept = _NO_KEPT
-                rows = plan.update_rows
-                if rows.__class__ is list:  # a tuple is smaller, and () is one for all
-                    plan.update_rows = tuple(rows)
-                baselines = plan.baselines
-                if len(baselines) == 1 and baselines.__class__ is dict:  # most: one record
-                    ((record_id, baseline),) = baselines.items()
-                    plan.baselines = (
-                        _NO_BASELINES if baseline is None else _OneBaseline(record_id, baseline)
-                    )
-                elif not baselines:
-                    plan.baselines = _NO_BASELINES
+            if group.plan is not None:  # (one the Salesforce changes replaced)
+                _lean(group.plan)
         if self.rs.settings.dry_run:
             return
         writes = {
