@@ -21,7 +21,7 @@ import msgspec
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
-from target_salesforce_consent.report import Outcome, ReportFields
+from target_salesforce_consent.report import Outcome, ReportFields, plain_json_text
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
@@ -497,7 +497,7 @@ class _PlanMemo:
             return {}
         if stamp is None:
             return ReportFields(shown + b"}")
-        return ReportFields(shown + self._ts_key + _encode_value(stamp) + b"}")
+        return self._stamped(shown, stamp)
 
     @staticmethod
     def _prefix(shown: dict[str, Any]) -> bytes | None:
@@ -646,9 +646,16 @@ class _PlanMemo:
         """The report's fields from each field's JSON and, when not None, the timestamp."""
         if stamp is None:
             return ReportFields(b"{" + b",".join(shown) + b"}")
-        return ReportFields(
-            b"{" + b",".join(shown) + self._ts_key + _encode_value(stamp) + b"}"
-        )
+        return self._stamped(b"{" + b",".join(shown), stamp)
+
+    def _stamped(self, shown: bytes, stamp: str) -> ReportFields:
+        """The report's fields from the JSON of the fields before the consent timestamp
+        (without the closing brace) and the timestamp's text, held as given when JSON
+        writes it as it is (the text the row writes, not a copy of it)."""
+        encoded = _encode_value(stamp)
+        if plain_json_text(stamp, encoded):
+            return ReportFields.ending_in_text(shown + self._ts_key + b'"', stamp)
+        return ReportFields(shown + self._ts_key + encoded + b"}")
 
     def _held_stamp(self, record: Mapping[str, Any]) -> Any:
         """The record's consent timestamp as the report shows it (None: not shown);
