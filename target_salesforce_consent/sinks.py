@@ -331,12 +331,13 @@ _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
 #: A planned group's empty ``kept`` and ``baselines`` (never changed: only read once planned).
 _NO_KEPT: dict[str, list[str]] = {}
 _NO_BASELINES: dict[str, int | None] = {}
+#: The state of every planned group (the plan holds what settling reads): one for all.
+_PLANNED_STATE = PersonState("", _PLANNED, None)
 
 
 class _OneBaseline(Mapping[str, "int | None"]):
-    """A planned group's ``baselines`` of one record, as settling reads them: a fifth of a
-    dict's memory (most plans update one record, and a batch's plans are held until it is
-    settled)."""
+    """A planned group's ``baselines`` of one record, in a fifth of a dict's memory (most
+    plans update one record, and a batch's plans are held until it is settled)."""
 
     __slots__ = ("_baseline", "_record_id")
 
@@ -357,8 +358,6 @@ class _OneBaseline(Mapping[str, "int | None"]):
 
     def __len__(self) -> int:
         return 1
-#: The state of every planned group (the plan holds what settling reads): one for all.
-_PLANNED_STATE = PersonState("", _PLANNED, None)
 
 
 def _lean(plan: GroupPlan) -> GroupPlan:
