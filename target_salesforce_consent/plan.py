@@ -21,7 +21,7 @@ import msgspec
 
 from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
-from target_salesforce_consent.report import Outcome, ReportFields
+from target_salesforce_consent.report import Outcome, ReportFields, plain_json_text
 from target_salesforce_consent.settings import ResolvedSettings
 from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
 
@@ -59,6 +59,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _MINUTE = 60_000_000  # in microseconds
 
+#: The minutes each table below keeps (then it starts over): records mostly come in time
+#: order, and a long run's 4,096 minutes took about half a MiB per table.
+_MAX_MINUTES = 1024
+
 #: Whole minute (micros // _MINUTE) -> its text up to the seconds, ``2024-06-18T16:40:``.
 _MINUTE_TEXT: dict[int, str] = {}
 
@@ -72,7 +76,7 @@ def format_micros(value: int) -> str:
     minute, rest = divmod(value, _MINUTE)
     head = _MINUTE_TEXT.get(minute)
     if head is None:
-        if len(_MINUTE_TEXT) >= 4096:  # bounded: a run's timestamps cover few minutes
+        if len(_MINUTE_TEXT) >= _MAX_MINUTES:  # bounded: a run's timestamps cover few minutes
             _MINUTE_TEXT.clear()
         head = _MINUTE_TEXT[minute] = format_timestamp(from_micros(minute * _MINUTE))[:17]
     second, micros = divmod(rest, 1_000_000)
@@ -110,7 +114,7 @@ def _salesforce_stamp(text: str) -> int | None:
         parsed = parse_salesforce_datetime(minute + ":00.000+0000")
         if parsed is None:
             return None
-        if len(_MINUTE_STAMP) >= 4096:
+        if len(_MINUTE_STAMP) >= _MAX_MINUTES:
             _MINUTE_STAMP.clear()
         base = _MINUTE_STAMP[minute] = to_micros(parsed)
     return base + int(second) * 1_000_000 + int(millis) * 1000
@@ -236,10 +240,10 @@ class GroupPlan:
     outcome: Outcome | None  # None while a write is pending
     salesforce_ids: tuple[str, ...] = ()
     fields: Mapping[str, Any] = field(default_factory=dict)  # kept as ReportFields
-    update_rows: list[Mapping[str, str]] = field(default_factory=list)
+    update_rows: Sequence[Mapping[str, str]] = field(default_factory=list)
     insert_row: dict[str, str] | None = None
     stale_at: int | None = None
-    baselines: dict[str, int | None] = field(default_factory=dict)  # Id -> before this run
+    baselines: Mapping[str, int | None] = field(default_factory=dict)  # Id -> before this run
     stamp: int | None = None  # the consent timestamp written with the rows
     kept: dict[str, list[str]] = field(default_factory=dict)  # Id -> fields a person changed
 
@@ -497,7 +501,7 @@ class _PlanMemo:
             return {}
         if stamp is None:
             return ReportFields(shown + b"}")
-        return ReportFields(shown + self._ts_key + _encode_value(stamp) + b"}")
+        return self._stamped(shown, stamp)
 
     @staticmethod
     def _prefix(shown: dict[str, Any]) -> bytes | None:
@@ -646,9 +650,16 @@ class _PlanMemo:
         """The report's fields from each field's JSON and, when not None, the timestamp."""
         if stamp is None:
             return ReportFields(b"{" + b",".join(shown) + b"}")
-        return ReportFields(
-            b"{" + b",".join(shown) + self._ts_key + _encode_value(stamp) + b"}"
-        )
+        return self._stamped(b"{" + b",".join(shown), stamp)
+
+    def _stamped(self, shown: bytes, stamp: str) -> ReportFields:
+        """The report's fields from the JSON of the fields before the consent timestamp
+        (without the closing brace) and the timestamp's text, held as given when JSON
+        writes it as it is (the text the row writes, not a copy of it)."""
+        encoded = _encode_value(stamp)
+        if plain_json_text(stamp, encoded):
+            return ReportFields.ending_in_text(shown + self._ts_key + b'"', stamp)
+        return ReportFields(shown + self._ts_key + encoded + b"}")
 
     def _held_stamp(self, record: Mapping[str, Any]) -> Any:
         """The record's consent timestamp as the report shows it (None: not shown);

@@ -58,6 +58,8 @@ class ReportFields(Mapping[str, Any]):
     every person who has it (see :func:`_shared_head`)."""
 
     __slots__ = ("_head", "_tail")
+    _head: bytes
+    _tail: bytes | str  # str: see ending_in_text
 
     def __init__(self, json: bytes) -> None:
         # Inside a JSON string a quote is always escaped, so `,"` starts a member.
@@ -67,10 +69,25 @@ class ReportFields(Mapping[str, Any]):
         else:
             self._head, self._tail = json, b""
 
+    @classmethod
+    def ending_in_text(cls, head: bytes, text: str) -> ReportFields:
+        """The fields ``head + text + '"}'``: `head` up to the opening quote of the last
+        member's value (included), a text that JSON writes as it is (:func:`plain_json_text`).
+
+        The text is held as given: the consent timestamp a plan writes is the one its row
+        holds, not another copy of it."""
+        fields = cls.__new__(cls)
+        fields._head = _shared_head(head)
+        fields._tail = text
+        return fields
+
     @property
     def json(self) -> bytes:
         """The fields as the JSON text written in the report."""
-        return self._head + self._tail if self._tail else self._head
+        tail = self._tail
+        if isinstance(tail, str):
+            return b'%s%s"}' % (self._head, tail.encode())
+        return self._head + tail if tail else self._head
 
     @classmethod
     def of(cls, fields: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -98,6 +115,11 @@ class ReportFields(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"ReportFields({self._decoded()!r})"
+
+
+def plain_json_text(text: str, encoded: bytes) -> bool:
+    """Whether JSON writes `text` (as `encoded`) as it is, between quotes: nothing escaped."""
+    return len(encoded) == len(text) + 2 and text.isascii()
 
 
 #: The distinct leading parts of ReportFields' texts, each held once (bounded: a run meets

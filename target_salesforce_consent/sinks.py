@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
@@ -328,12 +328,54 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 _PLANNED: Mapping[str, StoredChoice] = MappingProxyType({})
-#: A planned group's empty ``kept`` and ``baselines``, once settling is all that reads them
-#: (never changed: settling only reads them).
+#: A planned group's empty ``kept`` and ``baselines`` (never changed: only read once planned).
 _NO_KEPT: dict[str, list[str]] = {}
 _NO_BASELINES: dict[str, int | None] = {}
 #: The state of every planned group (the plan holds what settling reads): one for all.
 _PLANNED_STATE = PersonState("", _PLANNED, None)
+
+
+class _OneBaseline(Mapping[str, "int | None"]):
+    """A planned group's ``baselines`` of one record, in a fifth of a dict's memory (most
+    plans update one record, and a batch's plans are held until it is settled)."""
+
+    __slots__ = ("_baseline", "_record_id")
+
+    def __init__(self, record_id: str, baseline: int) -> None:
+        self._record_id = record_id
+        self._baseline = baseline
+
+    def get(self, record_id: str, default: Any = None) -> Any:
+        return self._baseline if record_id == self._record_id else default
+
+    def __getitem__(self, record_id: str) -> int | None:
+        if record_id != self._record_id:
+            raise KeyError(record_id)
+        return self._baseline
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self._record_id,))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def _lean(plan: GroupPlan) -> GroupPlan:
+    """``plan`` held in less memory (a batch's plans are held until it is settled): its empty
+    containers shared, its rows a tuple, one record's baseline without a dict. Whatever reads
+    the plan later (the Salesforce changes, a dry run, the jobs, settling) only reads them."""
+    if not plan.kept:
+        plan.kept = _NO_KEPT
+    rows = plan.update_rows
+    if rows.__class__ is list:  # a tuple is smaller, and () is one for all
+        plan.update_rows = tuple(rows)
+    baselines = plan.baselines
+    if len(baselines) == 1 and baselines.__class__ is dict:  # most: one record
+        ((record_id, baseline),) = baselines.items()
+        plan.baselines = _NO_BASELINES if baseline is None else _OneBaseline(record_id, baseline)
+    elif not baselines:
+        plan.baselines = _NO_BASELINES
+    return plan
 
 
 def _person(records: BufferedRecord | list[BufferedRecord]) -> PersonRecord | PersonBatch:
@@ -711,6 +753,7 @@ class BatchProcessor:
                     self._finish(later, stopped_by=str(exc))
                 self._unsettled.clear()
                 raise
+            del oldest  # settled: freed before the next batch's late part is matched
             if self._unsettled:
                 self._start_late(self._unsettled[0])
                 if self._unsettled[0].fatal:
@@ -739,7 +782,7 @@ class BatchProcessor:
     def _plan(self, groups: dict[str, _Group], matches: dict[str, list[dict[str, Any]]]) -> None:
         written = self._written(matches)
         for key, group in groups.items():
-            group.plan = plan_group(group.state, matches.get(key, []), self.rs, written)
+            group.plan = _lean(plan_group(group.state, matches.get(key, []), self.rs, written))
         if self.salesforce_changes is not None:  # a field a person changed since is kept
             self.salesforce_changes.apply(groups, matches, self.match_pool.fetch_all)
         if self.planned is not None:  # a dry run's later batches plan on top of this plan
@@ -751,12 +794,8 @@ class BatchProcessor:
         """Jobs for the planned writes of `groups`, on a background thread."""
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
-            plan = group.plan
-            if plan is not None:  # held until settled: one empty container for all
-                if not plan.kept:
-                    plan.kept = _NO_KEPT
-                if not plan.baselines:
-                    plan.baselines = _NO_BASELINES
+            if group.plan is not None:  # (one the Salesforce changes replaced)
+                _lean(group.plan)
         if self.rs.settings.dry_run:
             return
         writes = {
@@ -815,13 +854,18 @@ class BatchProcessor:
         raised (the caller raises the earlier batch's error).
         """
         unresolved: list[str] = []
-        for groups, jobs in batch.parts:
+        done: set[str] = set()
+        parts, batch.parts = batch.parts, []
+        while parts:
+            # Its results are freed once its lines are made: not held while the batch's
+            # report is written and its failed records kept.
+            groups, jobs = parts.pop(0)
+            done.update(groups)
             try:
-                updates, inserts = jobs.result()
-                unresolved += self._write(groups, batch.lines, updates, inserts)
+                unresolved += self._write(groups, batch.lines, *jobs.result())
             except Exception as exc:
                 self._stage_failed(batch, exc)
-        done = {key for groups, _ in batch.parts for key in groups}
+            del jobs
         # Planned with nothing to write (skipped, or a dry run): their plan decides.
         rest = {
             k: g for k, g in batch.groups.items() if k not in done and g.plan is not None

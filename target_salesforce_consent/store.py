@@ -5,7 +5,7 @@ mapped field; newest-consent-wins across batches needs, for every Salesforce rec
 the run wrote, the consent timestamp it held before. Both grow with the stream, and memory
 must stay flat, so they live in SQLite's private temporary database: an
 on-disk file that SQLite deletes itself when the connection closes (or the process dies),
-with a page cache of 1 MiB (its pages are read back from the OS's file cache: a larger
+with a page cache of 512 KiB (its pages are read back from the OS's file cache: a larger
 cache measured no less CPU).
 
 Most people have one record in a batch and were never seen before in the run, so a batch
@@ -15,7 +15,7 @@ folds in without work per field for them:
   field: its choices are that record's, all at the record's (timestamp, arrival); several
   records of one person come as a :class:`PersonBatch`, already reduced;
 - a membership filter (:class:`KeyFilter`, a Bloom filter of 128 KiB growing with the
-  people held to at most 2 MiB however long the run) says which people of the batch the
+  people held to at most 1 MiB however long the run) says which people of the batch the
   table may already hold: only those are read back (a false positive costs one lookup that
   finds nothing);
 - a person's row keeps the (timestamp, arrival) of the record that spelled its id (the id
@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import msgspec
 
 __all__ = [
+    "FILTER_MAX_LOG2",
     "FILTER_START_LOG2",
     "NO_TIMESTAMP",
     "KeyFilter",
@@ -78,6 +79,16 @@ _decode = msgspec.msgpack.Decoder(list[Any]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
+#: The lookup, always with as many parameters (a shorter list is filled up with NULL, which
+#: equals no key). A statement per list length would be compiled and kept in the
+#: connection's statement cache once per batch (its last, shorter chunk), about 25 KiB
+#: each: up to 128 of them, memory that grew over a long run.
+_LOOKUP = (
+    "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person IN ("
+    + ",".join("?" * _LOOKUP_CHUNK)
+    + ")"
+)
+_NO_KEYS: list[str | None] = [None] * _LOOKUP_CHUNK
 _PERSON_COLUMNS = 6
 _ROWS_PER_INSERT = 64
 _INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
@@ -167,8 +178,8 @@ class KeyFilter:
 
     Never says no for a key that was added; says yes for one that was not with a probability
     of about 0.013% after 100,000 keys and 1.3% after 1,000,000 (at the default 2**24 bits,
-    2 MiB). The probes come from Python's own (cached) hash of the string, so it only holds
-    within one process, which is all the run needs.
+    2 MiB; 4.5% at 2**23 bits, 1 MiB). The probes come from Python's own (cached) hash of the
+    string, so it only holds within one process, which is all the run needs.
     """
 
     __slots__ = ("_bits", "_mask", "_shift", "bits_log2")
@@ -335,11 +346,15 @@ def _spelling(key: str, ouid: str) -> str | None:
 #: grows: 2 probes at 32 bits a key give about 0.4% false positives at most.
 FILTER_START_LOG2 = 20
 _FILTER_BITS_PER_KEY = 32
+#: Its largest size (1 MiB): past about 260,000 people, false positives grow to about 4.5% at
+#: 1,000,000, each one a lookup that finds nothing (a few milliseconds a batch), where the
+#: memory of a larger filter would be held to the end of the run.
+FILTER_MAX_LOG2 = 23
 
 
 class RunStore:
-    def __init__(self, cache_kib: int = 1024, filter_bits_log2: int = 24) -> None:
-        """`filter_bits_log2`: the membership filter's largest size (2**24 bits: 2 MiB)."""
+    def __init__(self, cache_kib: int = 512, filter_bits_log2: int = FILTER_MAX_LOG2) -> None:
+        """`filter_bits_log2`: the membership filter's largest size (2**23 bits: 1 MiB)."""
         # "" is SQLite's private temporary on-disk database, removed when closed.
         # Used by one thread at a time: the batch worker, then the thread that ends the run.
         self._db = sqlite3.connect("", check_same_thread=False)
@@ -349,7 +364,7 @@ class RunStore:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
         # The people the table may hold: small at first, grown as they come (most runs are
-        # short; a long one reaches the largest size once it holds ~500,000 people).
+        # short; a long one reaches the largest size once it holds ~130,000 people).
         self._filter_max_log2 = filter_bits_log2
         self._stored = KeyFilter(min(FILTER_START_LOG2, filter_bits_log2))
         self._filtered = 0  # keys given to the filter: at least the people held
@@ -413,13 +428,10 @@ class RunStore:
         """The stored rows of `keys` (those the table holds)."""
         held: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for key, *row in self._db.execute(
-                "SELECT person, ouid, ts, seq, newest, choices FROM person "
-                f"WHERE person IN ({marks})",
-                chunk,
-            ):
+            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
+            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
+                chunk += _NO_KEYS[len(chunk) :]
+            for key, *row in self._db.execute(_LOOKUP, chunk):
                 held[key] = tuple(row)
         return held
 

@@ -157,6 +157,16 @@ def test_newest_consent_wins(held: str | None, outcome: Outcome | None) -> None:
         assert plan.update_rows[0]["Consent_At__c"] == "2024-06-18T16:40:03.512Z"
 
 
+def test_the_report_shows_the_consent_timestamp_the_row_writes_not_a_copy_of_it() -> None:
+    rs = resolved(consent_timestamp_field="Consent_At__c")
+    plan = plan_group(consent(False), [lead(HasOptedOutOfEmail=False, Consent_At__c=None)], rs)
+    written = plan.update_rows[0]["Consent_At__c"]
+    assert isinstance(plan.fields, ReportFields)
+    assert plan.fields["Consent_At__c"] == written == "2024-06-18T16:40:03.512Z"
+    assert plan.fields.json == msgspec.json.encode(dict(plan.fields))  # the same text
+    assert plan.fields._tail is written  # held once for the row and the report
+
+
 def test_datetime_helpers() -> None:
     moment = datetime(2024, 6, 18, 16, 40, 3, 512999, tzinfo=timezone.utc)
     assert format_timestamp(moment) == "2024-06-18T16:40:03.512Z"

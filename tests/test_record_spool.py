@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from salesforce_sandbox import Sandbox
 from singer_sdk.contrib.msgspec import decoder as msgspec_decoder
@@ -121,3 +123,48 @@ def test_a_deeply_nested_line_is_read_back_from_a_deep_stack() -> None:
         assert get_from_deeper(300) == encode_record(msgspec_decoder.decode(line)["record"])
     finally:
         spool.close()
+
+
+def test_people_settled_are_kept_with_their_newest_time_in_a_small_page_cache(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from target_salesforce_consent.failed_records import (
+        SETTLED_CACHE_KIB,
+        FailedEntry,
+        FailedRecordStore,
+        LocalFolder,
+    )
+
+    store = FailedRecordStore(
+        LocalFolder(tmp_path), 3, dry_run=False, logger=logging.getLogger("test")
+    )
+    try:
+        # SQLite's default cache (2,000 KiB) would be filled, and held, by a long run.
+        (cache,) = store._settled.execute("PRAGMA cache_size").fetchone()
+        assert cache == -SETTLED_CACHE_KIB and SETTLED_CACHE_KIB < 2_000
+
+        def settled(ouid: str, ts: int) -> tuple[Any, str, bool, None]:
+            item = SimpleNamespace(spooled=False, seq=0, ouid=ouid, ts=ts, failed_key=None)
+            return item, "updated", False, None
+
+        # out of key order, a person twice in a batch and again in a later one
+        store.batch_done([settled("zoe", 5_000_000), settled("Ann", 9_000_000),
+                          settled("ann", 2_000_000), settled("bob", 1_000_000)], True)  # fmt: skip
+        store.batch_done([settled("BOB", 3_000_000), settled("zoe", 4_000_000)], True)
+
+        def superseded(ouid: str, seconds: int) -> bool:
+            entry = FailedEntry(
+                key="k", stream="s", record=None, organization_user_id=ouid,
+                timestamp=f"1970-01-01T00:00:{seconds:02d}.000Z",
+                error=None, failures=1, first_failed_at="", last_failed_at="",
+            )  # fmt: skip
+            return store._superseded(entry)
+
+        assert superseded("ann", 8) and not superseded("ANN", 9)  # the newest of the batch
+        assert superseded("bob", 2) and not superseded("bob", 3)  # the later batch's
+        assert superseded("zoe", 4) and not superseded("zoe", 5)  # not the later, older one
+        assert not superseded("eve", 1)
+    finally:
+        store.close()

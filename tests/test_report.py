@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from target_salesforce_consent.plan import GroupPlan
@@ -14,6 +15,7 @@ from target_salesforce_consent.report import (
     ReportFields,
     RunReport,
     encode_lines,
+    plain_json_text,
 )
 
 FIELDS: list[dict[str, Any]] = [
@@ -103,3 +105,14 @@ def test_people_with_the_same_fields_but_the_last_share_the_text_before_it() -> 
     assert line(a).to_json() == line(first).to_json()
     assert line(b).to_json() == line(second).to_json()
     assert ReportFields.of({"Only__c": 'a,"b'}) == {"Only__c": 'a,"b'}  # a text with `,"`
+
+
+def test_report_fields_ending_in_a_text_are_the_json_they_are_made_of() -> None:
+    stamp = "2024-06-18T16:40:03.512Z"
+    whole = ReportFields(b'{"A":true,"At":"2024-06-18T16:40:03.512Z"}')
+    ending = ReportFields.ending_in_text(b'{"A":true,"At":"', stamp)
+    assert ending.json == whole.json == b'{"A":true,"At":"2024-06-18T16:40:03.512Z"}'
+    assert ending == whole == {"A": True, "At": stamp}
+    assert plain_json_text(stamp, msgspec.json.encode(stamp))
+    for escaped in ('a"b', "a\\b", "line\nbreak", "caf\u00e9"):  # not written as they are
+        assert not plain_json_text(escaped, msgspec.json.encode(escaped)), escaped

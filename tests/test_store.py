@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
+    FILTER_MAX_LOG2,
     FILTER_START_LOG2,
     NO_TIMESTAMP,
     KeyFilter,
@@ -254,5 +255,44 @@ def test_the_filter_starts_small_and_grows_without_losing_a_held_person() -> Non
             "p0-5", {"A": StoredChoice(0, "true", False), "B": StoredChoice(100, "false", False)},
             100,
         )
+    finally:
+        store.close()
+
+
+def test_lookups_of_any_number_of_people_share_one_statement() -> None:
+    # SQLite keeps each distinct statement compiled in the connection's cache: one per
+    # number of people looked up made that cache grow batch after batch.
+    store = RunStore()
+    statements: set[str] = set()
+    try:
+        first = {f"p{i}": PersonRecord(f"P{i}", i, i, i, {"A": TRUE}) for i in range(700)}
+        store.merge_batch(first)
+        store._db.set_trace_callback(statements.add)
+        for count in (1, 3, 499, 500, 501, 650):  # people seen before, looked up again
+            later = {f"p{i}": PersonRecord(f"P{i}", 1000 + i, 1000 + i, 1000 + i, {"B": FALSE})
+                     for i in range(count)}  # fmt: skip
+            states = store.merge_batch(later)
+            assert len(states) == count
+            for i in range(count):  # each found with what the first batch held, and no other
+                assert states[f"p{i}"].choices == {
+                    "A": StoredChoice(i, "true", False),
+                    "B": StoredChoice(1000 + i, "false", False),
+                }
+        # (the trace shows each statement with its values: the same text means as many)
+        sizes = {s.split(" IN (")[1].count(",") + 1 for s in statements if s.startswith("SELECT")}
+        assert len(sizes) == 1, f"lookups of {sorted(sizes)} values"
+    finally:
+        store.close()
+
+
+def test_the_filter_of_a_long_run_stops_growing_at_one_mib() -> None:
+    store = RunStore()
+    try:
+        store._filtered = 5_000_000  # as if that many people had come in earlier batches
+        states = store.merge_batch({"p1": PersonRecord("p1", 1, 1, 1, {"A": TRUE})})
+        assert states["p1"].choices == {"A": StoredChoice(1, "true", False)}
+        assert store._stored.bits_log2 == FILTER_MAX_LOG2 == 23
+        assert len(store._stored._bits) == 1 << 20  # bytes
+        assert store._stored.maybe(["p1"]) == ["p1"]
     finally:
         store.close()
