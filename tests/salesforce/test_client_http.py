@@ -503,18 +503,27 @@ def test_retry_after_header_is_honoured() -> None:
         assert len(hits) == 2
 
 
+@contextlib.contextmanager
+def org_and_proxy(
+    org_seen: list[tuple[str, str | None]], proxy_seen: list[tuple[str, str | None]]
+) -> Iterator[tuple[str, str]]:
+    """Two gateways, the org's and a proxy's, each answering ``{"from": ...}``: their URLs."""
+    json_type = {"Content-Type": "application/json"}
+    with stub_gateway(lambda path: (200, b'{"from": "org"}', json_type), org_seen) as org_url, \
+            stub_gateway(lambda path: (200, b'{"from": "proxy"}', json_type),
+                         proxy_seen) as proxy_url:  # fmt: skip
+        yield org_url, proxy_url
+
+
 def test_proxies_and_netrc_of_the_environment_apply_to_every_call(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The environment is read once per host, not per call, and still applies: a proxy named
     by HTTP_PROXY carries every call (the org itself sees none), and a ~/.netrc login for the
     host is sent as requests sends it."""
-    json_type = {"Content-Type": "application/json"}
     org_seen: list[tuple[str, str | None]] = []
     proxy_seen: list[tuple[str, str | None]] = []
-    with stub_gateway(lambda path: (200, b'{"from": "org"}', json_type), org_seen) as org_url, \
-            stub_gateway(lambda path: (200, b'{"from": "proxy"}', json_type),
-                         proxy_seen) as proxy_url:  # fmt: skip
+    with org_and_proxy(org_seen, proxy_seen) as (org_url, proxy_url):
         for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
             monkeypatch.delenv(name, raising=False)
         c = SalesforceClient(org_url, "id", "secret")
@@ -614,12 +623,9 @@ def test_a_session_of_the_callers_own_keeps_its_headers_auth_and_hooks() -> None
 
 
 def test_no_proxy_of_the_environment_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    json_type = {"Content-Type": "application/json"}
     org_seen: list[tuple[str, str | None]] = []
     proxy_seen: list[tuple[str, str | None]] = []
-    with stub_gateway(lambda path: (200, b'{"from": "org"}', json_type), org_seen) as org_url, \
-            stub_gateway(lambda path: (200, b'{"from": "proxy"}', json_type),
-                         proxy_seen) as proxy_url:  # fmt: skip
+    with org_and_proxy(org_seen, proxy_seen) as (org_url, proxy_url):
         for name in ("no_proxy", "all_proxy", "ALL_PROXY", "http_proxy"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy_url)
