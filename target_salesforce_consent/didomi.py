@@ -976,9 +976,7 @@ def fast_stamp(value: Any) -> tuple[str, int] | None:
     if value is None:
         return None
     if value.__class__ is str and len(value) == 24 and _DIDOMI_TS.fullmatch(value):
-        minute = _MINUTES.get(value[:16], -1)
-        if minute == -1:
-            minute = _minute_micros(value[:16])
+        minute = _minute_micros(value[:16])
         if minute is None:
             raise _Unusual
         return value, minute + int(value[17:19] + value[20:23]) * 1000
@@ -1257,20 +1255,7 @@ def read_shape(shape: PlainShape) -> PlainRecord | None:
         updated_at = created_at if updated == created else fast_stamp(updated)
         regulation = _fast_text(shape.regulation)
         status = _fast_text(shape.status)
-        # _plain_record's record, made here (a call less per record)
-        return PlainRecord(
-            "user" if user is None else "event",
-            ouid,
-            _fast_text(shape.id),
-            "gdpr" if regulation is None else regulation.lower(),
-            None if status is None else status.lower(),
-            updated_at or created_at,
-            created_at,
-            updated_at,
-            metadata or {},
-            {},
-            {},
-            _NO_VENDORS,
-        )
+        return _plain_record(user is not None, ouid, _fast_text(shape.id), regulation, status,
+                             created_at, updated_at, metadata, {}, {}, _NO_VENDORS)
     except _Unusual:
         return None
