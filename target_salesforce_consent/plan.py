@@ -625,7 +625,7 @@ class _PlanMemo:
                 stamp = self._held_stamp(record)
                 if stamp is _UNREPORTABLE:
                     return None
-                fields = self._report(shown, stamp)
+                fields = self._fields(b"{" + b",".join(shown), stamp)
             outcome = (
                 Outcome.SKIPPED_UNCHANGED if _is_newer(newest, baseline)
                 else Outcome.SKIPPED_STALE
@@ -642,15 +642,9 @@ class _PlanMemo:
             if stamp is _UNREPORTABLE:
                 return None
         row = Row._of(_columns_index(tuple(columns)), tuple(cells))
-        fields = self._report(shown, stamp)
+        fields = self._fields(b"{" + b",".join(shown), stamp)
         return GroupPlan(None, ids, fields, update_rows=[row], stale_at=stale_at,
                          baselines={record_id: baseline}, stamp=_stamp(newest))  # fmt: skip
-
-    def _report(self, shown: list[bytes], stamp: str | None) -> ReportFields:
-        """The report's fields from each field's JSON and, when not None, the timestamp."""
-        if stamp is None:
-            return ReportFields(b"{" + b",".join(shown) + b"}")
-        return self._stamped(b"{" + b",".join(shown), stamp)
 
     def _stamped(self, shown: bytes, stamp: str) -> ReportFields:
         """The report's fields from the JSON of the fields before the consent timestamp
