@@ -785,6 +785,9 @@ class BatchProcessor:
             group.plan = _lean(plan_group(group.state, matches.get(key, []), self.rs, written))
         if self.salesforce_changes is not None:  # a field a person changed since is kept
             self.salesforce_changes.apply(groups, matches, self.match_pool.fetch_all)
+            for group in groups.values():  # the plans it replaced, held lean as well
+                if group.plan is not None:
+                    _lean(group.plan)
         if self.planned is not None:  # a dry run's later batches plan on top of this plan
             self.planned.remember(groups, self.store, bool(self.rs.consent_timestamp_field))
         for group in groups.values():
@@ -794,8 +797,6 @@ class BatchProcessor:
         """Jobs for the planned writes of `groups`, on a background thread."""
         for group in groups.values():  # planned: the plan holds what the rest reads
             group.state = _PLANNED_STATE
-            if group.plan is not None:  # (one the Salesforce changes replaced)
-                _lean(group.plan)
         if self.rs.settings.dry_run:
             return
         writes = {
