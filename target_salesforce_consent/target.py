@@ -170,7 +170,8 @@ class SingerLineReader(MsgSpecReader):
     #: RECORD's line as sent (decoded again only should the record fail), not its JSON.
     line: str = ""
     message: dict | None = None
-    #: A line in the plain shape that ``read_plain_record`` did not read: decoded whole next.
+    #: A line that ``read_plain_record`` did not read (refused, or not in the plain shape):
+    #: decoded whole next.
     _refused: str | None = None
 
     def deserialize_json(self, line: str) -> dict:
@@ -193,12 +194,11 @@ class SingerLineReader(MsgSpecReader):
             try:
                 plain = decode(line)
             except (msgspec.DecodeError, RecursionError):
-                yield line
-                continue
-            if read_plain(plain.stream, plain.record, line):
+                plain = None
+            if plain is not None and read_plain(plain.stream, plain.record, line):
                 read[0] += 1
             else:
-                self._refused = line
+                self._refused = line  # decoded whole next, not tried in the plain shape again
                 yield line
 
     def decode_whole(self, line: str) -> dict:
@@ -713,14 +713,7 @@ class TargetSalesforceConsent(TextAbout, Target):
     def _process_record_message(self, message_dict: dict) -> None:
         record = message_dict.get("record")
         if record.__class__ is PlainLine:
-            sink = self._plain_sink(message_dict.get("stream"))
-            item = (
-                None if sink is None
-                else self._read_plain_line(sink.stream_name, record.shape, record.line)
-            )  # fmt: skip
-            if item is not None:
-                assert sink is not None
-                self._buffer_read(sink, item)
+            if self._read_plain_record(message_dict["stream"], record.shape, record.line):
                 return
             # A stream with maps or validation, or a record the plain reader leaves to the
             # full path: the record as sent, decoded whole.
