@@ -11,11 +11,11 @@ sink runs the resulting rows through Bulk API 2.0.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -23,7 +23,13 @@ from target_salesforce_consent.didomi import format_timestamp, parse_timestamp
 from target_salesforce_consent.mapping import CLEAR, FieldType, FieldValues
 from target_salesforce_consent.report import Outcome, ReportFields, plain_json_text
 from target_salesforce_consent.settings import ResolvedSettings
-from target_salesforce_consent.store import PersonState, StoredChoice, WrittenRecord
+from target_salesforce_consent.store import (
+    Cell,
+    PersonState,
+    RecordChoices,
+    StoredChoice,
+    WrittenRecord,
+)
 
 
 def parse_salesforce_datetime(text: Any) -> datetime | None:
@@ -458,7 +464,7 @@ def _ids(records: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 _CELL_OF = attrgetter("cell")
-_CELL_AND_LIST_OF = attrgetter("cell", "is_list")
+_IS_LIST_OF = attrgetter("is_list")
 _TS_OF = attrgetter("ts")
 _encode_value = msgspec.json.encode
 
@@ -468,6 +474,26 @@ class _UnmatchedPlan(NamedTuple):
 
     shown: bytes | None  # the report's fields as JSON, without its closing brace; None: none
     insert: dict[str, str] | None  # the insert row before its match field and timestamp
+
+
+def _cells_of(choices: Mapping[str, StoredChoice]) -> Iterable[Cell]:
+    """The cell of each choice, in order: a lone record's as the reader gave them."""
+    if choices.__class__ is RecordChoices:
+        assert isinstance(choices, RecordChoices)
+        return choices.cells.values()
+    return choices.values()
+
+
+def _newer(stored: Collection[StoredChoice], baseline: int) -> Iterator[bool]:
+    """Whether each choice is newer than a record's consent stamped ``baseline``, to the
+    millisecond (one answer for all when the choices share their timestamp; it may then
+    repeat without end)."""
+    stamps = set(map(_TS_OF, stored))
+    if len(stamps) == 1:
+        (ts,) = stamps
+        return _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
+    answers = {ts: ts is not None and ts // 1000 * 1000 > baseline for ts in stamps}
+    return map(answers.__getitem__, map(_TS_OF, stored))
 
 
 class _PlanMemo:
@@ -491,7 +517,7 @@ class _PlanMemo:
         self._ts_key = (
             b"," + _encode_value(self.ts_field) + b":" if self.ts_field else b""
         )
-        self._cells: dict[Any, tuple[str | None, bytes] | None] = {}
+        self._cells: dict[_CellKey, _CellEntry] = {}
         self._unmatched: dict[Any, _UnmatchedPlan | None] = {}
         self._getters: dict[tuple[type, tuple[str, ...]], Callable[[Any], tuple[Any, ...]]] = {}
 
@@ -518,7 +544,7 @@ class _PlanMemo:
         if ts_field and ts_field in choices:
             return None
         names = tuple(choices)
-        key = (names, tuple(map(_CELL_OF, choices.values())))
+        key = (names, tuple(map(_CELL_OF, _cells_of(choices))))
         memo = self._unmatched
         if key in memo:
             entry = memo[key]
@@ -572,7 +598,6 @@ class _PlanMemo:
         if "Id" in choices or (ts_field and ts_field in choices):
             return None
         names = tuple(choices)
-        stored = choices.values()
         record_id = str(record["Id"])
         current = current_stamp(record, ts_field) if ts_field else None
         baseline = baseline_of(record_id, current, written) if ts_field else None
@@ -580,47 +605,36 @@ class _PlanMemo:
         # Whether each choice is newer than the record's consent (one answer for all when
         # the choices share their timestamp, as a lone record's do).
         newer: Iterable[bool] = _ALWAYS
-        if baseline is not None:
-            stamps = set(map(_TS_OF, stored))
-            if len(stamps) == 1:
-                (ts,) = stamps
-                newer = _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
-            else:  # answered once per timestamp
-                answers = {ts: ts is not None and ts // 1000 * 1000 > baseline for ts in stamps}
-                newer = map(answers.__getitem__, map(_TS_OF, stored))
-        memo = self._cells
-        columns = ["Id"]
-        cells = [record_id]
-        shown: list[bytes] = []
+        stored: Iterable[Cell]
+        if choices.__class__ is RecordChoices:  # the reader's cells, at the record's time
+            assert isinstance(choices, RecordChoices)
+            stored, ts = choices.cells.values(), choices.ts
+            if baseline is not None and not (ts is not None and ts // 1000 * 1000 > baseline):
+                newer = _NEVER
+        else:
+            stored = choices.values()
+            if baseline is not None:
+                newer = _newer(choices.values(), baseline)
         held_values = self._held(record, names)
-        # (newer may repeat one answer without end)
-        for name, choice, held, is_newer in zip(names, stored, held_values, newer, strict=False):
-            cell = choice.cell
-            if not cell:
-                continue
-            # The type as well: 1, 1.0 and True are equal keys, but are not reported alike.
-            key = (name, cell, choice.is_list, is_newer, held, held.__class__)
-            try:
-                entry = memo[key]
-            except KeyError:
-                entry = self._cell_entry(name, cell, choice.is_list, is_newer, held)
-                # Long texts are rarely shared: not kept.
-                if len(cell) <= _SHORT and (held.__class__ is not str or len(held) <= _SHORT):
-                    if len(memo) >= self.LIMIT:
-                        memo.clear()
-                    memo[key] = entry
-            except TypeError:  # a value that is not a plain scalar
-                return None
-            if entry is None:
-                return None
-            if entry[0] is not None:
-                columns.append(name)
-                cells.append(entry[0])
-            shown.append(entry[1])
+        # One key per field, made and looked up in C: the type as well, for 1, 1.0 and True
+        # are equal keys but are not reported alike (newer may repeat one answer without end).
+        keys = list(zip(names, map(_CELL_OF, stored), map(_IS_LIST_OF, stored), newer,
+                        held_values, map(type, held_values), strict=False))  # fmt: skip
+        try:
+            entries = list(map(self._cells.get, keys))
+        except TypeError:  # a value that is not a plain scalar
+            return None
+        if None in entries:
+            self._learn(keys, entries)
+        if _REFUSED in entries:
+            return None
+        known = cast("list[_CellEntry]", entries)
+        writes = [entry for entry in known if entry[0] is not None]
+        shown = [json for _, json, _ in known if json is not None]
         fields: Mapping[str, Any] = {}
         ids = (record_id,)
         stale_at = baseline if ts_field and baseline is not None else None
-        if len(columns) == 1:  # nothing to write
+        if not writes:  # nothing to write
             if shown:
                 stamp = self._held_stamp(record)
                 if stamp is _UNREPORTABLE:
@@ -631,17 +645,18 @@ class _PlanMemo:
                 else Outcome.SKIPPED_STALE
             )  # fmt: skip
             return GroupPlan(outcome, ids, fields, stale_at=stale_at)
+        columns = ("Id", *map(_NAME_OF, writes))
+        cells = (record_id, *map(_WRITTEN_OF, writes))
         ts_cell = format_micros(newest) if newest is not None else None
         if ts_cell and ts_field and _is_newer(newest, current):
             # never moves the record's consent timestamp back
-            columns.append(ts_field)
-            cells.append(ts_cell)
+            columns, cells = (*columns, ts_field), (*cells, ts_cell)
             stamp = ts_cell
         else:
             stamp = self._held_stamp(record)
             if stamp is _UNREPORTABLE:
                 return None
-        row = Row._of(_columns_index(tuple(columns)), tuple(cells))
+        row = Row._of(_columns_index(columns), cells)
         fields = self._fields(b"{" + b",".join(shown), stamp)
         return GroupPlan(None, ids, fields, update_rows=[row], stale_at=stale_at,
                          baselines={record_id: baseline}, stamp=_stamp(newest))  # fmt: skip
@@ -682,11 +697,28 @@ class _PlanMemo:
         held: Iterable[Any] = getter(record)
         return held
 
+    def _learn(self, keys: list[_CellKey], entries: list[_CellEntry | None]) -> None:
+        """Fills in the entries not yet known (None) of ``keys``, and keeps them."""
+        memo = self._cells
+        for place, entry in enumerate(entries):
+            if entry is not None:
+                continue
+            name, cell, is_list, is_newer, held, _ = key = keys[place]
+            entries[place] = entry = self._cell_entry(name, cell, is_list, is_newer, held)
+            # Long texts are rarely shared: not kept.
+            if len(cell) <= _SHORT and (held.__class__ is not str or len(held) <= _SHORT):
+                if len(memo) >= self.LIMIT:
+                    memo.clear()
+                memo[key] = entry
+
     def _cell_entry(
         self, name: str, cell: str, is_list: bool, is_newer: bool, held: Any
-    ) -> tuple[str | None, bytes] | None:
-        """For one field: the cell written (None: not written) and the report's JSON of the
-        field (``"name":value``); None when the JSON encoder refuses the value."""
+    ) -> _CellEntry:
+        """For one field: the cell written (None: not written), the report's JSON of the
+        field (``"name":value``; None: not shown, for a field without a cell) and the name
+        when written; _REFUSED when the JSON encoder refuses the value."""
+        if not cell:
+            return _NO_CELL
         value = self.values[name]
         written: str | None = None
         if value.same(cell, held, is_list):
@@ -698,11 +730,20 @@ class _PlanMemo:
             shown = held_value(held, value.ftype)  # not written (older)
         encoded = ReportFields.of({name: shown})
         if not isinstance(encoded, ReportFields):
-            return None
-        return written, encoded.json[1:-1]
+            return _REFUSED
+        return written, encoded.json[1:-1], None if written is None else name
 
 
 _SHORT = FieldValues.SHORT
+#: A field of a matched person: (name, cell, is_list, newer, held value, its type)
+_CellKey = tuple[str, str, bool, bool, Any, type]
+#: What a field writes: (the cell written or None, the report's JSON of the field or None,
+#: the field's name when written)
+_CellEntry = tuple[str | None, bytes | None, str | None]
+_NO_CELL: _CellEntry = (None, None, None)  # a field without a cell: nothing written or shown
+_REFUSED: Any = object()  # an entry where plan_in_full decides
+_WRITTEN_OF = itemgetter(0)
+_NAME_OF = itemgetter(2)
 _ALWAYS = itertools.repeat(True)
 _NEVER = itertools.repeat(False)
 _UNREPORTABLE = object()

@@ -11,7 +11,7 @@ the records a batch is about to change and applies it to their plans.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.client import SalesforceClient
 from target_salesforce_consent.salesforce.history import FieldChange, HistoryReader
 from target_salesforce_consent.settings import ResolvedSettings
-from target_salesforce_consent.store import PersonState
+from target_salesforce_consent.store import PersonState, RecordChoices, StoredChoice
 
 #: Salesforce Id -> field -> time of the newest change a person made (micros, to the ms)
 NewestChanges = Mapping[str, Mapping[str, int]]
@@ -130,20 +130,32 @@ def oldest_choice_second(groups: Mapping[str, PlannedGroup]) -> datetime | None:
     never keeps a field (:func:`choice_is_newer`): the history before it is not needed."""
     oldest: int | None = None
     for group in groups.values():
-        if group.plan is None:
+        if group.plan is None or not group.plan.update_rows:
             continue
-        choices = group.state.choices
-        for row in group.plan.update_rows:
-            for name in row:
-                if name not in choices:
-                    continue
-                ts = choices[name].ts
-                if ts is None:
-                    return None
-                oldest = ts if oldest is None else min(oldest, ts)
+        for ts in _stamps_written(group.state.choices, group.plan.update_rows):
+            if ts is None:
+                return None
+            oldest = ts if oldest is None else min(oldest, ts)
     if oldest is None:
         return None
     return datetime.fromtimestamp(oldest // _SECOND, tz=timezone.utc)
+
+
+def _stamps_written(
+    choices: Mapping[str, StoredChoice], rows: Iterable[Mapping[str, str]]
+) -> Iterator[int | None]:
+    """The time of each choice that ``rows`` write (once for a lone record's choices, which
+    share their record's time)."""
+    if choices.__class__ is RecordChoices:
+        assert isinstance(choices, RecordChoices)
+        cells = choices.cells
+        if any(name in cells for row in rows for name in row):
+            yield choices.ts
+        return
+    for row in rows:
+        for name in row:
+            if name in choices:
+                yield choices[name].ts
 
 
 class SalesforceChanges:

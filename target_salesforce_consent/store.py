@@ -222,40 +222,41 @@ class KeyFilter:
         return found
 
 
-class _RecordChoices(Mapping[str, StoredChoice]):
+class RecordChoices(Mapping[str, StoredChoice]):
     """A lone record's cells as stored choices, all at the record's time, made when read.
 
     A batch's people are merged before any of them is planned, and planning reads each
     person's choices once: made then, they are freed person by person instead of being held
     for the whole batch (half a KiB a person). The cells are the reader's, shared by the
-    records that gave the same choices.
+    records that gave the same choices (``cells``, one object for all of them, never changed
+    in place: planning remembers its work by it); ``ts`` is every choice's time.
     """
 
-    __slots__ = ("_cells", "_ts")
+    __slots__ = ("cells", "ts")
 
     def __init__(self, cells: Mapping[str, Cell], ts: int | None) -> None:
-        self._cells = cells
-        self._ts = ts
+        self.cells = cells
+        self.ts = ts
 
     def __getitem__(self, field: str) -> StoredChoice:
-        cell = self._cells[field]
-        return StoredChoice(self._ts, cell.cell, cell.is_list)
+        cell = self.cells[field]
+        return StoredChoice(self.ts, cell.cell, cell.is_list)
 
     def __contains__(self, field: object) -> bool:
-        return field in self._cells
+        return field in self.cells
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._cells)
+        return iter(self.cells)
 
     def __len__(self) -> int:
-        return len(self._cells)
+        return len(self.cells)
 
     def items(self) -> list[tuple[str, StoredChoice]]:  # type: ignore[override]
         """Fields holding the same choice share one."""
-        ts = self._ts
+        ts = self.ts
         by_cell: dict[int, StoredChoice] = {}  # the reader hands out shared constants
         choices = []
-        for field, cell in self._cells.items():
+        for field, cell in self.cells.items():
             stored = by_cell.get(id(cell))
             if stored is None:
                 stored = by_cell[id(cell)] = StoredChoice(ts, cell.cell, cell.is_list)
@@ -476,7 +477,7 @@ class RunStore:
                 )  # fmt: skip
                 states[key] = PersonState(
                     person.ouid,
-                    _RecordChoices(person.cells, None if ts == NO_TIMESTAMP else ts),
+                    RecordChoices(person.cells, None if ts == NO_TIMESTAMP else ts),
                     person.newest,
                 )
                 continue

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from target_salesforce_consent.extract import FieldChoice
 from target_salesforce_consent.plan import GroupPlan, plan_group, to_micros
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.salesforce.auth import identity_user_id
@@ -27,7 +28,7 @@ from target_salesforce_consent.salesforce_changes import (
     oldest_choice_second,
     respect_changes,
 )
-from target_salesforce_consent.store import PersonState
+from target_salesforce_consent.store import PersonState, RecordChoices
 from tests.test_plan import consent, lead, resolved
 
 LEAD_ID = "00Q000000000001AAA"
@@ -234,6 +235,33 @@ def test_the_history_a_batch_needs_starts_at_its_oldest_choices_second() -> None
     # A choice to write without a timestamp is never newer: all its history is needed.
     older.choices["HasOptedOutOfEmail"].ts = None
     assert oldest_choice_second(groups) is None
+
+
+def test_a_lone_records_choices_start_the_history_at_their_records_second() -> None:
+    """Choices the run store hands out as a lone record's (every one at the record's time)
+    give the second that the same choices held one by one give."""
+    people = [_plan(at) for at in ("2025-01-03T00:00:00Z", "2025-01-02T08:30:15.750Z")]
+    as_dicts = {str(n): Planned(person, plan) for n, (person, plan, _) in enumerate(people)}
+    lone = {
+        key: Planned(
+            PersonState(
+                group.state.ouid,
+                RecordChoices(
+                    {f: FieldChoice(c.cell, c.is_list) for f, c in group.state.choices.items()},
+                    group.state.newest,
+                ),
+                group.state.newest,
+            ),
+            group.plan,
+        )
+        for key, group in as_dicts.items()
+    }
+    assert oldest_choice_second(lone) == oldest_choice_second(as_dicts)
+    assert oldest_choice_second(lone) == datetime(2025, 1, 2, 8, 30, 15, tzinfo=timezone.utc)
+    # A record without a timestamp: all of the history is needed.
+    lone["1"].state.choices = RecordChoices(cast(RecordChoices, lone["1"].state.choices).cells,
+                                            None)  # fmt: skip
+    assert oldest_choice_second(lone) is None
 
 
 @pytest.mark.parametrize(
