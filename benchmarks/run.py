@@ -20,7 +20,9 @@ The table is printed and written to ``benchmarks/results.md``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -588,7 +590,8 @@ def wall_lines(results: Sequence[WallResult], args: argparse.Namespace) -> list[
         "",
         "The floor is what the org itself needs: the rows written at its rate plus eight round "
         "trips. Wall time is the target process's, start-up included. CPU is user+system "
-        "seconds; the no-op singer-sdk target reads the same input. The sandbox tracks the "
+        "seconds, the target's modules byte-compiled first as an installed wheel's are; the "
+        "no-op singer-sdk target reads the same input. The sandbox tracks the "
         "field history of the consent fields (every write leaves history rows, and the "
         "target reads the history of the records it is about to change: `history`).",
         "",
@@ -760,7 +763,8 @@ def render(results: Sequence[Result], args: argparse.Namespace,
         f"SCHEMA messages: {'tap-didomi' if args.schema == 'tap' else 'empty'}",
         "",
         "CPU is user+system seconds of the child process (`os.wait4`), including interpreter "
-        "start-up and imports; the ratio is target / no-op singer-sdk target on the same input. "
+        "start-up and imports (the target's modules byte-compiled first, as an installed "
+        "wheel's are); the ratio is target / no-op singer-sdk target on the same input. "
         "Peak RSS is the child's own high-water mark (`VmHWM`, see `peak_rss.py`). API calls "
         "are the sandbox's data calls during the target's run, by kind (token requests "
         "excluded; `describe` is the start-up check; `history` the field history queries: the "
@@ -849,8 +853,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def byte_compile_target() -> None:
+    """Byte-compile the target's packages, as pip does when it installs a wheel.
+
+    A checkout is imported from source; where ``PYTHONDONTWRITEBYTECODE`` is set (this
+    project's machine sets it) Python would compile every module again on every run, about
+    0.1 s of the target's CPU that an installed target never spends. The files go to the
+    packages' ``__pycache__`` folders, which git ignores."""
+    for name in (PACKAGE, "consent_pipelines_common"):
+        spec = importlib.util.find_spec(name)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            compileall.compile_dir(folder, quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    byte_compile_target()
     if args.wall:
         return main_wall(args)
     results: list[Result] = []
