@@ -353,7 +353,8 @@ def _items(value: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _raw_reader(path: SourcePath) -> Callable[[PlainRecord], Any]:
-    """What :func:`path_value` gives for ``path`` (other than flags and selections)."""
+    """What :func:`path_value` gives for ``path`` (other than flags, selections and
+    metadata)."""
     s = path.segments
     head = s[0]
     if head == "purposes":  # a v1 preference
@@ -404,8 +405,20 @@ def _raw_reader(path: SourcePath) -> Callable[[PlainRecord], Any]:
         return lambda rec: rec.updated_at[0] if rec.updated_at is not None else NOT_CARRIED
     if head == "created_at":
         return lambda rec: rec.created_at[0] if rec.created_at is not None else NOT_CARRIED
-    key = s[1]
-    return lambda rec: _metadata_value(rec.metadata, key)
+    raise ValueError(f"{path} is read by _metadata_reader")  # metadata, the only path left
+
+
+def _metadata_reader(key: str, convert: _Converter) -> _ChoiceOf:
+    """``metadata.<key>``: :func:`_metadata_value` converted, in one call per record."""
+    head = key.split(".", 1)[0]
+
+    def metadata_choice(rec: PlainRecord) -> Any:
+        metadata = rec.metadata
+        if key not in metadata and head not in metadata:
+            return NOT_CARRIED
+        return convert(metadata_value(metadata, key))
+
+    return metadata_choice
 
 
 def _choice_reader(mapping: FieldMapping, field_types: Mapping[str, FieldType]) -> _ChoiceOf:
@@ -416,6 +429,8 @@ def _choice_reader(mapping: FieldMapping, field_types: Mapping[str, FieldType]) 
         return _flag_reader(s[1], s[2], convert)
     if s[0] == "purposes" and s[2] == "values":
         return _selection_reader(s[1], s[3], s[4] if len(s) == 5 else None, convert)
+    if s[0] == "metadata":
+        return _metadata_reader(s[1], convert)
     read_raw = _raw_reader(mapping.source)
 
     def choice_of(rec: PlainRecord) -> Any:
@@ -451,6 +466,7 @@ class PlainChoiceReader:
             if m.source.segments[0] in ("purposes", "channels", "vendors")
         ]  # fmt: skip
         self._others = [i for i in range(len(mappings)) if i not in self._from_consents]
+        self._other_readers = [self._readers[i][1] for i in self._others]
         # (is an event, consents text) -> (serial, consent mappings' choices) or _FULL_PATH
         self._consents: dict[tuple[bool, bytes], Any] = {}
         # (serial, ids of the other mappings' choices) -> the record's choices, shared
@@ -495,16 +511,16 @@ class PlainChoiceReader:
             if read is _FULL_PATH:
                 return None
             serial, from_consents = read
-            if not self._others:
-                dict_key: tuple[int, ...] = (serial,)
-                others: list[Any] = []
-            else:
-                others = [self._readers[i][1](rec) for i in self._others]
-                for choice in others:
-                    if choice is _FULL_PATH:
-                        return None
-                # Each id is of a live object: a constant, or a choice the cached dict holds.
-                dict_key = (serial, *map(id, others))
+            # Each id is of a live object: a constant, or a choice the cached dict holds.
+            ids = [serial]
+            others: list[Any] = []
+            for choice_of in self._other_readers:  # a loop: a comprehension costs a closure
+                choice = choice_of(rec)
+                if choice is _FULL_PATH:
+                    return None
+                others.append(choice)
+                ids.append(id(choice))
+            dict_key = tuple(ids)
             choices = self._dicts.get(dict_key) if serial >= 0 else None
             if choices is None:
                 choices = self._choices(from_consents, others)

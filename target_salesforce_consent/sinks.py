@@ -87,13 +87,14 @@ INVALID_UNICODE = "INVALID_TYPE_ON_FIELD_IN_RECORD: the record holds text that i
 
 def ouid_problem(ouid: str, queries: MatchQueryBuilder) -> str | None:
     """Why a readable record's organization_user_id cannot be matched or written."""
-    if _CONTROL_CHARS.search(ouid):
-        return (
-            "INVALID_FIELD: organization_user_id contains control characters (line "
-            "breaks, NUL, ...) that Salesforce cannot store or match exactly"
-        )
-    if not is_valid_unicode(ouid):
-        return INVALID_UNICODE
+    if not (ouid.isascii() and ouid.isprintable()):  # nearly every id passes both at once
+        if _CONTROL_CHARS.search(ouid):
+            return (
+                "INVALID_FIELD: organization_user_id contains control characters (line "
+                "breaks, NUL, ...) that Salesforce cannot store or match exactly"
+            )
+        if not is_valid_unicode(ouid):
+            return INVALID_UNICODE
     return queries.problem(ouid)
 
 

@@ -739,12 +739,29 @@ class TargetSalesforceConsent(TextAbout, Target):
     def _read_plain_record(self, stream: str, shape: PlainShape, line: str) -> bool:
         """``SingerLineReader.read_plain_record``: what ``_process_record_message`` does with
         a RECORD in the plain shape, when the plain reader reads it (False: it did nothing)."""
-        sink = self._plain_sink(stream)
-        if sink is None:
-            return False
-        item = self._read_plain_line(sink.stream_name, shape, line)
-        if item is None:
-            return False
+        sink = self._plain_sinks.get(stream)
+        if sink is None:  # a stream not seen yet, or one the plain reader leaves to the SDK
+            sink = self._plain_sink(stream)
+            if sink is None:
+                return False
+        processor = self._processor
+        if processor is None:
+            processor = self._start_run()
+        failed = self._failed
+        if failed is None or failed.dry_run:
+            item = processor.read_shape(sink.stream_name, shape)
+            if item is None:
+                return False
+        else:
+            spool = failed.spool
+            if spool.record_of_line is None:
+                return False  # only the record as sent can be kept
+            item = processor.read_shape(sink.stream_name, shape)
+            if item is None:
+                return False
+            if item.outcome in (None, Outcome.FAILED):
+                spool.put_line(item.seq, line)  # should the record fail (as keep_record keeps it)
+                item.spooled = True
         self._buffer_read(sink, item)
         return True
 
@@ -758,24 +775,6 @@ class TargetSalesforceConsent(TextAbout, Target):
         if len(self._buffer) >= limit:
             self.drain_one(sink)
         self._handle_max_record_age()
-
-    def _read_plain_line(self, stream: str, shape: PlainShape, line: str
-                         ) -> BufferedRecord | None:
-        """``read_record`` for a record the plain reader reads; None when it does not."""
-        processor = self._processor
-        if processor is None:
-            processor = self._start_run()
-        failed = self._failed
-        if failed is None or failed.dry_run:
-            return processor.read_shape(stream, shape)
-        spool = failed.spool
-        if spool.record_of_line is None:
-            return None  # only the record as sent can be kept
-        item = processor.read_shape(stream, shape)
-        if item is not None and item.outcome in (None, Outcome.FAILED):
-            spool.put_line(item.seq, line)  # should the record fail (as keep_record keeps it)
-            item.spooled = True
-        return item
 
     def _batch_limit(self, max_size: int) -> int:
         """Records in the batch being read before it is handed over.

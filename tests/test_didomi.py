@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -22,6 +23,7 @@ from target_salesforce_consent.didomi import (
     PlainShape,
     PurposeState,
     RecordError,
+    _Unusual,
     fast_stamp,
     format_timestamp,
     merge,
@@ -1012,6 +1014,36 @@ def test_a_didomi_timestamp_is_read_as_the_datetime_path_reads_it(seed: int) -> 
         assert fast.timestamp is not None
         expected = (format_timestamp(fast.timestamp), to_micros(fast.timestamp))
         assert fast_stamp(stamp) == expected, stamp
+
+
+_TAILS = [":00.000Z", ":59.999Z", ":60.000Z", ":99.000Z", ":6.0000Z", ":05.512z", ":05.512+",
+          ":05,512Z", ":0\u0665.512Z", ":05.5\u0661\u0662Z", ":05.51 Z", ": 5.512Z", "-05.512Z",
+          ":05.512Z"[::-1]]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_timestamp_in_a_minute_read_before_is_read_as_the_datetime_path_reads_it(
+    seed: int,
+) -> None:
+    """A minute once read is kept: a later timestamp in it, whatever follows the minute, reads
+    as the datetime path reads it (or is left to it)."""
+    rng = random.Random(seed)
+    for stamp in _didomi_stamps(rng):
+        # The minute read first (one that is not, month 13 or hour 24, is never kept valid)
+        with contextlib.suppress(_Unusual):
+            fast_stamp(stamp[:16] + ":30.000Z")
+        for tail in [stamp[16:], *_TAILS]:
+            value = stamp[:16] + tail
+            raw = {"organization_user_id": "a", "updated_at": value}
+            fast = read_needed(raw, Needs())
+            if fast is None:
+                assert read_plain(raw, Needs()) is None, value
+                with pytest.raises(_Unusual):
+                    fast_stamp(value)
+                continue
+            assert fast.timestamp is not None
+            expected = (format_timestamp(fast.timestamp), to_micros(fast.timestamp))
+            assert fast_stamp(value) == expected, value
 
 
 # -- decoding straight to what the plain reader reads ---------------------------------------

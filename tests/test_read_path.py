@@ -18,10 +18,16 @@ import pytest
 from salesforce_sandbox import Sandbox
 
 from target_salesforce_consent.didomi import PlainShape
+from target_salesforce_consent.extract import is_valid_unicode
 from target_salesforce_consent.mapping import FieldMapping, FieldType
 from target_salesforce_consent.salesforce.client import SalesforceClient
 from target_salesforce_consent.settings import ResolvedSettings, Settings
-from target_salesforce_consent.sinks import BatchProcessor
+from target_salesforce_consent.sinks import (
+    _CONTROL_CHARS,
+    INVALID_UNICODE,
+    BatchProcessor,
+    ouid_problem,
+)
 from target_salesforce_consent.target import PlainLine, SingerLineReader
 from tests.conftest import SEED, FastTarget, base_config, event, newsletter, singer_lines, user
 from tests.test_didomi import mutate
@@ -163,6 +169,31 @@ def test_a_record_read_from_its_line_reads_as_the_full_path(
         assert _read_line(plain, text) == full.read("users", _decoded(text)), text
     if plain.rs.mappings is MAPPINGS:
         assert cast(Any, plain.plain_reader).read_records > 0
+
+
+ODD_OUIDS = [
+    "jane@example.com", "a b@example.com", " padded ", "line\nbreak", "tab\there", "nul\x00",
+    "del\x7f", "\x1f", "caf\u00e9@example.fr", "nbsp\u00a0x", "sep\u2028x", "zw\u200bx",
+    "next\x85line", "\ud800@example.com", "x" * 300, "%'\\" * 100, "\u00e9" * 2000,
+]  # fmt: skip
+
+
+def test_an_organization_user_id_is_checked_by_each_rule_in_turn() -> None:
+    """ouid_problem gives what its rules give one after another (an id of printable ASCII
+    passes the first two at once)."""
+    processor = _processor(MAPPINGS, TYPES)
+    try:
+        for ouid in ODD_OUIDS:
+            if _CONTROL_CHARS.search(ouid):
+                expected = ouid_problem("\n", processor.queries)
+                assert expected is not None and expected.startswith("INVALID_FIELD: "), ouid
+            elif not is_valid_unicode(ouid):
+                expected = INVALID_UNICODE
+            else:
+                expected = processor.queries.problem(ouid)
+            assert ouid_problem(ouid, processor.queries) == expected, ouid
+    finally:
+        processor.close()
 
 
 def test_records_that_give_the_same_choices_share_one_dict() -> None:

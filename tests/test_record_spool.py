@@ -73,6 +73,26 @@ def test_a_record_kept_as_its_line_is_read_back_as_its_json_would_have_been_kept
         spool.close()
 
 
+def test_lines_written_together_are_each_read_back_as_put() -> None:
+    # record_of_line gives the line itself: what is read back is that line, encoded as JSON
+    spool = RecordSpool(lambda line: line)
+    lines = [f"line {seq} " + ("caf\u00e9 \ud800" if seq % 7 == 0 else "plain") * (seq % 5)
+             for seq in range(2 * RecordSpool.SEGMENT + 3 * RecordSpool.LINES_PER_WRITE + 5)]
+    try:
+        for seq, line in enumerate(lines):
+            if seq % 1000 == 999:  # a record kept as its JSON between lines not written yet
+                spool.put(seq, b"[%d]" % seq)
+            else:
+                spool.put_line(seq, line)
+            if seq % 3001 == 0:  # one read back before the lines after it are put
+                assert spool.get(seq) == encode_record(line)
+        for seq, line in enumerate(lines):
+            expected = b"[%d]" % seq if seq % 1000 == 999 else encode_record(line)
+            assert spool.get(seq) == expected, seq
+    finally:
+        spool.close()
+
+
 def test_a_file_of_the_spool_goes_once_its_records_are_dropped() -> None:
     spool = RecordSpool()
     try:
