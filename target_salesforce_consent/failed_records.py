@@ -518,13 +518,16 @@ class FailedRecordStore:
         settled: list[tuple[bytes, int]] = []
         spooled: list[int] = []
         now = _now()
+        retries = self._retries
         for item, outcome, failed, error in outcomes:
             if item.spooled:
                 spooled.append(item.seq)
             if item.ouid and outcome in SETTLING_OUTCOMES:
-                ts = NO_TIMESTAMP if item.ts is None else item.ts
-                settled.append((_person(item.ouid), ts))
-            retry = self._retries.get(item.failed_key) if item.failed_key else None
+                ts = item.ts
+                settled.append((_person(item.ouid), NO_TIMESTAMP if ts is None else ts))
+            if not (failed or retries):  # most records: nothing to keep, nothing sent again
+                continue
+            retry = retries.get(item.failed_key) if item.failed_key else None
             if retry is not None:
                 if kept:
                     retry.failed_again, retry.error = failed, error

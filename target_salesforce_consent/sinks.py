@@ -399,19 +399,33 @@ def _fold(records: list[BufferedRecord]) -> PersonBatch:
     then arrival); the first record's id spelling unless a newer record that was not failed
     has another."""
     first = records[0]
-    assert first.ouid is not None
+    assert first.ouid is not None and first.choices is not None
     # The fields in the order they came (the report lists them so), then each one's choice.
-    choices: dict[str, Any] = {}
+    choices: dict[str, Any] = dict.fromkeys(first.choices)
+    fields = choices.keys()
     for item in records:
-        choices.update(dict.fromkeys(item.choices or ()))
-    person = PersonBatch(first.ouid, _sort_key(first)[0], first.seq, None, choices)
-    for item in sorted(records, key=_sort_key):  # oldest first: a newer choice replaces it
+        if not fields >= (item.choices or {}).keys():
+            choices.update(dict.fromkeys(item.choices or ()))
+    person = PersonBatch(first.ouid, *_sort_key(first), None, choices)
+    undecided = len(choices)
+    spelled = False
+    # Newest first: a field takes the first choice met; once every field has one, the older
+    # records have no say (a person may have hundreds of records in a batch).
+    for item in sorted(records, key=_sort_key, reverse=True):
         assert item.ouid is not None and item.choices is not None
         ts, seq = _sort_key(item)
-        if item.outcome is None:  # a failed record only blocks older choices (see read)
+        # The newest record that was not failed spells the id (if newer than the first) and
+        # dates the person; a failed record only blocks older choices (see read).
+        if not spelled and item.outcome is None:
+            spelled = True
             person.offer_record(item.ouid, ts, seq, item.ts)
-        for field_name, choice in item.choices.items():
-            choices[field_name] = (ts, seq, choice.cell, choice.is_list)
+        if undecided:
+            for field_name, choice in item.choices.items():
+                if choices[field_name] is None:
+                    choices[field_name] = (ts, seq, choice.cell, choice.is_list)
+                    undecided -= 1
+        elif spelled:
+            break  # the older records neither choose, spell the id nor date the person
     return person
 
 
@@ -939,13 +953,14 @@ class BatchProcessor:
         # key -> its record, or its records in arrival order when it has several
         records: dict[str, BufferedRecord | list[BufferedRecord]] = {}
         for seq, item in zip(self._positions(len(buffer)), buffer, strict=False):
-            if item.outcome is not None:
-                lines[seq] = self._line(item, item.outcome, fields=item.fields, error=item.error)
-            if item.choices is None or item.ouid is None:
+            outcome = item.outcome
+            if outcome is not None:
+                lines[seq] = self._line(item, outcome, fields=item.fields, error=item.error)
+            ouid = item.ouid
+            if item.choices is None or ouid is None:
                 continue
             # Salesforce compares text case-insensitively; lower() is its notion of case,
             # casefold() would also merge "strasse" with "straße".
-            ouid = item.ouid
             key = ouid.lower()
             if key == ouid:  # most ids: one string for the record, its group and its state
                 key = ouid
@@ -956,7 +971,7 @@ class BatchProcessor:
                 held.append(item)
             else:
                 records[key] = [held, item]
-            if item.outcome is None:  # a failed record only blocks older choices (see read)
+            if outcome is None:  # a failed record only blocks older choices (see read)
                 group = members.get(key)
                 if group is None:
                     members[key] = [(seq, item)]
