@@ -284,7 +284,14 @@ def canonical_stamp(ts: int) -> str | None:
             _HOURS.clear()
         _HOURS[hour] = prefix
     minute, millis = divmod(millis, 60_000)
-    return f"{prefix}{minute:02d}:{millis / 1000:06.3f}Z"  # exact: millis < 60,000
+    second, millis = divmod(millis, 1000)
+    return f"{prefix}{_MINUTE_TEXTS[minute]}{_SECOND_TEXTS[second]}{_MILLI_TEXTS[millis]}"
+
+
+# The texts of the stamp's parts, made once: formatting numbers per stamp took twice as long.
+_MINUTE_TEXTS = [f"{n:02d}:" for n in range(60)]
+_SECOND_TEXTS = [f"{n:02d}." for n in range(60)]
+_MILLI_TEXTS = [f"{n:03d}Z" for n in range(1000)]
 
 
 def _raw_identity(raw: Any) -> tuple[str | None, str | None, str | None]:
