@@ -42,6 +42,7 @@ __all__ = [
     "FILTER_MAX_LOG2",
     "FILTER_START_LOG2",
     "NO_TIMESTAMP",
+    "BulkInsert",
     "KeyFilter",
     "PersonBatch",
     "PersonRecord",
@@ -89,12 +90,32 @@ _LOOKUP = (
     + ")"
 )
 _NO_KEYS: list[str | None] = [None] * _LOOKUP_CHUNK
-_PERSON_COLUMNS = 6
-_ROWS_PER_INSERT = 64
-_INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_PERSONS = "INSERT OR REPLACE INTO person VALUES " + ", ".join(
-    ["(?, ?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT
-)
+
+
+class BulkInsert:
+    """An INSERT of rows many to a statement: fewer calls into SQLite than a statement a row
+    (the caller makes it one transaction). ``head``: up to ``VALUES``; ``tail``: after."""
+
+    ROWS = 64  # rows per statement
+
+    def __init__(self, head: str, columns: int, tail: str = "") -> None:
+        row = "(" + ", ".join("?" * columns) + ")"
+        self._one = f"{head} VALUES {row}{tail}"
+        self._many = f"{head} VALUES {', '.join([row] * self.ROWS)}{tail}"
+        self._width = columns * self.ROWS
+
+    def run(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        full = len(rows) - len(rows) % self.ROWS
+        if full:
+            values = list(chain.from_iterable(rows[:full]))
+            width = self._width
+            db.executemany(
+                self._many, (values[i : i + width] for i in range(0, len(values), width))
+            )
+        db.executemany(self._one, rows[full:])
+
+
+_INSERT_PERSONS = BulkInsert("INSERT OR REPLACE INTO person", 6)
 
 
 class Cell(Protocol):
@@ -498,15 +519,8 @@ class RunStore:
         """Rows of the person table, replacing those of the same people, in key order (pages
         filled one after the other) and many to a statement (fewer calls into SQLite)."""
         rows.sort()  # by key: a batch's keys are distinct
-        full = len(rows) - len(rows) % _ROWS_PER_INSERT
-        width = _ROWS_PER_INSERT * _PERSON_COLUMNS
         with self._db:
-            if full:
-                values = list(chain.from_iterable(rows[:full]))
-                self._db.executemany(
-                    _INSERT_PERSONS, (values[i : i + width] for i in range(0, len(values), width))
-                )
-            self._db.executemany(_INSERT_PERSON, rows[full:])
+            _INSERT_PERSONS.run(self._db, rows)
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""

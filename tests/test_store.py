@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
     FILTER_MAX_LOG2,
     FILTER_START_LOG2,
     NO_TIMESTAMP,
+    BulkInsert,
     KeyFilter,
     PersonBatch,
     PersonRecord,
@@ -296,3 +300,26 @@ def test_the_filter_of_a_long_run_stops_growing_at_one_mib() -> None:
         assert store._stored.maybe(["p1"]) == ["p1"]
     finally:
         store.close()
+
+
+def test_rows_inserted_many_to_a_statement_are_what_inserting_each_gives() -> None:
+    """An upsert that keeps the larger value, its rows in statements of many, gives what one
+    statement a row gives: also when a key repeats within a statement and across them."""
+    upsert = " ON CONFLICT (k) DO UPDATE SET v = max(v, excluded.v)"
+    picks = random.Random(3)
+    for count in (0, 1, BulkInsert.ROWS - 1, BulkInsert.ROWS, 3 * BulkInsert.ROWS + 5):
+        rows = [(f"k{picks.randrange(40)}", picks.randrange(1_000)) for _ in range(count)]
+        tables = []
+        for bulk in (False, True):
+            db = sqlite3.connect(":memory:")
+            db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID")
+            db.execute("INSERT INTO t VALUES ('k1', 500)")  # held before
+            with db:
+                if bulk:
+                    BulkInsert("INSERT INTO t", 2, upsert).run(db, rows)
+                else:
+                    db.executemany("INSERT INTO t VALUES (?, ?)" + upsert, rows)
+            tables.append(db.execute("SELECT k, v FROM t ORDER BY k").fetchall())
+            db.close()
+        assert tables[0] == tables[1], count
+        assert len(tables[0]) == len({"k1", *(k for k, _ in rows)})
