@@ -313,6 +313,9 @@ class _CellCodes:
 
     MAX_LAYOUTS = 1024
     MAX_CHOICES = 4096
+    #: The reader also shares one cells mapping among the records that give the same choices
+    #: (a mapping nobody changes): the last ones encoded are kept with their encoding.
+    MAX_ENCODED = 256
 
     def __init__(self) -> None:
         self._layouts: dict[tuple[str, ...], int] = {}
@@ -321,15 +324,24 @@ class _CellCodes:
         self._kept: list[Cell] = []
         self._by_value: dict[tuple[str, bool], int] = {}
         self._values: list[tuple[str, bool]] = []  # code -> (cell, is_list)
+        # id of a cells mapping -> (the mapping, kept so that the id stays its own; encoding)
+        self._encoded: dict[int, tuple[Mapping[str, Cell], bytes]] = {}
 
     def encode(self, cells: Mapping[str, Cell]) -> bytes | None:
+        held = self._encoded.get(id(cells))
+        if held is not None and held[0] is cells:
+            return held[1]
         layout = self._layouts.get(tuple(cells))
         codes = list(map(self._by_id.get, map(id, cells.values())))
         if layout is None or None in codes:
             if not self._learn(cells):
                 return None
             return self.encode(cells)
-        return _encode((layout, codes))
+        encoded = _encode((layout, codes))
+        if len(self._encoded) >= self.MAX_ENCODED:
+            self._encoded.clear()
+        self._encoded[id(cells)] = (cells, encoded)
+        return encoded
 
     def decode(self, layout: int, codes: list[int]) -> Iterable[tuple[str, tuple[str, bool]]]:
         return zip(self._layout_fields[layout], map(self._values.__getitem__, codes), strict=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import sqlite3
 
+import msgspec
+
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
     FILTER_MAX_LOG2,
@@ -18,6 +20,7 @@ from target_salesforce_consent.store import (
     RunStore,
     StoredChoice,
     WrittenRecord,
+    _CellCodes,
 )
 
 TRUE, FALSE, LIST = FieldChoice("true"), FieldChoice("false"), FieldChoice("N1;N2", True)
@@ -323,3 +326,19 @@ def test_rows_inserted_many_to_a_statement_are_what_inserting_each_gives() -> No
             db.close()
         assert tables[0] == tables[1], count
         assert len(tables[0]) == len({"k1", *(k for k, _ in rows)})
+
+
+def test_a_cells_mapping_met_again_is_encoded_as_it_was_the_first_time() -> None:
+    shared = {"A": TRUE, "B": LIST}
+    sequence = [shared, {"A": TRUE, "B": LIST}, shared, {"A": FALSE}, {"B": TRUE, "A": TRUE}]
+    sequence += [{"A": FieldChoice(f"v{n}")} for n in range(2 * _CellCodes.MAX_ENCODED)]
+    cached, plain = _CellCodes(), _CellCodes()
+    for cells in sequence * 2:
+        plain._encoded.clear()  # each one encoded from its cells
+        encoded = cached.encode(cells)
+        assert encoded is not None and encoded == plain.encode(cells)
+        layout, codes = msgspec.msgpack.decode(encoded)
+        assert dict(cached.decode(layout, codes)) == {
+            field: (cell.cell, cell.is_list) for field, cell in cells.items()
+        }
+    assert len(cached._encoded) <= _CellCodes.MAX_ENCODED  # bounded
