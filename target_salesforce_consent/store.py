@@ -72,7 +72,6 @@ CREATE TABLE written (
     baseline INTEGER,          -- consent_timestamp_field before the run first wrote it
     stamp INTEGER NOT NULL     -- what the run wrote there last
 ) WITHOUT ROWID;
-CREATE TABLE batch_key (key TEXT PRIMARY KEY) WITHOUT ROWID;  -- the keys of one lookup
 """
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -80,15 +79,13 @@ _decode = msgspec.msgpack.Decoder(list[Any]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
-#: The lookup, always with as many parameters (a shorter list is filled up with NULL, which
+#: The lookups, always with as many parameters (a shorter list is filled up with NULL, which
 #: equals no key). A statement per list length would be compiled and kept in the
 #: connection's statement cache once per batch (its last, shorter chunk), about 25 KiB
 #: each: up to 128 of them, memory that grew over a long run.
-_LOOKUP = (
-    "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person IN ("
-    + ",".join("?" * _LOOKUP_CHUNK)
-    + ")"
-)
+_IN_KEYS = " IN (" + ",".join("?" * _LOOKUP_CHUNK) + ")"
+_LOOKUP = "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person" + _IN_KEYS
+_LOOKUP_WRITTEN = "SELECT sf_id, baseline, stamp FROM written WHERE sf_id" + _IN_KEYS
 _NO_KEYS: list[str | None] = [None] * _LOOKUP_CHUNK
 
 
@@ -116,6 +113,9 @@ class BulkInsert:
 
 
 _INSERT_PERSONS = BulkInsert("INSERT OR REPLACE INTO person", 6)
+_INSERT_WRITTEN = BulkInsert(
+    "INSERT INTO written", 3, " ON CONFLICT (sf_id) DO UPDATE SET stamp = excluded.stamp"
+)
 
 
 class Cell(Protocol):
@@ -408,11 +408,13 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    def _keys(self, keys: Iterable[str]) -> None:
-        """The keys of the next lookup (one transaction: autocommit per row is 10x slower)."""
-        with self._db:
-            self._db.execute("DELETE FROM batch_key")
-            self._db.executemany("INSERT OR IGNORE INTO batch_key VALUES (?)", ((k,) for k in keys))
+    def _lookup(self, statement: str, keys: list[str]) -> Iterator[Any]:
+        """The rows `statement` (_LOOKUP or _LOOKUP_WRITTEN) finds for `keys`."""
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
+            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
+                chunk += _NO_KEYS[len(chunk) :]
+            yield from self._db.execute(statement, chunk)
 
     def _filter(self, keys: Mapping[str, Any]) -> list[str]:
         """Adds `keys` to the membership filter; returns those the table may hold.
@@ -459,14 +461,7 @@ class RunStore:
 
     def _held(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
         """The stored rows of `keys` (those the table holds)."""
-        held: dict[str, tuple[Any, ...]] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
-            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
-                chunk += _NO_KEYS[len(chunk) :]
-            for key, *row in self._db.execute(_LOOKUP, chunk):
-                held[key] = tuple(row)
-        return held
+        return {key: tuple(row) for key, *row in self._lookup(_LOOKUP, keys)}
 
     def _fold_held(self, key: str, person: PersonBatch, row: tuple[Any, ...]) -> None:
         """What an earlier batch left for this person, folded into `person`."""
@@ -536,20 +531,12 @@ class RunStore:
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""
-        self._keys(sf_ids)
         return {
             sf_id: WrittenRecord(baseline, stamp)
-            for sf_id, baseline, stamp in self._db.execute(
-                "SELECT w.sf_id, w.baseline, w.stamp FROM written w JOIN batch_key k "
-                "ON w.sf_id = k.key"
-            )
+            for sf_id, baseline, stamp in self._lookup(_LOOKUP_WRITTEN, list(sf_ids))
         }
 
     def record_written(self, rows: Iterable[tuple[str, int | None, int]]) -> None:
         """(sf_id, baseline, stamp) of rows written; the first baseline of a record stays."""
         with self._db:
-            self._db.executemany(
-                "INSERT INTO written VALUES (?, ?, ?) ON CONFLICT (sf_id) DO UPDATE "
-                "SET stamp = excluded.stamp",
-                rows,
-            )
+            _INSERT_WRITTEN.run(self._db, rows if isinstance(rows, list) else list(rows))

@@ -342,3 +342,25 @@ def test_a_cells_mapping_met_again_is_encoded_as_it_was_the_first_time() -> None
             field: (cell.cell, cell.is_list) for field, cell in cells.items()
         }
     assert len(cached._encoded) <= _CellCodes.MAX_ENCODED  # bounded
+
+
+def test_written_records_are_looked_up_in_any_number_by_one_statement() -> None:
+    store = RunStore()
+    statements: set[str] = set()
+    try:
+        store.record_written([(f"00Q{i}", i, 1) for i in range(1_200)])
+        # written again (twice in one call): the first baseline stays, the last stamp is kept
+        store.record_written([(f"00Q{i}", -1, 2) for i in range(1_200)] * 2 + [
+            (f"00Q{i}", -2, 10 * i) for i in range(1_200)
+        ])
+        store._db.set_trace_callback(statements.add)
+        for count in (1, 499, 500, 501, 1_300):  # beyond 1,200: never written
+            ids = [f"00Q{i}" for i in range(count)]
+            found = store.written(iter(ids + ids[:3]))  # once per id, however often given
+            assert found == {
+                f"00Q{i}": WrittenRecord(i, 10 * i) for i in range(min(count, 1_200))
+            }
+        sizes = {s.split(" IN (")[1].count(",") + 1 for s in statements if " IN (" in s}
+        assert len(sizes) == 1, f"lookups of {sorted(sizes)} values"
+    finally:
+        store.close()
