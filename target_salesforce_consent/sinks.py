@@ -1072,6 +1072,7 @@ class BatchProcessor:
         stamping = bool(rs.consent_timestamp_field)
         unresolved: list[str] = []
         stamped: list[tuple[str, int | None, int]] = []  # (Id, baseline, stamp) written
+        update_result, insert_result = updates.result, inserts.result
         for group in groups.values():
             plan = group.plan
             assert plan is not None
@@ -1084,10 +1085,10 @@ class BatchProcessor:
                 if dry_run:
                     outcome = Outcome.WOULD_UPDATE if plan.update_rows else Outcome.WOULD_INSERT
                 elif plan.update_rows:
-                    results = [updates.result(row["Id"]) for row in plan.update_rows]
+                    results = [update_result(row["Id"]) for row in plan.update_rows]
                     outcome, error, job_id = _combine(results, Outcome.UPDATED)
                 elif plan.insert_row is not None:
-                    results = [inserts.result(plan.insert_row[rs.match_field])]
+                    results = [insert_result(plan.insert_row[rs.match_field])]
                     outcome, error, job_id = _combine(results, Outcome.INSERTED)
                     if outcome is Outcome.INSERTED and results[0].sf_id:
                         ids = (results[0].sf_id,)
@@ -1103,13 +1104,13 @@ class BatchProcessor:
             fields = plan.fields
             if not isinstance(fields, (dict, ReportFields)):
                 fields = dict(fields)
-            kept = plan.kept or {}
+            kept = plan.kept  # shared, as fields: nothing changes a line's
             stale_at = plan.stale_at
             for seq, item in group.members:
                 if stale_at is not None and is_stale(item.ts, stale_at):
                     lines[seq] = OutcomeLine(
                         item.stream, item.ouid, item.didomi_id, item.timestamp,
-                        Outcome.SKIPPED_STALE, ids, fields, None, None, item.retry, {},
+                        Outcome.SKIPPED_STALE, ids, fields, None, None, item.retry, _NO_KEPT,
                     )  # fmt: skip
                 else:
                     lines[seq] = OutcomeLine(
@@ -1218,12 +1219,18 @@ def _combine(results: list[RowResult], success: Outcome) -> tuple[Outcome, str |
     `success` when any row was written (several matches); the first row error is kept in the
     report either way, so a partial failure is never hidden.
     """
-    errors = [r for r in results if r.status != "succeeded"]
-    first_error = (errors[0].error or "UNKNOWN_EXCEPTION: no result row") if errors else None
-    for result in results:
+    written: RowResult | None = None
+    failed: RowResult | None = None
+    for result in results:  # most: one row, written
         if result.status == "succeeded":
-            return success, first_error, result.job_id
-    return Outcome.FAILED, first_error, errors[0].job_id
+            written = written or result
+        elif failed is None:
+            failed = result
+    first_error = (failed.error or "UNKNOWN_EXCEPTION: no result row") if failed else None
+    if written is not None:
+        return success, first_error, written.job_id
+    assert failed is not None, "no result rows"
+    return Outcome.FAILED, first_error, failed.job_id
 
 
 _SCHEMA_ERROR = "__target_salesforce_consent_schema_error__"
