@@ -33,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Protocol
 
 import msgspec
@@ -99,16 +99,14 @@ class BulkInsert:
         row = "(" + ", ".join("?" * columns) + ")"
         self._one = f"{head} VALUES {row}{tail}"
         self._many = f"{head} VALUES {', '.join([row] * self.ROWS)}{tail}"
-        self._width = columns * self.ROWS
 
     def run(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        full = len(rows) - len(rows) % self.ROWS
-        if full:
-            values = list(chain.from_iterable(rows[:full]))
-            width = self._width
-            db.executemany(
-                self._many, (values[i : i + width] for i in range(0, len(values), width))
-            )
+        many = self.ROWS
+        full = len(rows) - len(rows) % many
+        db.executemany(  # each statement's values made as it runs: no list of them all
+            self._many,
+            (list(chain.from_iterable(rows[i : i + many])) for i in range(0, full, many)),
+        )
         db.executemany(self._one, rows[full:])
 
 
@@ -408,10 +406,13 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    def _lookup(self, statement: str, keys: list[str]) -> Iterator[Any]:
+    def _lookup(self, statement: str, keys: Iterable[str]) -> Iterator[Any]:
         """The rows `statement` (_LOOKUP or _LOOKUP_WRITTEN) finds for `keys`."""
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
+        keys = iter(keys)
+        while True:
+            chunk: list[str | None] = list(islice(keys, _LOOKUP_CHUNK))
+            if not chunk:
+                return
             if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
                 chunk += _NO_KEYS[len(chunk) :]
             yield from self._db.execute(statement, chunk)
@@ -533,7 +534,7 @@ class RunStore:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""
         return {
             sf_id: WrittenRecord(baseline, stamp)
-            for sf_id, baseline, stamp in self._lookup(_LOOKUP_WRITTEN, list(sf_ids))
+            for sf_id, baseline, stamp in self._lookup(_LOOKUP_WRITTEN, sf_ids)
         }
 
     def record_written(self, rows: Iterable[tuple[str, int | None, int]]) -> None:
