@@ -37,7 +37,7 @@ import msgspec
 
 from target_salesforce_consent.didomi import UnreadableRecord, parse_timestamp
 from target_salesforce_consent.plan import to_micros
-from target_salesforce_consent.store import NO_TIMESTAMP
+from target_salesforce_consent.store import NO_TIMESTAMP, BulkInsert
 
 __all__ = [
     "DEFAULT_MAX_RECORD_RETRIES",
@@ -407,6 +407,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: A person's newest settling timestamp: a row replaces an older one of the same person.
+_SETTLE = BulkInsert(
+    "INSERT INTO settled", 2, " ON CONFLICT (person) DO UPDATE SET ts = max(ts, excluded.ts)"
+)
+
+
 def _person(ouid: str) -> bytes:
     """The store's key of a person: any text, a lone surrogate included, as bytes."""
     return ouid.lower().encode("utf-8", "surrogatepass")
@@ -547,13 +553,16 @@ class FailedRecordStore:
         settled: list[tuple[bytes, int]] = []
         spooled: list[int] = []
         now = _now()
+        retries = self._retries
         for item, outcome, failed, error in outcomes:
             if item.spooled:
                 spooled.append(item.seq)
             if item.ouid and outcome in SETTLING_OUTCOMES:
-                ts = NO_TIMESTAMP if item.ts is None else item.ts
-                settled.append((_person(item.ouid), ts))
-            retry = self._retries.get(item.failed_key) if item.failed_key else None
+                ts = item.ts
+                settled.append((_person(item.ouid), NO_TIMESTAMP if ts is None else ts))
+            if not (failed or retries):  # most records: nothing to keep, nothing sent again
+                continue
+            retry = retries.get(item.failed_key) if item.failed_key else None
             if retry is not None:
                 if kept:
                     retry.failed_again, retry.error = failed, error
@@ -583,11 +592,7 @@ class FailedRecordStore:
             new.append(entry)
         settled.sort()  # in key order: each page of the table is visited once (small cache)
         with self._settled:
-            self._settled.executemany(
-                "INSERT INTO settled VALUES (?, ?) ON CONFLICT (person) "
-                "DO UPDATE SET ts = max(ts, excluded.ts)",
-                settled,
-            )
+            _SETTLE.run(self._settled, settled)
         self.spool.drop(spooled)
         if new and not self.dry_run:
             self._batches += 1

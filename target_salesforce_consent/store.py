@@ -33,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Protocol
 
 import msgspec
@@ -42,6 +42,7 @@ __all__ = [
     "FILTER_MAX_LOG2",
     "FILTER_START_LOG2",
     "NO_TIMESTAMP",
+    "BulkInsert",
     "KeyFilter",
     "PersonBatch",
     "PersonRecord",
@@ -71,7 +72,6 @@ CREATE TABLE written (
     baseline INTEGER,          -- consent_timestamp_field before the run first wrote it
     stamp INTEGER NOT NULL     -- what the run wrote there last
 ) WITHOUT ROWID;
-CREATE TABLE batch_key (key TEXT PRIMARY KEY) WITHOUT ROWID;  -- the keys of one lookup
 """
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -79,21 +79,40 @@ _decode = msgspec.msgpack.Decoder(list[Any]).decode
 
 #: Keys per lookup statement (SQLite allows 32,766 parameters).
 _LOOKUP_CHUNK = 500
-#: The lookup, always with as many parameters (a shorter list is filled up with NULL, which
+#: The lookups, always with as many parameters (a shorter list is filled up with NULL, which
 #: equals no key). A statement per list length would be compiled and kept in the
 #: connection's statement cache once per batch (its last, shorter chunk), about 25 KiB
 #: each: up to 128 of them, memory that grew over a long run.
-_LOOKUP = (
-    "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person IN ("
-    + ",".join("?" * _LOOKUP_CHUNK)
-    + ")"
-)
+_IN_KEYS = " IN (" + ",".join("?" * _LOOKUP_CHUNK) + ")"
+_LOOKUP = "SELECT person, ouid, ts, seq, newest, choices FROM person WHERE person" + _IN_KEYS
+_LOOKUP_WRITTEN = "SELECT sf_id, baseline, stamp FROM written WHERE sf_id" + _IN_KEYS
 _NO_KEYS: list[str | None] = [None] * _LOOKUP_CHUNK
-_PERSON_COLUMNS = 6
-_ROWS_PER_INSERT = 64
-_INSERT_PERSON = "INSERT OR REPLACE INTO person VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_PERSONS = "INSERT OR REPLACE INTO person VALUES " + ", ".join(
-    ["(?, ?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT
+
+
+class BulkInsert:
+    """An INSERT of rows many to a statement: fewer calls into SQLite than a statement a row
+    (the caller makes it one transaction). ``head``: up to ``VALUES``; ``tail``: after."""
+
+    ROWS = 64  # rows per statement
+
+    def __init__(self, head: str, columns: int, tail: str = "") -> None:
+        row = "(" + ", ".join("?" * columns) + ")"
+        self._one = f"{head} VALUES {row}{tail}"
+        self._many = f"{head} VALUES {', '.join([row] * self.ROWS)}{tail}"
+
+    def run(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        many = self.ROWS
+        full = len(rows) - len(rows) % many
+        db.executemany(  # each statement's values made as it runs: no list of them all
+            self._many,
+            (list(chain.from_iterable(rows[i : i + many])) for i in range(0, full, many)),
+        )
+        db.executemany(self._one, rows[full:])
+
+
+_INSERT_PERSONS = BulkInsert("INSERT OR REPLACE INTO person", 6)
+_INSERT_WRITTEN = BulkInsert(
+    "INSERT INTO written", 3, " ON CONFLICT (sf_id) DO UPDATE SET stamp = excluded.stamp"
 )
 
 
@@ -293,6 +312,9 @@ class _CellCodes:
 
     MAX_LAYOUTS = 1024
     MAX_CHOICES = 4096
+    #: The reader also shares one cells mapping among the records that give the same choices
+    #: (a mapping nobody changes): the last ones encoded are kept with their encoding.
+    MAX_ENCODED = 256
 
     def __init__(self) -> None:
         self._layouts: dict[tuple[str, ...], int] = {}
@@ -301,15 +323,24 @@ class _CellCodes:
         self._kept: list[Cell] = []
         self._by_value: dict[tuple[str, bool], int] = {}
         self._values: list[tuple[str, bool]] = []  # code -> (cell, is_list)
+        # id of a cells mapping -> (the mapping, kept so that the id stays its own; encoding)
+        self._encoded: dict[int, tuple[Mapping[str, Cell], bytes]] = {}
 
     def encode(self, cells: Mapping[str, Cell]) -> bytes | None:
+        held = self._encoded.get(id(cells))
+        if held is not None and held[0] is cells:
+            return held[1]
         layout = self._layouts.get(tuple(cells))
         codes = list(map(self._by_id.get, map(id, cells.values())))
         if layout is None or None in codes:
             if not self._learn(cells):
                 return None
             return self.encode(cells)
-        return _encode((layout, codes))
+        encoded = _encode((layout, codes))
+        if len(self._encoded) >= self.MAX_ENCODED:
+            self._encoded.clear()
+        self._encoded[id(cells)] = (cells, encoded)
+        return encoded
 
     def decode(self, layout: int, codes: list[int]) -> Iterable[tuple[str, tuple[str, bool]]]:
         return zip(self._layout_fields[layout], map(self._values.__getitem__, codes), strict=True)
@@ -376,11 +407,16 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    def _keys(self, keys: Iterable[str]) -> None:
-        """The keys of the next lookup (one transaction: autocommit per row is 10x slower)."""
-        with self._db:
-            self._db.execute("DELETE FROM batch_key")
-            self._db.executemany("INSERT OR IGNORE INTO batch_key VALUES (?)", ((k,) for k in keys))
+    def _lookup(self, statement: str, keys: Iterable[str]) -> Iterator[Any]:
+        """The rows `statement` (_LOOKUP or _LOOKUP_WRITTEN) finds for `keys`."""
+        keys = iter(keys)
+        while True:
+            chunk: list[str | None] = list(islice(keys, _LOOKUP_CHUNK))
+            if not chunk:
+                return
+            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
+                chunk += _NO_KEYS[len(chunk) :]
+            yield from self._db.execute(statement, chunk)
 
     def _filter(self, keys: Mapping[str, Any]) -> list[str]:
         """Adds `keys` to the membership filter; returns those the table may hold.
@@ -427,14 +463,7 @@ class RunStore:
 
     def _held(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
         """The stored rows of `keys` (those the table holds)."""
-        held: dict[str, tuple[Any, ...]] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk: list[str | None] = [*keys[start : start + _LOOKUP_CHUNK]]
-            if len(chunk) < _LOOKUP_CHUNK:  # one statement for every lookup (see _LOOKUP)
-                chunk += _NO_KEYS[len(chunk) :]
-            for key, *row in self._db.execute(_LOOKUP, chunk):
-                held[key] = tuple(row)
-        return held
+        return {key: tuple(row) for key, *row in self._lookup(_LOOKUP, keys)}
 
     def _fold_held(self, key: str, person: PersonBatch, row: tuple[Any, ...]) -> None:
         """What an earlier batch left for this person, folded into `person`."""
@@ -499,32 +528,17 @@ class RunStore:
         """Rows of the person table, replacing those of the same people, in key order (pages
         filled one after the other) and many to a statement (fewer calls into SQLite)."""
         rows.sort()  # by key: a batch's keys are distinct
-        full = len(rows) - len(rows) % _ROWS_PER_INSERT
-        width = _ROWS_PER_INSERT * _PERSON_COLUMNS
         with self._db:
-            if full:
-                values = list(chain.from_iterable(rows[:full]))
-                self._db.executemany(
-                    _INSERT_PERSONS, (values[i : i + width] for i in range(0, len(values), width))
-                )
-            self._db.executemany(_INSERT_PERSON, rows[full:])
+            _INSERT_PERSONS.run(self._db, rows)
 
     def written(self, sf_ids: Iterable[str]) -> dict[str, WrittenRecord]:
         """The records among `sf_ids` that this run wrote a consent timestamp to."""
-        self._keys(sf_ids)
         return {
             sf_id: WrittenRecord(baseline, stamp)
-            for sf_id, baseline, stamp in self._db.execute(
-                "SELECT w.sf_id, w.baseline, w.stamp FROM written w JOIN batch_key k "
-                "ON w.sf_id = k.key"
-            )
+            for sf_id, baseline, stamp in self._lookup(_LOOKUP_WRITTEN, sf_ids)
         }
 
     def record_written(self, rows: Iterable[tuple[str, int | None, int]]) -> None:
         """(sf_id, baseline, stamp) of rows written; the first baseline of a record stays."""
         with self._db:
-            self._db.executemany(
-                "INSERT INTO written VALUES (?, ?, ?) ON CONFLICT (sf_id) DO UPDATE "
-                "SET stamp = excluded.stamp",
-                rows,
-            )
+            _INSERT_WRITTEN.run(self._db, rows if isinstance(rows, list) else list(rows))

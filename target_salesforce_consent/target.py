@@ -696,8 +696,8 @@ class TargetSalesforceConsent(TextAbout, Target):
         assert self._failed is not None
         try:
             self._failed.batch_done(
-                (
-                    (buffer[seq], line.outcome.value, line.outcome is Outcome.FAILED, line.error)
+                (  # an Outcome is its value as text
+                    (buffer[seq], line.outcome, line.outcome is Outcome.FAILED, line.error)
                     for seq, line in lines.items()
                 ),
                 completed,

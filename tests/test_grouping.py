@@ -3,12 +3,14 @@ path of a person with one record gives what folding that record field by field g
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.report import Outcome
 from target_salesforce_consent.sinks import BufferedRecord, _fold, _person
-from target_salesforce_consent.store import PersonBatch, PersonRecord, RunStore
+from target_salesforce_consent.store import NO_TIMESTAMP, PersonBatch, PersonRecord, RunStore
 
 TRUE, LIST = FieldChoice("true"), FieldChoice("N1;N2", True)
 
@@ -70,3 +72,39 @@ def test_a_newer_record_that_came_first_keeps_its_choices() -> None:
         {"A": (2_000, 1, "true", False), "B": (2_000, 1, "N1;N2", True),
          "C": (1_000, 2, "true", False)},
     )  # fmt: skip
+
+
+def _fold_field_by_field(records: list[BufferedRecord]) -> PersonBatch:
+    """The plain fold: every record offered, oldest first, every choice of each."""
+    first = records[0]
+    fields: dict[str, None] = {}
+    for item in records:
+        fields.update(dict.fromkeys(item.choices or ()))
+    order = (NO_TIMESTAMP if first.ts is None else first.ts, first.seq)
+    person = PersonBatch(str(first.ouid), *order, None, {})
+    for item in sorted(records, key=lambda r: (NO_TIMESTAMP if r.ts is None else r.ts, r.seq)):
+        ts = NO_TIMESTAMP if item.ts is None else item.ts
+        if item.outcome is None:
+            person.offer_record(str(item.ouid), ts, item.seq, item.ts)
+        for field_name, choice in (item.choices or {}).items():
+            person.offer_choice(field_name, (ts, item.seq, choice.cell, choice.is_list))
+    person.choices = {f: person.choices[f] for f in fields}  # the order the fields came
+    return person
+
+
+def test_folding_newest_first_gives_what_folding_every_record_gives() -> None:
+    rng = random.Random(7)
+    spellings, cells = ["jane", "Jane", "JANE"], [TRUE, LIST, NO_CHOICE, FieldChoice("false")]
+    for _ in range(3_000):
+        records = []
+        for seq in rng.sample(range(50), rng.randint(2, 8)):
+            fields = rng.sample(["A", "B", "C", "D"], rng.randint(0, 4))
+            records.append(BufferedRecord(
+                "users", seq, rng.choice(spellings), None, None,
+                rng.choice([None, 1_000, 2_000, 3_000, rng.randrange(10_000)]),
+                {f: rng.choice(cells) for f in fields},
+                outcome=Outcome.FAILED if rng.random() < 0.3 else None,
+            ))  # fmt: skip
+        folded = _fold(records)
+        assert folded == _fold_field_by_field(records)
+        assert list(folded.choices) == list(_fold_field_by_field(records).choices)

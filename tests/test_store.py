@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+
+import msgspec
+
 from target_salesforce_consent.extract import NO_CHOICE, FieldChoice
 from target_salesforce_consent.store import (
     FILTER_MAX_LOG2,
     FILTER_START_LOG2,
     NO_TIMESTAMP,
+    BulkInsert,
     KeyFilter,
     PersonBatch,
     PersonRecord,
@@ -14,6 +20,7 @@ from target_salesforce_consent.store import (
     RunStore,
     StoredChoice,
     WrittenRecord,
+    _CellCodes,
 )
 
 TRUE, FALSE, LIST = FieldChoice("true"), FieldChoice("false"), FieldChoice("N1;N2", True)
@@ -294,5 +301,66 @@ def test_the_filter_of_a_long_run_stops_growing_at_one_mib() -> None:
         assert store._stored.bits_log2 == FILTER_MAX_LOG2 == 23
         assert len(store._stored._bits) == 1 << 20  # bytes
         assert store._stored.maybe(["p1"]) == ["p1"]
+    finally:
+        store.close()
+
+
+def test_rows_inserted_many_to_a_statement_are_what_inserting_each_gives() -> None:
+    """An upsert that keeps the larger value, its rows in statements of many, gives what one
+    statement a row gives: also when a key repeats within a statement and across them."""
+    upsert = " ON CONFLICT (k) DO UPDATE SET v = max(v, excluded.v)"
+    picks = random.Random(3)
+    for count in (0, 1, BulkInsert.ROWS - 1, BulkInsert.ROWS, 3 * BulkInsert.ROWS + 5):
+        rows = [(f"k{picks.randrange(40)}", picks.randrange(1_000)) for _ in range(count)]
+        tables = []
+        for bulk in (False, True):
+            db = sqlite3.connect(":memory:")
+            db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID")
+            db.execute("INSERT INTO t VALUES ('k1', 500)")  # held before
+            with db:
+                if bulk:
+                    BulkInsert("INSERT INTO t", 2, upsert).run(db, rows)
+                else:
+                    db.executemany("INSERT INTO t VALUES (?, ?)" + upsert, rows)
+            tables.append(db.execute("SELECT k, v FROM t ORDER BY k").fetchall())
+            db.close()
+        assert tables[0] == tables[1], count
+        assert len(tables[0]) == len({"k1", *(k for k, _ in rows)})
+
+
+def test_a_cells_mapping_met_again_is_encoded_as_it_was_the_first_time() -> None:
+    shared = {"A": TRUE, "B": LIST}
+    sequence = [shared, {"A": TRUE, "B": LIST}, shared, {"A": FALSE}, {"B": TRUE, "A": TRUE}]
+    sequence += [{"A": FieldChoice(f"v{n}")} for n in range(2 * _CellCodes.MAX_ENCODED)]
+    cached, plain = _CellCodes(), _CellCodes()
+    for cells in sequence * 2:
+        plain._encoded.clear()  # each one encoded from its cells
+        encoded = cached.encode(cells)
+        assert encoded is not None and encoded == plain.encode(cells)
+        layout, codes = msgspec.msgpack.decode(encoded)
+        assert dict(cached.decode(layout, codes)) == {
+            field: (cell.cell, cell.is_list) for field, cell in cells.items()
+        }
+    assert len(cached._encoded) <= _CellCodes.MAX_ENCODED  # bounded
+
+
+def test_written_records_are_looked_up_in_any_number_by_one_statement() -> None:
+    store = RunStore()
+    statements: set[str] = set()
+    try:
+        store.record_written([(f"00Q{i}", i, 1) for i in range(1_200)])
+        # written again (twice in one call): the first baseline stays, the last stamp is kept
+        store.record_written([(f"00Q{i}", -1, 2) for i in range(1_200)] * 2 + [
+            (f"00Q{i}", -2, 10 * i) for i in range(1_200)
+        ])
+        store._db.set_trace_callback(statements.add)
+        for count in (1, 499, 500, 501, 1_300):  # beyond 1,200: never written
+            ids = [f"00Q{i}" for i in range(count)]
+            found = store.written(iter(ids + ids[:3]))  # once per id, however often given
+            assert found == {
+                f"00Q{i}": WrittenRecord(i, 10 * i) for i in range(min(count, 1_200))
+            }
+        sizes = {s.split(" IN (")[1].count(",") + 1 for s in statements if " IN (" in s}
+        assert len(sizes) == 1, f"lookups of {sorted(sizes)} values"
     finally:
         store.close()
