@@ -275,7 +275,7 @@ def test_lookups_of_any_number_of_people_share_one_statement() -> None:
         first = {f"p{i}": PersonRecord(f"P{i}", i, i, i, {"A": TRUE}) for i in range(700)}
         store.merge_batch(first)
         store._db.set_trace_callback(statements.add)
-        for count in (1, 3, 499, 500, 501, 650):  # people seen before, looked up again
+        for count in (1, 3, 99, 100, 101, 499, 500, 501, 650):  # people seen before, again
             later = {f"p{i}": PersonRecord(f"P{i}", 1000 + i, 1000 + i, 1000 + i, {"B": FALSE})
                      for i in range(count)}  # fmt: skip
             states = store.merge_batch(later)
@@ -354,7 +354,7 @@ def test_written_records_are_looked_up_in_any_number_by_one_statement() -> None:
             (f"00Q{i}", -2, 10 * i) for i in range(1_200)
         ])
         store._db.set_trace_callback(statements.add)
-        for count in (1, 499, 500, 501, 1_300):  # beyond 1,200: never written
+        for count in (1, 99, 100, 101, 500, 1_300):  # beyond 1,200: never written
             ids = [f"00Q{i}" for i in range(count)]
             found = store.written(iter(ids + ids[:3]))  # once per id, however often given
             assert found == {
