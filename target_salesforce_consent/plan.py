@@ -11,7 +11,7 @@ sink runs the resulting rows through Bulk API 2.0.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
@@ -361,8 +361,7 @@ def plan_in_full(
         # (None: not asked, the choice is older), for the report's _shown.
         held_same: list[bool | None] = []
         for name, choice, value in chosen:
-            ts = choice.ts
-            if baseline is None or (ts is not None and ts // 1000 * 1000 > baseline):
+            if _is_newer(choice.ts, baseline):
                 if value.same(choice.cell, record.get(name), choice.is_list):
                     held_same.append(True)
                 else:
@@ -484,16 +483,22 @@ def _cells_of(choices: Mapping[str, StoredChoice]) -> Iterable[Cell]:
     return choices.values()
 
 
-def _newer(stored: Collection[StoredChoice], baseline: int) -> Iterator[bool]:
-    """Whether each choice is newer than a record's consent stamped ``baseline``, to the
-    millisecond (one answer for all when the choices share their timestamp; it may then
-    repeat without end)."""
-    stamps = set(map(_TS_OF, stored))
+def _newer(choices: Mapping[str, StoredChoice], baseline: int | None) -> Iterator[bool]:
+    """Whether each choice is newer than a record's consent stamped ``baseline``
+    (:func:`_is_newer`), in order: one answer for all when the choices share their timestamp,
+    as a lone record's do (it then repeats without end)."""
+    if baseline is None:  # anything is newer than no stamp
+        return _ALWAYS
+    if choices.__class__ is RecordChoices:
+        assert isinstance(choices, RecordChoices)
+        stamps = {choices.ts}
+    else:
+        stamps = set(map(_TS_OF, choices.values()))
     if len(stamps) == 1:
         (ts,) = stamps
-        return _ALWAYS if ts is not None and ts // 1000 * 1000 > baseline else _NEVER
-    answers = {ts: ts is not None and ts // 1000 * 1000 > baseline for ts in stamps}
-    return map(answers.__getitem__, map(_TS_OF, stored))
+        return _ALWAYS if _is_newer(ts, baseline) else _NEVER
+    answers = {ts: _is_newer(ts, baseline) for ts in stamps}
+    return map(answers.__getitem__, map(_TS_OF, choices.values()))
 
 
 class _PlanMemo:
@@ -602,19 +607,8 @@ class _PlanMemo:
         current = current_stamp(record, ts_field) if ts_field else None
         baseline = baseline_of(record_id, current, written) if ts_field else None
         newest = person.newest if ts_field else None
-        # Whether each choice is newer than the record's consent (one answer for all when
-        # the choices share their timestamp, as a lone record's do).
-        newer: Iterable[bool] = _ALWAYS
-        stored: Iterable[Cell]
-        if choices.__class__ is RecordChoices:  # the reader's cells, at the record's time
-            assert isinstance(choices, RecordChoices)
-            stored, ts = choices.cells.values(), choices.ts
-            if baseline is not None and not (ts is not None and ts // 1000 * 1000 > baseline):
-                newer = _NEVER
-        else:
-            stored = choices.values()
-            if baseline is not None:
-                newer = _newer(choices.values(), baseline)
+        stored = _cells_of(choices)
+        newer = _newer(choices, baseline)
         held_values = self._held(record, names)
         # One key per field, made and looked up in C: the type as well, for 1, 1.0 and True
         # are equal keys but are not reported alike (newer may repeat one answer without end).
