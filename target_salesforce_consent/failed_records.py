@@ -122,6 +122,9 @@ def _on_new_thread(function: Callable[[str], Any], argument: str) -> Any:
     return value
 
 
+_LINE_MARK = "l"  # the first byte of an entry kept as its Singer line (see RecordSpool)
+
+
 class _Segment:
     """One append-only temporary file of the spool: its records' arrival numbers and offsets."""
 
@@ -137,12 +140,20 @@ class _Segment:
         # Lines put and not written yet: encoded and written together (see RecordSpool)
         self.lines: list[str] = []
 
+    def add(self, seq: int, size: int) -> None:
+        """Count in the entry of record ``seq``, ``size`` bytes from the end of the file."""
+        self.seqs.append(seq)
+        self.offsets.append(self.size)
+        self.size += size
+        self.live += 1
+
     def write_lines(self) -> None:
         """Write the lines put since the last write, each after its entry's first byte."""
         lines = self.lines
         if lines:
             self.lines = []
-            self.file.write(("l" + "l".join(lines)).encode("utf-8", "surrogatepass"))
+            text = _LINE_MARK + _LINE_MARK.join(lines)
+            self.file.write(text.encode("utf-8", "surrogatepass"))
 
 
 class RecordSpool:
@@ -164,7 +175,7 @@ class RecordSpool:
     #: Lines put that are encoded and written in one go: one call per line for a Singer
     #: line's JSON text was a tenth of the reading thread's time.
     LINES_PER_WRITE = 64
-    _JSON, _LINE = b"j", b"l"  # the first byte of each entry
+    _JSON, _LINE = b"j", _LINE_MARK.encode()  # the first byte of each entry
 
     def __init__(self, record_of_line: Callable[[str], Any] | None = None) -> None:
         self.record_of_line = record_of_line
@@ -175,10 +186,7 @@ class RecordSpool:
         with self._lock:
             segment = self._segment_for(seq)
             segment.write_lines()
-            segment.seqs.append(seq)
-            segment.offsets.append(segment.size)
-            segment.size += 1 + len(encoded)
-            segment.live += 1
+            segment.add(seq, 1 + len(encoded))
             segment.file.write(self._JSON + encoded)
 
     def put_line(self, seq: int, line: str) -> None:
@@ -187,10 +195,7 @@ class RecordSpool:
         size = 1 + (len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass")))
         with self._lock:
             segment = self._segment_for(seq)
-            segment.seqs.append(seq)
-            segment.offsets.append(segment.size)
-            segment.size += size
-            segment.live += 1
+            segment.add(seq, size)
             lines = segment.lines
             lines.append(line)
             if len(lines) >= self.LINES_PER_WRITE:
