@@ -175,7 +175,7 @@ class RecordSpool:
     #: Lines put that are encoded and written in one go: one call per line for a Singer
     #: line's JSON text was a tenth of the reading thread's time.
     LINES_PER_WRITE = 64
-    _JSON, _LINE = b"j", _LINE_MARK.encode()  # the first byte of each entry
+    _JSON = b"j"  # the first byte of an entry kept as JSON (a line's: _LINE_MARK)
 
     def __init__(self, record_of_line: Callable[[str], Any] | None = None) -> None:
         self.record_of_line = record_of_line

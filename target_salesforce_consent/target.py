@@ -748,20 +748,15 @@ class TargetSalesforceConsent(TextAbout, Target):
         if processor is None:
             processor = self._start_run()
         failed = self._failed
-        if failed is None or failed.dry_run:
-            item = processor.read_shape(sink.stream_name, shape)
-            if item is None:
-                return False
-        else:
-            spool = failed.spool
-            if spool.record_of_line is None:
-                return False  # only the record as sent can be kept
-            item = processor.read_shape(sink.stream_name, shape)
-            if item is None:
-                return False
-            if item.outcome in (None, Outcome.FAILED):
-                spool.put_line(item.seq, line)  # should the record fail (as keep_record keeps it)
-                item.spooled = True
+        spool = failed.spool if failed is not None and not failed.dry_run else None
+        if spool is not None and spool.record_of_line is None:
+            return False  # only the record as sent can be kept
+        item = processor.read_shape(sink.stream_name, shape)
+        if item is None:
+            return False
+        if spool is not None and item.outcome in (None, Outcome.FAILED):
+            spool.put_line(item.seq, line)  # should the record fail (as keep_record keeps it)
+            item.spooled = True
         self._buffer_read(sink, item)
         return True
 
